@@ -1,0 +1,39 @@
+"""``tessera bench``: each benchmark lives in ``bench/<name>.py`` with a ``main(argv)``.
+
+Every benchmark prints one JSON object on its last line (with ``--json``) and
+writes nothing else to stdout after it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+BENCHES = {
+    "gas": "Gas of each JobMarket call and the total for one job.",
+    "pipeline": "Decode tokens/s through 1, 2, 3 stages over loopback gRPC vs monolithic.",
+    "codec": "Wire bytes, perplexity and top-1 agreement of each activation codec.",
+    "routing": "Planning time and plan quality of the router on simulated networks.",
+}
+
+
+def _make(name: str, help_text: str) -> click.Command:
+    @click.command(name=name, help=help_text, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.pass_context
+    def cmd(ctx):
+        mod = importlib.import_module(f"bench.{name}")
+        rc = mod.main(list(ctx.args))
+        if rc:
+            ctx.exit(rc)
+
+    return cmd
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks; each prints one JSON object on its last line with --json."""
+
+
+for _name, _help in BENCHES.items():
+    bench.add_command(_make(_name, _help))

@@ -1,0 +1,55 @@
+"""One exception root for the whole product.
+
+Every error a user can meet derives from :class:`TesseraError` and says what to
+do next. The CLI catches ``TesseraError`` and prints its message without a
+traceback.
+"""
+
+
+class TesseraError(Exception):
+    """Root of every Tessera error. The message tells the user what to do."""
+
+
+class ConfigError(TesseraError):
+    """A configuration file, flag or environment variable is wrong or missing."""
+
+
+class ChainError(TesseraError):
+    """Talking to the chain failed (connection, deployment file, reverted transaction)."""
+
+
+class ContractError(ChainError):
+    """A transaction or call reverted with a decoded Solidity custom error.
+
+    ``name`` is the Solidity error name (e.g. ``JobPlanGap``), ``args`` its
+    decoded arguments by name.
+    """
+
+    def __init__(self, name: str, args: dict, message: str):
+        super().__init__(message)
+        self.name = name
+        self.args_by_name = args
+
+
+class ModelError(TesseraError):
+    """A model cannot be found, converted, loaded or verified."""
+
+
+class WeightHashMismatch(ModelError):
+    """Local weights do not match the commitment in the ModelRegistry."""
+
+
+class CodecError(TesseraError):
+    """An activation payload is malformed (shape, length, NaN/Inf, size)."""
+
+
+class ProtocolError(TesseraError):
+    """A hop message is unsigned, mis-signed, from the wrong sender or out of order."""
+
+
+class RoutingError(TesseraError):
+    """No valid plan exists for the request; the message says which blocks are short."""
+
+
+class JobError(TesseraError):
+    """A job cannot be submitted, run or settled."""

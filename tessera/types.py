@@ -1,0 +1,127 @@
+"""Typed records that cross process, chain or disk boundaries.
+
+Conventions fixed here for every component:
+
+* Block spans are half-open ``[start, end)`` everywhere.
+* A model is identified on chain by ``model_id = keccak256(name_utf8)``.
+* A job's output is canonical bytes: each token id (or class id) as a 4-byte
+  big-endian unsigned integer, concatenated. Its hash is ``keccak256(bytes)``.
+* Weight commitment: ``weights_root = keccak256(h_input || h_block_0 || ... ||
+  h_block_{N-1} || h_output)`` where ``h_*`` are 32-byte per-stage weight hashes
+  (``worker.store.hashing``). ``h_input`` is the embedding stage (run by the node
+  serving block 0), ``h_output`` the final norm + head (run by the node serving
+  block N-1).
+* Commitment: ``keccak256(abi.encode(uint256 jobId, uint256 replica,
+  bytes32 outputHash, bytes32 salt, address tail))``.
+* Sampling uniforms for step ``t``: ``uint256(keccak256(abi.encode(uint256 seed,
+  uint256 t))) / 2**256`` as float64; temperature 0 means greedy.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import NewType, Sequence
+
+from eth_hash.auto import keccak
+
+JobId = NewType("JobId", int)
+NodeId = NewType("NodeId", str)  # checksummed 0x address of the node's key
+ModelId = NewType("ModelId", bytes)  # 32 bytes, keccak256(name)
+
+
+def model_id(name: str) -> ModelId:
+    """The on-chain id of a model name."""
+    return ModelId(keccak(name.encode("utf-8")))
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One node serving blocks ``[start, end)`` inside a replica."""
+
+    node: NodeId
+    start: int
+    end: int
+
+    @property
+    def blocks(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Replica:
+    """An ordered chain of hops covering ``[0, num_blocks)`` exactly once."""
+
+    hops: tuple[Hop, ...]
+
+    @property
+    def head(self) -> Hop:
+        return self.hops[0]
+
+    @property
+    def tail(self) -> Hop:
+        return self.hops[-1]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """R node-disjoint replicas for one job."""
+
+    model: str
+    num_blocks: int
+    replicas: tuple[Replica, ...]
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` unless every replica covers every block once, in
+        order, and no node appears in two replicas."""
+        seen: set[str] = set()
+        for r, rep in enumerate(self.replicas):
+            pos = 0
+            nodes = set()
+            for hop in rep.hops:
+                if hop.start != pos or hop.end <= hop.start:
+                    raise ValueError(f"replica {r}: hop {hop} does not continue at block {pos}")
+                pos = hop.end
+                nodes.add(hop.node.lower())
+            if pos != self.num_blocks:
+                raise ValueError(f"replica {r} ends at block {pos}, model has {self.num_blocks}")
+            if nodes & seen:
+                raise ValueError(f"replica {r} reuses node(s) {sorted(nodes & seen)}")
+            seen |= nodes
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "num_blocks": self.num_blocks,
+            "replicas": [
+                [{"node": h.node, "start": h.start, "end": h.end} for h in rep.hops]
+                for rep in self.replicas
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Plan":
+        return cls(
+            model=d["model"],
+            num_blocks=int(d["num_blocks"]),
+            replicas=tuple(
+                Replica(tuple(Hop(NodeId(h["node"]), int(h["start"]), int(h["end"])) for h in rep))
+                for rep in d["replicas"]
+            ),
+        )
+
+
+def encode_output(ids: Sequence[int]) -> bytes:
+    """Canonical output bytes: 4-byte big-endian unsigned ids."""
+    return b"".join(struct.pack(">I", int(i)) for i in ids)
+
+
+def decode_output(data: bytes) -> list[int]:
+    """Inverse of :func:`encode_output`."""
+    if len(data) % 4:
+        raise ValueError(f"output length {len(data)} is not a multiple of 4")
+    return [struct.unpack(">I", data[i : i + 4])[0] for i in range(0, len(data), 4)]
+
+
+def output_hash(data: bytes) -> bytes:
+    return keccak(data)

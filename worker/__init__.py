@@ -1,0 +1,2 @@
+"""The operator's node: shard loading, execution, KV sessions, activation codec,
+gRPC service, on-chain job loop, commit/reveal."""
