@@ -8,6 +8,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 TESSERA := $(VENV)/bin/tessera
+export TESSERA_HOME ?= $(CURDIR)/.tessera
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
 .PHONY: setup venv node contracts models test test-py test-sol demo bench clean proto
