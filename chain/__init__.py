@@ -1,0 +1,1 @@
+"""Tessera's on-chain half in Python: build, deploy, devnet control, typed client, events."""

@@ -1,0 +1,385 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {ModelRegistry} from "./ModelRegistry.sol";
+import {NodeRegistry, ISlashSink} from "./NodeRegistry.sol";
+
+/// @title JobMarket
+/// @notice Escrowed inference jobs run by R node-disjoint replicas, settled by strict majority.
+/// @dev Only a hash of the plan is stored; the plan travels in JobSubmitted and is passed back
+///      as calldata to `commit` and `finalize`. A hop is one word: node (bits 0-159),
+///      start (160-175), end (176-191), replica index (192-199). Hops are grouped by replica
+///      in order 0..R-1, each replica's hops in block order.
+///      Codec ids: 0 fp32, 1 fp16, 2 bf16, 3 int8-absmax, 4 int8-outlier, 5 int8-dynamic.
+///      Balance == open escrow + unwithdrawn credits at all times.
+contract JobMarket is ISlashSink {
+    // -------------------------------------------------------------- constants
+    uint256 public constant MAX_REPLICAS = 8;
+    uint8 private constant OPEN = 1;
+    uint8 private constant FINALIZED = 2;
+
+    // ------------------------------------------------------------- immutables
+    ModelRegistry public immutable models;
+    NodeRegistry public immutable nodes;
+    uint256 public immutable maxJobDuration; // seconds, commit + reveal window
+
+    // ---------------------------------------------------------------- storage
+    struct Job {
+        // slot 0: read and written by commit and reveal
+        address requester;
+        uint32 commitDeadline; // unix seconds, inclusive
+        uint32 revealDeadline; // unix seconds, inclusive
+        uint8 numReplicas;
+        uint8 status; // 0 none, 1 open, 2 finalized
+        uint8 committedMask; // bit r: replica r's tail committed
+        uint8 revealedMask; // bit r: replica r's tail revealed
+        // slot 1
+        uint256 fee; // wei in escrow while open
+        // slot 2
+        bytes32 planHash; // keccak256(abi.encodePacked(modelId, hops))
+    }
+
+    /// @notice What a requester asks for, besides the model and the plan.
+    struct JobParams {
+        bytes input; // inline input bytes (empty if inputHash/inputUri point off chain)
+        bytes32 inputHash; // keccak256 of off-chain input (or zero)
+        string inputUri; // where off-chain input lives (or empty)
+        uint32 maxTokens; // output tokens to generate (1 for a classifier)
+        uint32 temperatureMilli; // temperature x1000; 0 is greedy
+        uint256 seed; // sampling seed, see tessera/types.py
+        uint8 codec; // activation codec id (contract notes)
+        uint32 commitWindow; // seconds from submission until commits close
+        uint32 revealWindow; // seconds after the commit deadline until reveals close
+    }
+
+    /// @dev Per hop of a plan: who, what happened (NodeRegistry.OUTCOME_*), what they earned.
+    struct Settlement {
+        address[] who;
+        uint8[] outcomes;
+        uint256[] paid;
+        uint256 total;
+    }
+
+    uint256 public nextJobId = 1;
+    mapping(uint256 => Job) private _jobs;
+    /// @dev commitment of replica r; replaced by the output hash once revealed
+    mapping(uint256 => mapping(uint256 => bytes32)) private _replicaHash;
+    mapping(address => uint256) private _credits;
+
+    // ----------------------------------------------------------------- events
+    /// @notice A job was submitted. Everything a worker needs is here.
+    event JobSubmitted(
+        uint256 indexed jobId,
+        address indexed requester,
+        bytes32 indexed modelId,
+        uint256 fee,
+        uint256[] hops,
+        JobParams params,
+        uint32 commitDeadline,
+        uint32 revealDeadline
+    );
+    /// @notice A replica's tail committed to an output.
+    event JobCommitted(uint256 indexed jobId, uint256 indexed replica, bytes32 commitment);
+    /// @notice A replica's tail revealed its output.
+    event JobRevealed(uint256 indexed jobId, uint256 indexed replica, bytes32 outputHash, bytes output);
+    /// @notice A job was settled. outcome: 1 majority, 2 no majority (refund).
+    event JobFinalized(uint256 indexed jobId, uint8 outcome, bytes32 outputHash, uint8 winnersMask, uint256 refund);
+    /// @notice Credits (refunds, slashed stake) were paid out.
+    event CreditsWithdrawn(address indexed account, uint256 amount);
+
+    // ----------------------------------------------------------------- errors
+    /// @notice A job needs a fee, max tokens >= 1 and input (bytes or hash).
+    error JobBadRequest(string reason);
+    /// @notice Windows must be > 0 and sum to at most maxJobDuration seconds.
+    error JobBadWindows(uint32 commitWindow, uint32 revealWindow, uint256 maxJobDuration);
+    /// @notice A plan needs 1..MAX_REPLICAS replicas with hops grouped by replica index.
+    error JobPlanBadReplicas(uint256 hop, uint256 replica);
+    /// @notice A hop starts after the previous one ended (blocks left out).
+    error JobPlanGap(uint256 replica, uint256 hop, uint16 expectedStart, uint16 start);
+    /// @notice A hop starts before the previous one ended, is empty or passes the last block.
+    error JobPlanOverlap(uint256 replica, uint256 hop, uint16 expectedStart, uint16 start, uint16 end);
+    /// @notice A replica stops before the model's last block.
+    error JobPlanIncomplete(uint256 replica, uint16 coveredTo, uint16 numBlocks);
+    /// @notice A node appears twice in a plan.
+    error JobPlanNodeReused(address node);
+    /// @notice No open or finalized job has this id.
+    error JobUnknown(uint256 jobId);
+    /// @notice The plan passed does not hash to the job's plan hash.
+    error JobPlanMismatch(uint256 jobId);
+    /// @notice Replica index out of range.
+    error JobBadReplica(uint256 jobId, uint256 replica, uint256 numReplicas);
+    /// @notice Only the tail (last hop) of the replica may commit.
+    error JobNotTail(uint256 jobId, uint256 replica, address caller, address tail);
+    /// @notice Commits are closed (deadline passed or reveals started).
+    error JobCommitClosed(uint256 jobId, uint256 commitDeadline, uint256 nowTs);
+    /// @notice The replica already committed or revealed.
+    error JobAlreadyCommitted(uint256 jobId, uint256 replica);
+    /// @notice The replica already revealed.
+    error JobAlreadyRevealed(uint256 jobId, uint256 replica);
+    /// @notice Reveals open when every replica committed or the commit deadline passed.
+    error JobRevealNotOpen(uint256 jobId, uint256 commitDeadline, uint256 nowTs);
+    /// @notice The reveal deadline passed.
+    error JobRevealClosed(uint256 jobId, uint256 revealDeadline, uint256 nowTs);
+    /// @notice The replica never committed.
+    error JobNotCommitted(uint256 jobId, uint256 replica);
+    /// @notice Output and salt (from this sender) do not match the commitment.
+    error JobBadReveal(uint256 jobId, uint256 replica);
+    /// @notice Finalize needs every replica revealed or the reveal deadline passed.
+    error JobNotFinalizable(uint256 jobId, uint256 revealDeadline, uint256 nowTs);
+    /// @notice The job was already finalized.
+    error JobAlreadyFinalized(uint256 jobId);
+    /// @notice This account has no credits.
+    error JobNothingToWithdraw(address account);
+    /// @notice Paying an account failed.
+    error JobTransferFailed(address to, uint256 amount);
+    /// @notice Only the node registry sends slashed stake.
+    error JobOnlyNodeRegistry(address caller);
+
+    // ------------------------------------------------------------ constructor
+    constructor(ModelRegistry models_, NodeRegistry nodes_, uint256 maxJobDuration_) {
+        require(nodes_.unbondingPeriod() >= maxJobDuration_, "unbonding shorter than a job");
+        models = models_;
+        nodes = nodes_;
+        maxJobDuration = maxJobDuration_;
+    }
+
+    // --------------------------------------------------------------- external
+    /// @notice Escrow msg.value and open a job.
+    /// @param hops the plan, packed as described in the contract's notes
+    /// @return jobId the new job's id
+    function submitJob(bytes32 modelId, uint256[] calldata hops, JobParams calldata p)
+        external
+        payable
+        returns (uint256 jobId)
+    {
+        if (msg.value == 0) revert JobBadRequest("fee is zero");
+        if (p.maxTokens == 0) revert JobBadRequest("maxTokens is zero");
+        if (p.input.length == 0 && p.inputHash == bytes32(0)) revert JobBadRequest("no input");
+        if (p.commitWindow == 0 || p.revealWindow == 0 || uint256(p.commitWindow) + p.revealWindow > maxJobDuration) {
+            revert JobBadWindows(p.commitWindow, p.revealWindow, maxJobDuration);
+        }
+        uint8 numReplicas = _checkPlan(hops, models.liveBlocks(modelId));
+        nodes.checkHops(modelId, hops);
+
+        jobId = nextJobId++;
+        uint32 commitDeadline = uint32(block.timestamp + p.commitWindow);
+        uint32 revealDeadline = commitDeadline + p.revealWindow;
+        _jobs[jobId] = Job({
+            requester: msg.sender,
+            commitDeadline: commitDeadline,
+            revealDeadline: revealDeadline,
+            numReplicas: numReplicas,
+            status: OPEN,
+            committedMask: 0,
+            revealedMask: 0,
+            fee: msg.value,
+            planHash: keccak256(abi.encodePacked(modelId, hops))
+        });
+        emit JobSubmitted(jobId, msg.sender, modelId, msg.value, hops, p, commitDeadline, revealDeadline);
+    }
+
+    /// @notice The tail of `replica` commits keccak256(abi.encode(jobId, replica, outputHash, salt, tail)).
+    function commit(uint256 jobId, uint256 replica, bytes32 commitment, bytes32 modelId, uint256[] calldata hops)
+        external
+    {
+        Job storage j = _open(jobId);
+        if (replica >= j.numReplicas) revert JobBadReplica(jobId, replica, j.numReplicas);
+        if (keccak256(abi.encodePacked(modelId, hops)) != j.planHash) revert JobPlanMismatch(jobId);
+        address tail = _tailOf(hops, replica);
+        if (msg.sender != tail) revert JobNotTail(jobId, replica, msg.sender, tail);
+        if (block.timestamp > j.commitDeadline || j.revealedMask != 0) {
+            revert JobCommitClosed(jobId, j.commitDeadline, block.timestamp);
+        }
+        uint8 bit = uint8(1 << replica);
+        if (j.committedMask & bit != 0) revert JobAlreadyCommitted(jobId, replica);
+        j.committedMask |= bit;
+        _replicaHash[jobId][replica] = commitment;
+        emit JobCommitted(jobId, replica, commitment);
+    }
+
+    /// @notice The committing tail reveals its output bytes and salt.
+    function reveal(uint256 jobId, uint256 replica, bytes calldata output, bytes32 salt) external {
+        Job storage j = _open(jobId);
+        if (replica >= j.numReplicas) revert JobBadReplica(jobId, replica, j.numReplicas);
+        uint8 bit = uint8(1 << replica);
+        if (j.committedMask & bit == 0) revert JobNotCommitted(jobId, replica);
+        if (j.revealedMask & bit != 0) revert JobAlreadyRevealed(jobId, replica);
+        uint256 all = (uint256(1) << j.numReplicas) - 1;
+        if (j.committedMask != all && block.timestamp <= j.commitDeadline) {
+            revert JobRevealNotOpen(jobId, j.commitDeadline, block.timestamp);
+        }
+        if (block.timestamp > j.revealDeadline) revert JobRevealClosed(jobId, j.revealDeadline, block.timestamp);
+        bytes32 outputHash = keccak256(output);
+        bytes32 expected = keccak256(abi.encode(jobId, replica, outputHash, salt, msg.sender));
+        if (_replicaHash[jobId][replica] != expected) revert JobBadReveal(jobId, replica);
+        j.revealedMask |= bit;
+        _replicaHash[jobId][replica] = outputHash;
+        emit JobRevealed(jobId, replica, outputHash, output);
+    }
+
+    /// @notice Settle a job; anyone may call once every replica revealed or the reveal deadline passed.
+    /// @dev Strict majority of all R replicas wins; its nodes share the fee pro rata by blocks
+    ///      served, the integer-division remainder is credited to the requester. Disagreeing
+    ///      replicas lose reputation; tails that committed and did not reveal are slashed (the
+    ///      stake taken is credited to the requester). No majority refunds the whole fee.
+    function finalize(uint256 jobId, bytes32 modelId, uint256[] calldata hops) external {
+        Job storage j = _jobs[jobId];
+        if (j.status == FINALIZED) revert JobAlreadyFinalized(jobId);
+        if (j.status != OPEN) revert JobUnknown(jobId);
+        uint256 r = j.numReplicas;
+        if (j.revealedMask != (1 << r) - 1 && block.timestamp <= j.revealDeadline) {
+            revert JobNotFinalizable(jobId, j.revealDeadline, block.timestamp);
+        }
+        if (keccak256(abi.encodePacked(modelId, hops)) != j.planHash) revert JobPlanMismatch(jobId);
+        (bytes32 winner, uint8 winnersMask) = _tally(jobId, r, j.revealedMask);
+        j.status = FINALIZED;
+        _settle(jobId, j, hops, winner, winnersMask);
+    }
+
+    /// @inheritdoc ISlashSink
+    function depositSlashed() external payable {
+        // Accounted for by finalize, from settle's return value.
+        if (msg.sender != address(nodes)) revert JobOnlyNodeRegistry(msg.sender);
+    }
+
+    /// @notice Pay msg.sender's credits (refunds, division remainders, slashed stake).
+    function withdraw() external {
+        uint256 amount = _credits[msg.sender];
+        if (amount == 0) revert JobNothingToWithdraw(msg.sender);
+        _credits[msg.sender] = 0;
+        emit CreditsWithdrawn(msg.sender, amount);
+        (bool ok,) = msg.sender.call{value: amount}("");
+        if (!ok) revert JobTransferFailed(msg.sender, amount);
+    }
+
+    /// @notice Withdrawable credits of an account.
+    function creditsOf(address account) external view returns (uint256) {
+        return _credits[account];
+    }
+
+    /// @notice A job's stored state; reverts JobUnknown if absent.
+    function getJob(uint256 jobId) external view returns (Job memory) {
+        Job memory j = _jobs[jobId];
+        if (j.status == 0) revert JobUnknown(jobId);
+        return j;
+    }
+
+    /// @notice Replica r's commitment (before reveal) or output hash (after).
+    function replicaHash(uint256 jobId, uint256 replica) external view returns (bytes32) {
+        return _replicaHash[jobId][replica];
+    }
+
+    // --------------------------------------------------------------- internal
+    /// @dev Credit the requester, emit JobFinalized, then pay and judge the nodes.
+    function _settle(uint256 jobId, Job storage j, uint256[] calldata hops, bytes32 winner, uint8 winnersMask)
+        internal
+    {
+        uint256 numWinners = _popcount(winnersMask);
+        uint256 perBlock;
+        if (numWinners != 0) {
+            uint256 numBlocks;
+            for (uint256 i; i < hops.length && uint8(hops[i] >> 192) == 0; ++i) numBlocks = uint16(hops[i] >> 176);
+            perBlock = j.fee / (numWinners * numBlocks);
+        }
+        Settlement memory st = _outcomes(hops, winnersMask, j.committedMask, j.revealedMask, perBlock);
+        address requester = j.requester;
+        uint256 refund = j.fee - st.total;
+        _credits[requester] += refund;
+        emit JobFinalized(jobId, numWinners != 0 ? 1 : 2, winner, winnersMask, refund);
+        uint256 slashed = nodes.settle{value: st.total}(jobId, st.who, st.outcomes, st.paid);
+        if (slashed != 0) _credits[requester] += slashed;
+    }
+
+    function _open(uint256 jobId) internal view returns (Job storage j) {
+        j = _jobs[jobId];
+        if (j.status == FINALIZED) revert JobAlreadyFinalized(jobId);
+        if (j.status != OPEN) revert JobUnknown(jobId);
+    }
+
+    /// @dev Validates coverage and node-disjointness; returns the number of replicas.
+    function _checkPlan(uint256[] calldata hops, uint16 numBlocks) internal pure returns (uint8) {
+        if (hops.length == 0) revert JobPlanBadReplicas(0, 0);
+        uint256 replica;
+        uint16 pos;
+        for (uint256 i; i < hops.length; ++i) {
+            uint256 h = hops[i];
+            uint256 rep = uint8(h >> 192);
+            if (rep != replica) {
+                if (rep != replica + 1 || i == 0) revert JobPlanBadReplicas(i, rep);
+                if (pos != numBlocks) revert JobPlanIncomplete(replica, pos, numBlocks);
+                replica = rep;
+                pos = 0;
+            }
+            uint16 start = uint16(h >> 160);
+            uint16 end = uint16(h >> 176);
+            if (start > pos) revert JobPlanGap(replica, i, pos, start);
+            if (start < pos || end <= start || end > numBlocks) revert JobPlanOverlap(replica, i, pos, start, end);
+            pos = end;
+            address node = address(uint160(h));
+            for (uint256 k; k < i; ++k) {
+                if (address(uint160(hops[k])) == node) revert JobPlanNodeReused(node);
+            }
+        }
+        if (pos != numBlocks) revert JobPlanIncomplete(replica, pos, numBlocks);
+        if (replica >= MAX_REPLICAS) revert JobPlanBadReplicas(hops.length - 1, replica);
+        return uint8(replica + 1);
+    }
+
+    function _tailOf(uint256[] calldata hops, uint256 replica) internal pure returns (address tail) {
+        for (uint256 i; i < hops.length; ++i) {
+            if (uint8(hops[i] >> 192) == replica) tail = address(uint160(hops[i]));
+        }
+    }
+
+    /// @dev The output hash revealed by a strict majority of all r replicas, and who revealed it.
+    function _tally(uint256 jobId, uint256 r, uint8 revealed) internal view returns (bytes32 win, uint8 mask) {
+        bytes32[MAX_REPLICAS] memory hs;
+        for (uint256 i; i < r; ++i) {
+            if (revealed & (1 << i) != 0) hs[i] = _replicaHash[jobId][i];
+        }
+        for (uint256 i; i < r; ++i) {
+            if (revealed & (1 << i) == 0) continue;
+            uint8 m;
+            uint256 count;
+            for (uint256 k; k < r; ++k) {
+                if (revealed & (1 << k) != 0 && hs[k] == hs[i]) {
+                    m |= uint8(1 << k);
+                    ++count;
+                }
+            }
+            if (2 * count > r) return (hs[i], m);
+        }
+    }
+
+    /// @dev Per hop: outcome and pay. Winners are paid, revealed losers fail, silent committers are slashed.
+    function _outcomes(uint256[] calldata hops, uint8 winners, uint8 committed, uint8 revealed, uint256 perBlock)
+        internal
+        pure
+        returns (Settlement memory st)
+    {
+        uint256 n = hops.length;
+        st.who = new address[](n);
+        st.outcomes = new uint8[](n);
+        st.paid = new uint256[](n);
+        bool anyWinner = winners != 0;
+        for (uint256 i; i < n; ++i) {
+            uint256 h = hops[i];
+            uint8 bit = uint8(1 << uint8(h >> 192));
+            st.who[i] = address(uint160(h));
+            bool isTail = i + 1 == n || uint8(hops[i + 1] >> 192) != uint8(h >> 192);
+            if (winners & bit != 0) {
+                st.outcomes[i] = 1;
+                st.paid[i] = perBlock * (uint16(h >> 176) - uint16(h >> 160));
+                st.total += st.paid[i];
+            } else if (committed & bit != 0 && revealed & bit == 0) {
+                if (isTail) st.outcomes[i] = 3;
+            } else if (anyWinner && revealed & bit != 0) {
+                st.outcomes[i] = 2;
+            }
+        }
+    }
+
+    function _popcount(uint8 x) internal pure returns (uint256 c) {
+        for (; x != 0; x &= x - 1) ++c;
+    }
+}
