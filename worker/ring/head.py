@@ -1,0 +1,97 @@
+"""The head-side driver of one replica: ``run_replica``.
+
+It runs inside whichever process hosts the head stage (the worker daemon when
+the plan makes it head, or a benchmark). Step 0 embeds the whole prompt and
+runs the head's span; every later step feeds back the token the tail sampled.
+With a single hop (head == tail) it samples locally and no network is used.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+
+from proto.tessera.v1 import worker_pb2 as pb
+from tessera.errors import ProtocolError
+from tessera.types import encode_output
+from worker import codec
+from worker.config import WorkerConfig
+from worker.planview import JobRoute
+from worker.ring.hop import OnOutput, tail_choose
+from worker.ring.link import Channels, Link, corrupt, message
+from worker.signing import Signer
+from worker.stage import Stage
+
+logger = logging.getLogger(__name__)
+
+
+def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[int] | torch.Tensor,
+                signer: Signer, *, config: WorkerConfig | None = None, on_output: OnOutput | None = None,
+                channels: Channels | None = None) -> list[int]:
+    """Generate with ``replica`` of ``route`` from the head; return the token ids (or class ids).
+
+    ``inputs``: prompt token ids for a language model, the input tensor (e.g.
+    images ``(B, 1, 8, 8)``) for a classifier. ``on_output`` is called with the
+    canonical output bytes when the head is also the tail (otherwise the tail
+    calls its own); the tail's bytes are checked against the returned ids.
+    """
+    config = config or WorkerConfig()
+    job = int(route.job_id)
+    if route.position(replica, signer.address) != 0:
+        raise ProtocolError(f"node {signer.address} is not the head of replica {replica} of job {job}")
+    head = route.hop(replica, 0)
+    if (head.start, head.end) != (stage.spec.start, stage.spec.end):
+        raise ProtocolError(f"plan gives the head [{head.start}, {head.end}); the stage serves "
+                            f"[{stage.spec.start}, {stage.spec.end})")
+    x = _first_input(route, inputs, stage)
+    steps = 1 if route.kind == "classifier" else route.params.max_tokens
+    cache = stage.new_cache()
+    hops = route.replicas[replica]
+    own_channels = channels is None
+    channels = channels or Channels(config.max_message_bytes)
+    link = None
+    ids: list[int] = []
+    output = b""
+    try:
+        if len(hops) > 1:
+            link = Link(channels.stub(hops[1].endpoint), hops[1].node, config.hop_timeout_s)
+            link.call(signer.sign(message(job, replica, 0, 0, pb.KIND_OPEN)))
+        for step in range(steps):
+            with torch.inference_mode():
+                y = stage.forward(x, cache)
+            if config.byzantine:
+                y = corrupt(y, config.byzantine_noise, step)
+            if link is None:
+                new, done = tail_choose(route, y, step, len(ids))
+                output = encode_output(ids + new) if done else b""
+            else:
+                p = route.params
+                msg = message(job, replica, 0, step, pb.KIND_STEP, payload=codec.encode(y, p.codec, p.block))
+                resp = link.call(signer.sign(msg))
+                new, output = list(resp.ids), resp.output
+            ids.extend(new)
+            x = torch.tensor([new], dtype=torch.long, device=stage.device)
+        if link is not None:
+            link.call(signer.sign(message(job, replica, 0, steps, pb.KIND_CLOSE)))
+    finally:
+        if link is not None:
+            link.close()
+        if own_channels:
+            channels.close()
+    if output != encode_output(ids):
+        raise ProtocolError(f"tail of replica {replica} reported an output that does not match its tokens")
+    if link is None and on_output is not None:
+        on_output(job, replica, output)
+    logger.info("job %s replica %s: %d ids through %d hop(s)", job, replica, len(ids), len(hops))
+    return ids
+
+
+def _first_input(route: JobRoute, inputs, stage: Stage) -> torch.Tensor:
+    if route.kind == "classifier":
+        return torch.as_tensor(inputs).to(stage.device, stage.dtype)
+    ids = torch.as_tensor(list(inputs), dtype=torch.long)
+    if ids.numel() == 0:
+        raise ProtocolError("the prompt is empty; give at least one token")
+    return ids.view(1, -1).to(stage.device)

@@ -1,0 +1,146 @@
+"""The worker side of the ring: handle one hop message of a session.
+
+``HopRuntime.handle`` is the backend of the gRPC servicer. For each request it
+authenticates the sender against the plan (signature, planned predecessor,
+step order), runs the stage on the session's cache, and then either forwards
+the activations to the next hop and relays its answer, or, on the tail,
+samples the next token (or the class ids) and answers with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import torch
+
+from proto.tessera.v1 import worker_pb2 as pb
+from tessera.errors import ProtocolError
+from tessera.types import JobId, encode_output
+from worker import codec
+from worker.config import WorkerConfig
+from worker.planview import JobRoute, PlanView
+from worker.ring.link import Channels, Link, corrupt, message, payload_of
+from worker.sampling import argmax_classes, sample
+from worker.sessions import Session, SessionTable
+from worker.signing import Signer, verify
+from worker.stage import Stage
+
+logger = logging.getLogger(__name__)
+
+OnOutput = Callable[[int, int, bytes], None]  # (job id, replica, canonical output bytes)
+
+
+class HopRuntime:
+    """Executes the hops this worker is planned for."""
+
+    def __init__(self, config: WorkerConfig, stage: Stage, planview: PlanView, signer: Signer,
+                 on_output: OnOutput | None = None, channels: Channels | None = None):
+        self.config, self.stage, self.planview, self.signer = config, stage, planview, signer
+        self.on_output = on_output
+        self.channels = channels or Channels(config.max_message_bytes)
+        self.sessions = SessionTable(config.session_ttl_s, config.session_max_bytes, config.max_sessions)
+        self.tokens_per_second = 0.0  # moving average over decode steps
+
+    # ------------------------------------------------------------------ entry
+    def handle(self, msg: pb.HopMessage) -> pb.HopMessage:
+        """Answer one request; raises TesseraError families on refusal."""
+        route, pos = self._authenticate(msg)
+        key = (int(msg.job_id), msg.replica)
+        if msg.kind == pb.KIND_OPEN:
+            self._open(route, pos, msg, key)
+        elif msg.kind == pb.KIND_STEP:
+            return self._step(route, pos, msg, self.sessions.get(key))
+        elif msg.kind == pb.KIND_CLOSE:
+            s = self.sessions.get(key)
+            if s.outbound is not None:
+                s.outbound.call(self.signer.sign(message(key[0], key[1], pos, msg.step, pb.KIND_CLOSE)))
+            self.sessions.close(key)
+        else:
+            raise ProtocolError(f"message kind {msg.kind} is not OPEN, STEP or CLOSE")
+        return self._answer(msg, pos)
+
+    def _authenticate(self, msg: pb.HopMessage) -> tuple[JobRoute, int]:
+        if msg.upstream:
+            raise ProtocolError("a response was sent as a request")
+        route = self.planview.route(JobId(int(msg.job_id)) if msg.job_id.isdigit() else -1)
+        pos = route.position(msg.replica, self.signer.address)
+        if pos == 0 or msg.hop != pos - 1:
+            raise ProtocolError(f"this node is hop {pos} of replica {msg.replica}; it accepts only hop "
+                                f"{pos - 1}, not hop {msg.hop}")
+        verify(msg, route.hop(msg.replica, pos - 1).node)
+        return route, pos
+
+    def _answer(self, msg: pb.HopMessage, pos: int, ids=(), output: bytes = b"") -> pb.HopMessage:
+        return self.signer.sign(message(int(msg.job_id), msg.replica, pos, msg.step, msg.kind,
+                                        upstream=True, ids=ids, output=output))
+
+    # ------------------------------------------------------------------ kinds
+    def _open(self, route: JobRoute, pos: int, msg: pb.HopMessage, key) -> None:
+        hop = route.hop(msg.replica, pos)
+        if (hop.start, hop.end) != (self.stage.spec.start, self.stage.spec.end):
+            raise ProtocolError(f"plan gives this node blocks [{hop.start}, {hop.end}) but it serves "
+                                f"[{self.stage.spec.start}, {self.stage.spec.end})")
+        s = self.sessions.open(key, self.stage.new_cache())
+        if pos + 1 < len(route.replicas[msg.replica]):
+            nxt = route.hop(msg.replica, pos + 1)
+            try:
+                s.outbound = Link(self.channels.stub(nxt.endpoint), nxt.node, self.config.hop_timeout_s)
+                s.outbound.call(self.signer.sign(message(key[0], key[1], pos, 0, pb.KIND_OPEN)))
+            except Exception:
+                self.sessions.close(key)
+                raise
+        logger.info("opened job %s replica %s at hop %d [%d, %d)", key[0], key[1], pos, hop.start, hop.end)
+
+    def _step(self, route: JobRoute, pos: int, msg: pb.HopMessage, s: Session) -> pb.HopMessage:
+        if msg.step != s.next_step:
+            raise ProtocolError(f"expected step {s.next_step} of job {msg.job_id}, got step {msg.step} "
+                                "(replayed or out of order)")
+        x = payload_of(msg, self.config.max_payload_bytes).to(self.stage.device, self.stage.dtype)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            y = self.stage.forward(x, s.cache)
+        self._measure(x, time.perf_counter() - t0)
+        s.next_step += 1
+        self.sessions.account(s, self.stage.cache_bytes(s.cache))
+        if self.config.byzantine:
+            y = corrupt(y, self.config.byzantine_noise, msg.step)
+        if s.outbound is None:
+            return self._tail(route, pos, msg, s, y)
+        p = route.params
+        out = message(int(msg.job_id), msg.replica, pos, msg.step, pb.KIND_STEP,
+                      payload=codec.encode(y, p.codec, p.block))
+        resp = s.outbound.call(self.signer.sign(out))
+        return self._answer(msg, pos, ids=resp.ids, output=resp.output)
+
+    def _tail(self, route: JobRoute, pos: int, msg: pb.HopMessage, s: Session, y: torch.Tensor) -> pb.HopMessage:
+        if route.kind != "classifier" and len(s.tokens) >= route.params.max_tokens:
+            raise ProtocolError(f"job {msg.job_id} asked for {route.params.max_tokens} tokens; step {msg.step} is past the end")
+        ids, done = tail_choose(route, y, msg.step, len(s.tokens))
+        s.tokens.extend(ids)
+        output = b""
+        if done:
+            output = encode_output(s.tokens)
+            if self.on_output is not None:
+                self.on_output(int(msg.job_id), msg.replica, output)
+            logger.info("job %s replica %s finished: %d ids", msg.job_id, msg.replica, len(s.tokens))
+        return self._answer(msg, pos, ids=ids, output=output)
+
+    def _measure(self, x: torch.Tensor, seconds: float) -> None:
+        if x.dim() == 3 and x.shape[1] == 1 and seconds > 0:
+            rate = 1.0 / seconds
+            self.tokens_per_second = rate if not self.tokens_per_second else 0.9 * self.tokens_per_second + 0.1 * rate
+
+    def close(self) -> None:
+        self.sessions.close_all()
+        self.channels.close()
+
+
+def tail_choose(route: JobRoute, y: torch.Tensor, step: int, have: int) -> tuple[list[int], bool]:
+    """The tail's choice at ``step``: (ids, finished). Language: one token; vision: class ids."""
+    if route.kind == "classifier":
+        return argmax_classes(y), True
+    p = route.params
+    tok = sample(y[0, -1], p.temperature_milli, p.seed, step)
+    return [tok], have + 1 >= p.max_tokens

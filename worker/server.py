@@ -1,0 +1,190 @@
+"""The worker's gRPC service (``tessera.v1.WorkerService``) and its process entry.
+
+Handlers are thin: parse, authenticate (inside the runtime), log one line per
+session, call :class:`worker.ring.HopRuntime`, serialise. A refused message
+aborts only its own stream with a gRPC status; the server keeps serving.
+
+Run one worker::
+
+    python -m worker.server --model-dir DIR --start 0 --end 15 --port 50051 \\
+        --key-file node.key --plan-file plan.json [--device cuda] [--config worker.toml]
+
+It prints ``READY <port> <address>`` on stdout once it serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+import grpc
+import torch
+
+from proto.tessera.v1 import worker_pb2 as pb
+from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
+from tessera.errors import CodecError, ProtocolError, TesseraError
+from worker import codec
+from worker.config import WorkerConfig
+from worker.planview import PlanView, StaticPlanView
+from worker.ring.hop import HopRuntime, OnOutput
+from worker.sessions import SessionError
+from worker.signing import Signer, load_key
+from worker.stage import Stage
+
+logger = logging.getLogger(__name__)
+
+_STATUS = [(CodecError, grpc.StatusCode.INVALID_ARGUMENT), (ProtocolError, grpc.StatusCode.PERMISSION_DENIED),
+           (SessionError, grpc.StatusCode.RESOURCE_EXHAUSTED), (TesseraError, grpc.StatusCode.FAILED_PRECONDITION)]
+
+
+def _version() -> str:
+    try:
+        return version("tessera")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class WorkerServicer(pb_grpc.WorkerServiceServicer):
+    """gRPC handlers over a :class:`HopRuntime`."""
+
+    def __init__(self, runtime: HopRuntime):
+        self.runtime = runtime
+
+    def Forward(self, request_iterator, context):
+        opened: set[tuple[int, int]] = set()
+        try:
+            for msg in request_iterator:
+                resp = self.runtime.handle(msg)
+                if msg.kind == pb.KIND_OPEN:
+                    opened.add((int(msg.job_id), msg.replica))
+                    logger.info("session job %s replica %s opened by %s", msg.job_id, msg.replica, msg.sender)
+                yield resp
+        except TesseraError as exc:
+            code = next(c for cls, c in _STATUS if isinstance(exc, cls))
+            logger.warning("refused job %s step %s from %s: %s", msg.job_id, msg.step, msg.sender, exc)
+            context.abort(code, str(exc))
+        finally:
+            for key in opened:  # a stream owns the sessions it opened
+                self.runtime.sessions.close(key)
+
+    def Info(self, request, context):
+        rt, spec = self.runtime, self.runtime.stage.spec
+        return pb.InfoResponse(model=spec.model, num_blocks=spec.num_blocks, start=spec.start, end=spec.end,
+                               node=rt.signer.address, sessions=len(rt.sessions),
+                               free_cache_bytes=max(0, rt.config.session_max_bytes - rt.sessions.used_bytes()),
+                               tokens_per_second=rt.tokens_per_second, version=_version(),
+                               device=str(rt.stage.device), codecs=_codecs())
+
+    def Ping(self, request, context):
+        return pb.PingResponse(sent_unix_ns=request.sent_unix_ns, received_unix_ns=time.time_ns())
+
+
+def _codecs() -> list[int]:
+    try:
+        codec.dynamic_map()
+        return sorted(codec.NAMES)
+    except CodecError:
+        return [c for c in sorted(codec.NAMES) if c != codec.INT8_DYNAMIC]
+
+
+@dataclass(frozen=True)
+class RunningWorker:
+    server: grpc.Server
+    port: int  # bound TCP port
+    runtime: HopRuntime
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        self.server.stop(grace_s).wait()
+        self.runtime.close()
+
+
+def start(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnOutput | None = None,
+          signer: Signer | None = None) -> RunningWorker:
+    """Start serving ``stage`` on ``config.host:config.port`` (0 picks a free port)."""
+    signer = signer or load_key(config.key_file, config.private_key)
+    runtime = HopRuntime(config, stage, planview, signer, on_output)
+    opts = [("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.max_receive_message_length", config.max_message_bytes)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.grpc_workers), options=opts)
+    pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(runtime), server)
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise TesseraError(f"cannot bind {config.host}:{config.port}; is the port in use?")
+    server.start()
+    _start_reaper(runtime, config.session_ttl_s)
+    logger.info("worker %s serves %s [%d, %d) on %s:%d", signer.address, stage.spec.model,
+                stage.spec.start, stage.spec.end, config.host, port)
+    return RunningWorker(server, port, runtime)
+
+
+def serve(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnOutput | None = None) -> grpc.Server:
+    """Start serving and return the gRPC server (see :func:`start` for the port)."""
+    return start(config, stage, planview, on_output).server
+
+
+def _start_reaper(runtime: HopRuntime, ttl_s: float) -> None:
+    def loop():
+        while True:
+            time.sleep(min(ttl_s, 30.0))
+            runtime.sessions.expire()
+
+    threading.Thread(target=loop, name="session-reaper", daemon=True).start()
+
+
+def load_stage(config: WorkerConfig, loader: str = "worker.shard:load_stage") -> Stage:
+    """Load the served span with ``loader`` ("module:function" or "path/file.py:function")."""
+    mod_name, _, fn = loader.rpartition(":")
+    if mod_name.endswith(".py"):
+        spec = importlib.util.spec_from_file_location("tessera_stage_loader", mod_name)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    else:
+        mod = importlib.import_module(mod_name)
+    model_dir = config.model_dir
+    if model_dir is None:
+        from worker.store import resolve
+        model_dir = resolve(config.model)
+    return getattr(mod, fn)(model_dir, config.start, config.end, device=config.device,
+                            dtype=getattr(torch, config.dtype))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m worker.server", description="Serve a span of a model over gRPC.")
+    ap.add_argument("--config", help="worker TOML file ([worker] table)")
+    for flag, typ in [("model-dir", str), ("model", str), ("start", int), ("end", int), ("port", int),
+                      ("host", str), ("key-file", str), ("private-key", str), ("device", str),
+                      ("dtype", str), ("threads", int), ("session-ttl-s", float), ("session-max-bytes", int)]:
+        ap.add_argument(f"--{flag}", type=typ)
+    ap.add_argument("--byzantine", action="store_true", default=None, help="corrupt outgoing activations (demo)")
+    ap.add_argument("--plan-file", required=True, help="JSON list of job routes (StaticPlanView)")
+    ap.add_argument("--loader", default="worker.shard:load_stage", help="stage loader module:function")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    values = {k: v for k, v in vars(args).items() if k not in ("config", "plan_file", "loader")}
+    try:
+        config = WorkerConfig.from_toml(args.config, **values) if args.config else WorkerConfig.build(**values)
+        torch.set_num_threads(config.threads)
+        stage = load_stage(config, args.loader)
+        running = start(config, stage, StaticPlanView.from_file(args.plan_file))
+    except TesseraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"READY {running.port} {running.runtime.signer.address}", flush=True)
+    try:
+        running.server.wait_for_termination()
+    except KeyboardInterrupt:
+        pass
+    running.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
