@@ -1,0 +1,146 @@
+"""Hop messages: signatures, planned predecessors and step order (no network)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from eth_account import Account
+
+from proto.tessera.v1 import worker_pb2 as pb
+from tessera.errors import ProtocolError
+from tessera.types import JobId, NodeId, decode_output
+from worker import codec
+from worker.config import WorkerConfig
+from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
+from worker.ring import HopRuntime
+from worker.ring.link import message
+from worker.signing import Signer, digest, recover, verify
+from worker.stage import StageSpec
+
+KEYS = ["0x" + f"{i + 11:064x}" for i in range(4)]
+ADDR = [Account.from_key(k).address for k in KEYS]
+
+
+class LinearTail:
+    """A stateless tail stage over blocks [2, 4): logits = x @ W."""
+
+    spec = StageSpec("toy", 4, 2, 4, "causal-lm")
+    device, dtype = torch.device("cpu"), torch.float32
+
+    def __init__(self):
+        self.w = torch.randn(8, 10, generator=torch.Generator().manual_seed(0))
+
+    def new_cache(self):
+        return []
+
+    def cache_len(self, cache):
+        return len(cache)
+
+    def cache_bytes(self, cache):
+        return 4 * len(cache)
+
+    def forward(self, x, cache=None):
+        cache.extend(range(x.shape[1]))
+        return x @ self.w
+
+
+@pytest.fixture
+def tail():
+    hops = (HopRoute(NodeId(ADDR[0]), "-", 0, 1), HopRoute(NodeId(ADDR[1]), "-", 1, 2),
+            HopRoute(NodeId(ADDR[2]), "-", 2, 4))
+    route = JobRoute(JobId(7), "toy", 4, (hops,), GenParams(max_tokens=3, codec=codec.FP32))
+    outputs = []
+    rt = HopRuntime(WorkerConfig(), LinearTail(), StaticPlanView([route]), Signer(KEYS[2]),
+                    on_output=lambda *a: outputs.append(a))
+    rt.outputs = outputs
+    return rt
+
+
+def _step(step, key=KEYS[1], hop=1, job=7):
+    x = torch.randn(1, 1, 8, generator=torch.Generator().manual_seed(step))
+    return Signer(key).sign(message(job, 0, hop, step, pb.KIND_STEP, payload=codec.encode(x, codec.FP32)))
+
+
+def _open(key=KEYS[1], hop=1, job=7):
+    return Signer(key).sign(message(job, 0, hop, 0, pb.KIND_OPEN))
+
+
+def test_signature_recovers_the_sender_and_covers_every_field():
+    msg = _step(0)
+    assert recover(msg) == ADDR[1]
+    for field, value in [("step", 1), ("hop", 2), ("replica", 1), ("job_id", "8"), ("upstream", True),
+                         ("payload_hash", b"\1" * 32), ("output", b"x"), ("error", "e")]:
+        edited = pb.HopMessage()
+        edited.CopyFrom(msg)
+        setattr(edited, field, value)
+        with pytest.raises(ProtocolError):
+            verify(edited, ADDR[1])
+    edited = pb.HopMessage()
+    edited.CopyFrom(msg)
+    edited.ids.append(3)
+    assert digest(edited) != digest(msg)
+
+
+def test_unsigned_or_foreign_signatures_are_refused():
+    msg = _step(0)
+    with pytest.raises(ProtocolError, match="plan names"):
+        verify(msg, ADDR[0])
+    msg.ClearField("signature")
+    with pytest.raises(ProtocolError, match="unsigned"):
+        verify(msg, ADDR[1])
+
+
+def test_tail_accepts_its_predecessor_and_answers_signed_tokens(tail):
+    assert tail.handle(_open()).kind == pb.KIND_OPEN
+    ids = []
+    for t in range(3):
+        resp = tail.handle(_step(t))
+        verify(resp, ADDR[2])
+        assert resp.upstream and resp.step == t and len(resp.ids) == 1
+        ids += list(resp.ids)
+    assert decode_output(resp.output) == ids
+    assert tail.outputs == [(7, 0, resp.output)]
+
+
+def test_wrong_key_is_refused(tail):
+    with pytest.raises(ProtocolError, match="plan names"):
+        tail.handle(_open(key=KEYS[3]))
+
+
+def test_a_planned_node_that_is_not_the_predecessor_is_refused(tail):
+    with pytest.raises(ProtocolError, match="accepts only hop 1"):
+        tail.handle(_open(key=KEYS[0], hop=0))  # the head skipping hop 1
+    with pytest.raises(ProtocolError, match="plan names"):
+        tail.handle(_open(key=KEYS[0], hop=1))  # the head claiming to be hop 1
+
+
+def test_unknown_job_is_refused(tail):
+    with pytest.raises(ProtocolError, match="not in the plan"):
+        tail.handle(_open(job=8))
+
+
+def test_replayed_and_out_of_order_steps_are_refused(tail):
+    tail.handle(_open())
+    first = _step(0)
+    tail.handle(first)
+    with pytest.raises(ProtocolError, match="replayed or out of order"):
+        tail.handle(first)
+    with pytest.raises(ProtocolError, match="replayed or out of order"):
+        tail.handle(_step(2))
+    assert len(tail.handle(_step(1)).ids) == 1
+
+
+def test_payload_that_does_not_match_its_hash_is_refused(tail):
+    tail.handle(_open())
+    msg = _step(0)
+    msg.payload.data = codec.encode(torch.zeros(1, 1, 8), codec.FP32).data  # swapped after signing
+    with pytest.raises(ProtocolError, match="payload hash"):
+        tail.handle(msg)
+
+
+def test_steps_past_max_tokens_are_refused(tail):
+    tail.handle(_open())
+    for t in range(3):
+        tail.handle(_step(t))
+    with pytest.raises(ProtocolError, match="past the end"):
+        tail.handle(_step(3))
