@@ -1,0 +1,94 @@
+"""Model-agnostic sharding: load the stage serving blocks ``[start, end)`` of a stored model.
+
+``load_stage(model_dir, start, end, device="cpu", dtype=torch.float32, weights="fp32")``
+returns an object implementing :class:`worker.stage.Stage` that holds only the
+weights of the stages it serves. Families: Llama-style decoders (Llama,
+Qwen2, Mistral) and GPT-2 (:mod:`worker.shard.decoder`), and any other
+PyTorch model cut at single-tensor boundaries with torch.fx
+(:mod:`worker.shard.fx`). ``weights="int8-mixed"`` stores the blocks' Linear
+weights in int8 with outlier input features in 16 bits (:mod:`worker.quant`).
+
+``load_full(model_dir)`` loads the unsplit reference model: a transformers
+``*ForCausalLM`` for decoders, the plain ``nn.Module`` for fx models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tessera.errors import ModelError
+from worker.shard.layout import family_of, read_config, stage_layout
+from worker.stage import Stage, StageSpec
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FORMATS = ("fp32", "int8-mixed")
+
+__all__ = ["load_stage", "load_full", "WEIGHT_FORMATS"]
+
+
+def _model_name(model_dir: Path) -> tuple[str, str | None]:
+    mf = model_dir / "manifest.json"
+    if mf.is_file():
+        d = json.loads(mf.read_text())
+        return d["name"], d.get("kind")
+    return model_dir.name, None
+
+
+def load_stage(model_dir: Path | str, start: int, end: int, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32, weights: str = "fp32") -> Stage:
+    """The stage serving blocks ``[start, end)`` of the model stored in ``model_dir``.
+
+    ``weights`` is ``"fp32"`` (the stored weights, cast to ``dtype``) or
+    ``"int8-mixed"`` (block Linear weights in int8 + 16-bit outlier features).
+    Weights are not verified here; call :func:`worker.store.verify_span` first.
+    """
+    model_dir = Path(model_dir)
+    if weights not in WEIGHT_FORMATS:
+        raise ModelError(f"weights must be one of {WEIGHT_FORMATS}, not {weights!r}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device cuda was asked for but no GPU is visible; use --device cpu")
+    config = read_config(model_dir)
+    layout = stage_layout(model_dir)
+    if not 0 <= start < end <= layout.num_blocks:
+        raise ModelError(f"span [{start}, {end}) is not inside [0, {layout.num_blocks}) of {model_dir.name}")
+    name, kind = _model_name(model_dir)
+    fam = family_of(config)
+    if fam is None:
+        from worker.shard.fx import build_fx_stage
+
+        spec = StageSpec(name, layout.num_blocks, start, end, kind or "classifier")
+        stage = build_fx_stage(model_dir, config, spec, device, dtype)
+    else:
+        from worker.shard.decoder import build_decoder_stage
+
+        spec = StageSpec(name, layout.num_blocks, start, end, kind or "causal-lm")
+        stage = build_decoder_stage(model_dir, layout, fam, spec, device, dtype)
+    if weights == "int8-mixed":
+        from worker.quant import quantize_stage
+
+        quantize_stage(stage)
+    return stage
+
+
+def load_full(model_dir: Path | str, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The unsplit model in eval mode, as a reference for the stages."""
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)
+    if family_of(config) is None:
+        from worker.shard.fx import build_fx_full
+
+        return build_fx_full(model_dir, config, torch.device(device), dtype)
+    from transformers import AutoModelForCausalLM
+
+    from worker.shard.decoder import ATTN_IMPLEMENTATION
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=ATTN_IMPLEMENTATION)
+    return model.to(device).eval()

@@ -1,0 +1,104 @@
+"""The model store: stored model directories, their manifests and verification.
+
+A stored model lives in ``tessera.paths.models_dir()/<name>/``: a plain Hugging
+Face style directory (``config.json``, safetensors weights, tokenizer files)
+plus ``manifest.json`` (:class:`Manifest`) with the per-stage weight hashes and
+the weights root that the ModelRegistry commits to.
+
+Public API::
+
+    resolve(name_or_path) -> Path
+    load_manifest(name_or_path) -> Manifest
+    list_models() -> list[Manifest]
+    verify_span(manifest, start, end, onchain_root) -> dict[str, bytes]
+    fetch(name, force=False) -> Manifest          # worker.store.fetch
+    import_dir(src, name=None, force=False) -> Manifest
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tessera import paths
+from tessera.errors import ModelError, WeightHashMismatch
+from worker.store.hashing import stage_hashes, weights_root
+from worker.store.manifest import MANIFEST, Manifest, build_manifest, read_manifest, write_manifest
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Manifest", "resolve", "load_manifest", "list_models", "verify_span", "fetch", "import_dir",
+           "build_manifest", "write_manifest", "stage_hashes", "weights_root"]
+
+
+def resolve(name: str | Path) -> Path:
+    """Directory of a stored model, given its name or a path to a model directory."""
+    p = Path(name).expanduser()
+    if p.is_dir() and (p / MANIFEST).is_file():
+        return p
+    stored = paths.models_dir() / str(name)
+    if (stored / MANIFEST).is_file():
+        return stored
+    raise ModelError(f"model {name!r} is not in the store ({paths.models_dir()}); run "
+                     f"`tessera model fetch {name}` or `tessera model import DIR --name {name}`")
+
+
+def load_manifest(name_or_path: str | Path) -> Manifest:
+    """The manifest of a stored model (by name or directory)."""
+    return read_manifest(resolve(name_or_path))
+
+
+def list_models() -> list[Manifest]:
+    """Manifests of every model in the store, sorted by name."""
+    out = []
+    for d in sorted(paths.models_dir().iterdir()):
+        if (d / MANIFEST).is_file():
+            try:
+                out.append(read_manifest(d))
+            except ModelError as exc:
+                logger.warning("skipping %s: %s", d, exc)
+    return out
+
+
+def verify_span(manifest: Manifest, start: int, end: int, onchain_root: bytes | None) -> dict[str, bytes]:
+    """Check that the weights a node serving ``[start, end)`` will load are the committed ones.
+
+    Recomputes, from the weights on disk, the hashes of the stages the span runs
+    (input if ``start == 0``, blocks ``start..end-1``, output if ``end ==
+    num_blocks``), and checks them against the manifest, the manifest against
+    its own root, and that root against ``onchain_root`` (the ModelRegistry's
+    commitment; ``None`` skips only that last check, for offline use).
+    Returns the verified stage hashes; raises :class:`WeightHashMismatch`.
+    """
+    if not 0 <= start < end <= manifest.num_blocks:
+        raise ModelError(f"span [{start}, {end}) is not inside [0, {manifest.num_blocks}) of {manifest.name}")
+    if manifest.directory is None:
+        raise ModelError("manifest has no directory; load it with worker.store.load_manifest")
+    root = weights_root(manifest.stage_hashes)
+    if root != manifest.weights_root:
+        raise WeightHashMismatch(f"manifest of {manifest.name} is inconsistent (its stage hashes do not give its "
+                                 f"weights root); re-fetch or re-import the model")
+    if onchain_root is not None and bytes(onchain_root) != root:
+        raise WeightHashMismatch(
+            f"weights of {manifest.name} in {manifest.directory} (root 0x{root.hex()}) are not the ones registered "
+            f"on chain (0x{bytes(onchain_root).hex()}); fetch the registered version of the model")
+    got = stage_hashes(manifest.directory, start=start, end=end)
+    bad = [s for s, h in got.items() if h != manifest.stage_hash(s)]
+    if bad:
+        raise WeightHashMismatch(
+            f"weights on disk for {', '.join(bad)} of {manifest.name} do not match the manifest; the files in "
+            f"{manifest.directory} were modified or corrupted: delete the directory and fetch/import it again")
+    logger.info("verified %s blocks [%d, %d) against root 0x%s", manifest.name, start, end, root.hex()[:16])
+    return got
+
+
+def fetch(name: str, force: bool = False, progress=None) -> Manifest:
+    from worker.store.fetch import fetch as _fetch
+
+    return _fetch(name, force=force, progress=progress)
+
+
+def import_dir(src: str | Path, name: str | None = None, force: bool = False) -> Manifest:
+    from worker.store.fetch import import_dir as _import
+
+    return _import(src, name=name, force=force)
