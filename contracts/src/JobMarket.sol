@@ -34,9 +34,7 @@ contract JobMarket is ISlashSink {
         uint8 committedMask; // bit r: replica r's tail committed
         uint8 revealedMask; // bit r: replica r's tail revealed
         // slot 1
-        uint256 fee; // wei in escrow while open
-        // slot 2
-        bytes32 planHash; // keccak256(abi.encodePacked(modelId, hops))
+        bytes32 termsHash; // keccak256(abi.encodePacked(modelId, fee, hops)); fee is in escrow while open
     }
 
     /// @notice What a requester asks for, besides the model and the plan.
@@ -58,6 +56,7 @@ contract JobMarket is ISlashSink {
         uint8[] outcomes;
         uint256[] paid;
         uint256 total;
+        uint256 dustIndex; // hop index of the first winning replica's tail
     }
 
     uint256 public nextJobId = 1;
@@ -172,19 +171,26 @@ contract JobMarket is ISlashSink {
             status: OPEN,
             committedMask: 0,
             revealedMask: 0,
-            fee: msg.value,
-            planHash: keccak256(abi.encodePacked(modelId, hops))
+            termsHash: keccak256(abi.encodePacked(modelId, msg.value, hops))
         });
         emit JobSubmitted(jobId, msg.sender, modelId, msg.value, hops, p, commitDeadline, revealDeadline);
     }
 
     /// @notice The tail of `replica` commits keccak256(abi.encode(jobId, replica, outputHash, salt, tail)).
-    function commit(uint256 jobId, uint256 replica, bytes32 commitment, bytes32 modelId, uint256[] calldata hops)
-        external
-    {
+    /// @param modelId the job's model, as in JobSubmitted
+    /// @param fee the job's fee, as in JobSubmitted
+    /// @param hops the job's plan, as in JobSubmitted (with modelId and fee checked against the stored hash)
+    function commit(
+        uint256 jobId,
+        uint256 replica,
+        bytes32 commitment,
+        bytes32 modelId,
+        uint256 fee,
+        uint256[] calldata hops
+    ) external {
         Job storage j = _open(jobId);
         if (replica >= j.numReplicas) revert JobBadReplica(jobId, replica, j.numReplicas);
-        if (keccak256(abi.encodePacked(modelId, hops)) != j.planHash) revert JobPlanMismatch(jobId);
+        if (keccak256(abi.encodePacked(modelId, fee, hops)) != j.termsHash) revert JobPlanMismatch(jobId);
         address tail = _tailOf(hops, replica);
         if (msg.sender != tail) revert JobNotTail(jobId, replica, msg.sender, tail);
         if (block.timestamp > j.commitDeadline || j.revealedMask != 0) {
@@ -219,10 +225,10 @@ contract JobMarket is ISlashSink {
 
     /// @notice Settle a job; anyone may call once every replica revealed or the reveal deadline passed.
     /// @dev Strict majority of all R replicas wins; its nodes share the fee pro rata by blocks
-    ///      served, the integer-division remainder is credited to the requester. Disagreeing
+    ///      served, the integer-division dust goes to the first agreeing replica's tail. Disagreeing
     ///      replicas lose reputation; tails that committed and did not reveal are slashed (the
     ///      stake taken is credited to the requester). No majority refunds the whole fee.
-    function finalize(uint256 jobId, bytes32 modelId, uint256[] calldata hops) external {
+    function finalize(uint256 jobId, bytes32 modelId, uint256 fee, uint256[] calldata hops) external {
         Job storage j = _jobs[jobId];
         if (j.status == FINALIZED) revert JobAlreadyFinalized(jobId);
         if (j.status != OPEN) revert JobUnknown(jobId);
@@ -230,10 +236,10 @@ contract JobMarket is ISlashSink {
         if (j.revealedMask != (1 << r) - 1 && block.timestamp <= j.revealDeadline) {
             revert JobNotFinalizable(jobId, j.revealDeadline, block.timestamp);
         }
-        if (keccak256(abi.encodePacked(modelId, hops)) != j.planHash) revert JobPlanMismatch(jobId);
+        if (keccak256(abi.encodePacked(modelId, fee, hops)) != j.termsHash) revert JobPlanMismatch(jobId);
         (bytes32 winner, uint8 winnersMask) = _tally(jobId, r, j.revealedMask);
         j.status = FINALIZED;
-        _settle(jobId, j, hops, winner, winnersMask);
+        _settle(jobId, j, fee, hops, winner, winnersMask);
     }
 
     /// @inheritdoc ISlashSink
@@ -271,20 +277,32 @@ contract JobMarket is ISlashSink {
 
     // --------------------------------------------------------------- internal
     /// @dev Credit the requester, emit JobFinalized, then pay and judge the nodes.
-    function _settle(uint256 jobId, Job storage j, uint256[] calldata hops, bytes32 winner, uint8 winnersMask)
-        internal
-    {
+    function _settle(
+        uint256 jobId,
+        Job storage j,
+        uint256 fee,
+        uint256[] calldata hops,
+        bytes32 winner,
+        uint8 winnersMask
+    ) internal {
         uint256 numWinners = _popcount(winnersMask);
         uint256 perBlock;
         if (numWinners != 0) {
             uint256 numBlocks;
             for (uint256 i; i < hops.length && uint8(hops[i] >> 192) == 0; ++i) numBlocks = uint16(hops[i] >> 176);
-            perBlock = j.fee / (numWinners * numBlocks);
+            perBlock = fee / (numWinners * numBlocks);
         }
         Settlement memory st = _outcomes(hops, winnersMask, j.committedMask, j.revealedMask, perBlock);
         address requester = j.requester;
-        uint256 refund = j.fee - st.total;
-        _credits[requester] += refund;
+        uint256 refund;
+        if (numWinners != 0) {
+            // Integer-division dust goes to the tail of the first agreeing replica.
+            st.paid[st.dustIndex] += fee - st.total;
+            st.total = fee;
+        } else {
+            refund = fee;
+            _credits[requester] += refund;
+        }
         emit JobFinalized(jobId, numWinners != 0 ? 1 : 2, winner, winnersMask, refund);
         uint256 slashed = nodes.settle{value: st.total}(jobId, st.who, st.outcomes, st.paid);
         if (slashed != 0) _credits[requester] += slashed;
@@ -361,6 +379,7 @@ contract JobMarket is ISlashSink {
         st.who = new address[](n);
         st.outcomes = new uint8[](n);
         st.paid = new uint256[](n);
+        st.dustIndex = type(uint256).max;
         bool anyWinner = winners != 0;
         for (uint256 i; i < n; ++i) {
             uint256 h = hops[i];
@@ -371,6 +390,7 @@ contract JobMarket is ISlashSink {
                 st.outcomes[i] = 1;
                 st.paid[i] = perBlock * (uint16(h >> 176) - uint16(h >> 160));
                 st.total += st.paid[i];
+                if (isTail && st.dustIndex == type(uint256).max) st.dustIndex = i;
             } else if (committed & bit != 0 && revealed & bit == 0) {
                 if (isTail) st.outcomes[i] = 3;
             } else if (anyWinner && revealed & bit != 0) {

@@ -40,17 +40,18 @@ contract NodeRegistry {
         uint96 stake; // wei
         uint64 reputation; // fixed point, REP_ONE = 1.0
         uint96 earnings; // wei, withdrawable to `payout`
-        // slot 1
-        bytes32 modelId;
-        // slot 2: read for every hop of every job
-        address payout; // receives stake and earnings (may be a contract)
+        // slot 1: the only slot read for each hop of each job
+        bytes16 modelTag; // bytes16(modelId): 128 bits are collision-safe and save a read per hop
         uint16 start; // first block served
         uint16 end; // one past the last block served
         uint32 unbondAt; // unix seconds when stake becomes withdrawable
         uint8 status; // STATUS_*
-        // slot 3
-        uint128 price; // wei per block per output token
         uint32 throughput; // block-tokens per second
+        // slot 2
+        address payout; // receives stake and earnings (may be a contract)
+        uint96 price; // wei per block per output token
+        // slot 3
+        bytes32 modelId;
         string endpoint; // host:port of the node's gRPC service
     }
 
@@ -70,7 +71,7 @@ contract NodeRegistry {
         string endpoint,
         address payout,
         uint32 throughput,
-        uint128 price
+        uint96 price
     );
     /// @notice Stake was added to a node.
     event NodeStakeAdded(address indexed node, uint256 amount, uint256 stake);
@@ -81,7 +82,9 @@ contract NodeRegistry {
     /// @notice A node's earnings were paid to its payout address.
     event NodeEarningsWithdrawn(address indexed node, address payout, uint256 amount);
     /// @notice The job market settled a job's nodes (outcomes are OUTCOME_*).
-    event NodesSettled(uint256 indexed jobId, address[] nodes, uint8[] outcomes, uint256[] paid);
+    /// @dev Per-node outcomes follow from JobFinalized and the plan in JobSubmitted (kept out of
+    ///      this event to save gas).
+    event NodesSettled(uint256 indexed jobId, uint256 paid, uint256 slashed);
     /// @notice The job market address was set (once, at deployment).
     event JobMarketSet(address jobMarket);
 
@@ -147,7 +150,7 @@ contract NodeRegistry {
         string calldata endpoint,
         address payout,
         uint32 throughput,
-        uint128 price
+        uint96 price
     ) external payable {
         Node storage n = _nodes[msg.sender];
         if (n.status != STATUS_NONE && n.status != STATUS_EXITED) revert NodeAlreadyRegistered(msg.sender);
@@ -158,6 +161,7 @@ contract NodeRegistry {
         n.stake = _toU96(msg.value);
         if (n.reputation == 0) n.reputation = REP_ONE;
         n.modelId = modelId;
+        n.modelTag = bytes16(modelId);
         n.payout = payout;
         n.start = start;
         n.end = end;
@@ -228,7 +232,7 @@ contract NodeRegistry {
             Node storage n = _nodes[node];
             if (n.status != STATUS_ACTIVE) revert NodeNotActive(node, n.status);
             if (n.start > start || n.end < end) revert NodeSpanNotServed(node, start, end, n.start, n.end);
-            if (n.modelId != modelId) revert NodeWrongModel(node, modelId, n.modelId);
+            if (n.modelTag != bytes16(modelId)) revert NodeWrongModel(node, modelId, n.modelId);
         }
     }
 
@@ -264,7 +268,7 @@ contract NodeRegistry {
                 }
             }
         }
-        emit NodesSettled(jobId, nodes, outcomes, paid);
+        emit NodesSettled(jobId, msg.value, slashed);
         if (slashed != 0) ISlashSink(msg.sender).depositSlashed{value: slashed}();
     }
 

@@ -1,0 +1,94 @@
+"""Sending transactions from one key: local signing, nonce management, revert decoding.
+
+A :class:`Sender` may be shared by many threads: nonces are handed out under a
+lock from a local counter (initialised from the chain's pending count and
+re-read after a failed send), so concurrent sends from one key neither collide
+nor leave gaps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.types import TxReceipt
+
+from chain.abi import decode_revert
+from tessera.errors import ChainError
+
+logger = logging.getLogger(__name__)
+
+
+def _revert_data(exc: Exception) -> Any:
+    data = getattr(exc, "data", None)
+    if isinstance(data, dict):
+        data = data.get("data")
+    return data
+
+
+def call_or_raise(fn, **tx: Any) -> Any:
+    """``fn.call(tx)`` with custom errors decoded into ContractError."""
+    try:
+        return fn.call(tx) if tx else fn.call()
+    except ContractLogicError as exc:
+        raise decode_revert(_revert_data(exc)) from None
+
+
+class Sender:
+    """Signs and sends contract calls for one account, safely from many threads."""
+
+    def __init__(self, w3: Web3, account: LocalAccount, gas_margin: float = 1.25, receipt_timeout_s: float = 120):
+        self.w3 = w3
+        self.account = account
+        self.gas_margin = gas_margin  # multiplier on the estimate
+        self.receipt_timeout_s = receipt_timeout_s
+        self._lock = threading.Lock()
+        self._nonce: int | None = None
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    def _next_nonce(self) -> int:
+        if self._nonce is None:
+            self._nonce = self.w3.eth.get_transaction_count(self.address, "pending")
+        n = self._nonce
+        self._nonce += 1
+        return n
+
+    def estimate(self, fn, value: int = 0) -> int:
+        """Gas estimate; a revert raises the decoded ContractError before anything is sent."""
+        try:
+            return fn.estimate_gas({"from": self.address, "value": value})
+        except ContractLogicError as exc:
+            raise decode_revert(_revert_data(exc)) from None
+
+    def send(self, fn, value: int = 0, gas: int | None = None) -> TxReceipt:
+        """Send ``fn`` with ``value`` wei; wait for the receipt; raise a decoded error on revert."""
+        gas = gas or int(self.estimate(fn, value) * self.gas_margin) + 10_000
+        with self._lock:
+            nonce = self._next_nonce()
+            tx = fn.build_transaction({"from": self.address, "value": value, "gas": gas, "nonce": nonce})
+            signed = self.account.sign_transaction(tx)
+            try:
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            except (Web3RPCError, ValueError) as exc:
+                self._nonce = None  # re-read from the chain next time
+                raise ChainError(f"the node refused the transaction ({exc}); check the account's balance") from None
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout_s)
+        if receipt["status"] != 1:
+            self._raise_for_failed(tx, receipt)
+        logger.debug("%s mined in block %d, gas %d", getattr(fn, "fn_name", "constructor"), receipt["blockNumber"], receipt["gasUsed"])
+        return receipt
+
+    def _raise_for_failed(self, tx: dict, receipt: TxReceipt) -> None:
+        call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}
+        try:
+            self.w3.eth.call(call, receipt["blockNumber"] - 1)
+        except ContractLogicError as exc:
+            raise decode_revert(_revert_data(exc)) from None
+        raise ChainError(f"transaction {receipt['transactionHash'].hex()} reverted (out of gas?)")
