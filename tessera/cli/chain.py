@@ -1,0 +1,110 @@
+"""``tessera chain``: start/stop a local anvil devnet, show status, deploy the contracts."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from chain.cliutil import account_options, eth_to_wei, make_web3, resolve_account, resolve_rpc, rpc_options
+from tessera import paths
+
+
+@click.group()
+def chain() -> None:
+    """Start, stop and deploy to a devnet or any EVM chain."""
+
+
+@chain.command()
+@click.option("--port", type=int, default=8545, show_default=True, help="Port on 127.0.0.1 (0 = any free port).")
+@click.option("--state", "state_file", type=click.Path(dir_okay=False), default=None,
+              help="Load and save chain state in this file (anvil --state).")
+def up(port: int, state_file: str | None) -> None:
+    """Start anvil in the background on 127.0.0.1."""
+    from chain import devnet
+
+    running = devnet.load_record()
+    if running:
+        click.echo(f"devnet already running: {running.rpc_url} (pid {running.pid})")
+        return
+    net = devnet.start_anvil(port=port or None, state_file=state_file)
+    devnet.save_record(net)
+    click.echo(f"devnet up: {net.rpc_url} (pid {net.pid}, log {net.log_file})")
+
+
+@chain.command()
+def down() -> None:
+    """Stop the devnet started by `tessera chain up`."""
+    from chain import devnet
+
+    net = devnet.load_record()
+    if not net:
+        click.echo("no devnet running")
+        return
+    devnet.stop_anvil(net)
+    devnet.clear_record()
+    click.echo(f"devnet stopped (pid {net.pid})")
+
+
+@chain.command()
+@rpc_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(rpc_url: str | None, chain_kind: str, as_json: bool) -> None:
+    """Show the devnet, the chain it answers for and the deployment."""
+    from chain import devnet
+    from chain.deploy import load_deployment
+    from tessera.errors import ChainError
+
+    net = devnet.load_record()
+    url = resolve_rpc(rpc_url)
+    info: dict = {"devnet_pid": net.pid if net else None, "rpc_url": url}
+    try:
+        w3 = make_web3(rpc_url, chain_kind)
+        info.update(chain_id=w3.eth.chain_id, block=w3.eth.block_number, reachable=True)
+    except ChainError:
+        info["reachable"] = False
+    try:
+        dep = load_deployment()
+        info["deployment"] = dep.to_json()
+        info["deployment_matches"] = info.get("chain_id") == dep.chain_id
+    except ChainError:
+        info["deployment"] = None
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    click.echo(f"devnet:     {'pid ' + str(net.pid) if net else 'not started by tessera'}")
+    click.echo(f"rpc:        {url} ({'block ' + str(info['block']) if info['reachable'] else 'unreachable'})")
+    dep = info["deployment"]
+    click.echo(f"deployment: {paths.deployment_file() if dep else 'none'}")
+    if dep:
+        for k in ("chain_id", "model_registry", "node_registry", "job_market", "block"):
+            click.echo(f"  {k}: {dep[k]}")
+
+
+@chain.command()
+@rpc_options
+@account_options
+@click.option("--min-stake", default="1", show_default=True, help="Minimum node stake, ETH.")
+@click.option("--unbonding", "unbonding_s", type=int, default=7 * 24 * 3600, show_default=True,
+              help="Unbonding period, seconds.")
+@click.option("--slash", default="0.1", show_default=True, help="Stake taken from a silent committer, ETH.")
+@click.option("--max-job-duration", "max_job_s", type=int, default=24 * 3600, show_default=True,
+              help="Longest commit+reveal window, seconds (<= unbonding).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Deployment file (default $TESSERA_HOME/deployment.json).")
+def deploy(rpc_url, chain_kind, key, account_index, min_stake, unbonding_s, slash, max_job_s, out) -> None:
+    """Compile if needed and deploy ModelRegistry, NodeRegistry and JobMarket."""
+    from chain.build import build
+    from chain.deploy import DeployParams, deploy as do_deploy, save_deployment
+
+    build()
+    w3 = make_web3(rpc_url, chain_kind)
+    if key is None and account_index is None:
+        account_index = 0  # the devnet's first dev account
+    acct = resolve_account(key, account_index)
+    params = DeployParams(eth_to_wei(min_stake), unbonding_s, eth_to_wei(slash), max_job_s)
+    dep = do_deploy(w3, acct, params, rpc_url=None if chain_kind == "embedded" else resolve_rpc(rpc_url))
+    path = save_deployment(dep, out)
+    click.echo(f"deployed on chain {dep.chain_id} at block {dep.block}; wrote {path}")
+    if chain_kind == "embedded":
+        click.echo("note: the embedded chain ends with this process; use it from Python for single-process runs")

@@ -1,0 +1,69 @@
+"""``tessera keys``: encrypted node keystores (password from a prompt or TESSERA_KEY_PASSWORD)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+
+def _password(confirm: bool) -> str:
+    from chain.keys import PASSWORD_ENV
+
+    pw = os.environ.get(PASSWORD_ENV)
+    return pw if pw is not None else click.prompt("password", hide_input=True, confirmation_prompt=confirm)
+
+
+@click.group()
+def keys() -> None:
+    """Create, import and list encrypted node keys."""
+
+
+@keys.command()
+@click.argument("name")
+def new(name: str) -> None:
+    """Create a new random key NAME."""
+    from chain.keys import new_key
+
+    info = new_key(name, _password(confirm=True))
+    click.echo(f"{info.name}: {info.address} ({info.path})")
+
+
+@keys.command(name="import")
+@click.argument("name")
+@click.option("--private-key", default=None, help="0x private key (prompted if absent).")
+@click.option("--dev", "dev_index", type=int, default=None, help="Import well-known dev account N.")
+def import_(name: str, private_key: str | None, dev_index: int | None) -> None:
+    """Import an existing private key as NAME."""
+    from chain.keys import save_key
+
+    if dev_index is not None:
+        from chain.devnet import dev_key
+
+        private_key = dev_key(dev_index)
+    if private_key is None:
+        private_key = click.prompt("private key (0x...)", hide_input=True)
+    info = save_key(name, private_key, _password(confirm=True))
+    click.echo(f"{info.name}: {info.address} ({info.path})")
+
+
+@keys.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--dev", "dev_count", type=int, default=0, help="Also list the first N dev accounts.")
+def list_(as_json: bool, dev_count: int) -> None:
+    """List stored keys (and optionally devnet accounts)."""
+    from eth_account import Account
+
+    from chain.devnet import dev_key
+    from chain.keys import list_keys
+
+    rows = [{"name": k.name, "address": k.address} for k in list_keys()]
+    rows += [{"name": f"dev:{i}", "address": Account.from_key(dev_key(i)).address} for i in range(dev_count)]
+    if as_json:
+        click.echo(json.dumps({"keys": rows}))
+        return
+    if not rows:
+        click.echo("no keys; create one with `tessera keys new NAME`")
+    for r in rows:
+        click.echo(f"{r['name']:<20} {r['address']}")

@@ -1,0 +1,74 @@
+"""``tessera model register``: commit a model's weights root on chain.
+
+The commitment comes from the model store's manifest (``tessera model import``
+or ``fetch`` writes it), from ``--dir`` (a converted model directory, hashed
+now) or from ``--hashes FILE`` (JSON with ``num_blocks``, ``weights_root`` or
+``stage_hashes`` [input, blocks..., output], optional ``tokenizer_hash`` and
+``config_hash``; hex strings).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from eth_hash.auto import keccak
+
+from chain.cliutil import account_options, make_client, rpc_options
+from tessera import paths
+from tessera.errors import ConfigError
+
+
+def _hx(s: str | None) -> bytes:
+    if not s:
+        return b"\0" * 32
+    b = bytes.fromhex(s.removeprefix("0x"))
+    if len(b) != 32:
+        raise ConfigError(f"{s!r} is not a 32-byte hex hash")
+    return b
+
+
+def commitment_from_hashes(d: dict) -> tuple[int, bytes, bytes, bytes]:
+    """(num_blocks, weights_root, tokenizer_hash, config_hash) from a hashes JSON object."""
+    if "stage_hashes" in d:
+        stages = [_hx(h) for h in d["stage_hashes"]]
+        num_blocks = int(d.get("num_blocks", len(stages) - 2))
+        if len(stages) != num_blocks + 2:
+            raise ConfigError(f"stage_hashes needs input, {num_blocks} blocks and output ({num_blocks + 2} hashes)")
+        root = keccak(b"".join(stages))
+    elif "weights_root" in d and "num_blocks" in d:
+        num_blocks, root = int(d["num_blocks"]), _hx(d["weights_root"])
+    else:
+        raise ConfigError("hashes file needs num_blocks and weights_root, or stage_hashes")
+    return num_blocks, root, _hx(d.get("tokenizer_hash")), _hx(d.get("config_hash"))
+
+
+def _from_manifest(name: str, directory: Path | None) -> tuple[int, bytes, bytes, bytes]:
+    from worker.store.manifest import build_manifest, read_manifest
+
+    d = directory or paths.models_dir() / name
+    if not d.is_dir():
+        raise ConfigError(f"model {name!r} is not in the store ({d}); run `tessera model fetch/import` "
+                          "or pass --dir or --hashes")
+    m = read_manifest(d) if (d / "manifest.json").exists() else build_manifest(d, name)
+    return m.num_blocks, m.weights_root, m.tokenizer_hash, m.config_hash
+
+
+@click.command()
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Model directory (default: the store's copy of NAME).")
+@click.option("--hashes", "hashes_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="JSON file with the commitment instead of a model directory.")
+@rpc_options
+@account_options
+def register(name, directory, hashes_file, rpc_url, chain_kind, key, account_index) -> None:
+    """Publish model NAME's weights commitment in the ModelRegistry."""
+    if hashes_file:
+        num_blocks, root, tok, cfg = commitment_from_hashes(json.loads(hashes_file.read_text()))
+    else:
+        num_blocks, root, tok, cfg = _from_manifest(name, directory)
+    c = make_client(rpc_url, chain_kind, key, account_index)
+    mid = c.register_model(name, num_blocks, root, tok, cfg)
+    click.echo(f"registered {name} ({num_blocks} blocks) as 0x{mid.hex()}, weights root 0x{root.hex()}")

@@ -1,0 +1,137 @@
+"""``tessera operator``: register a node, manage its stake, withdraw, show status.
+
+``operator run`` (the node daemon) lives in another module and is attached here
+when it exists: ``tessera.cli.operator_run`` exposing a click command ``run``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+
+import click
+
+from chain.cliutil import account_options, eth_to_wei, fmt_eth, make_client, rpc_options
+from tessera.errors import ConfigError
+
+
+@click.group()
+def operator() -> None:
+    """Register, stake, run and withdraw as a node operator."""
+
+
+def _parse_blocks(spec: str) -> tuple[int, int]:
+    try:
+        a, b = spec.split(":")
+        return int(a), int(b)
+    except ValueError:
+        raise click.BadParameter(f"{spec!r} is not START:END (half-open, e.g. 0:15)") from None
+
+
+def _advise(client, model: str, max_blocks: int | None) -> tuple[int, int]:
+    try:
+        advise = importlib.import_module("router.advise")
+    except ModuleNotFoundError:
+        raise ConfigError("no router advice available in this build; pass --blocks START:END") from None
+    num_blocks = client.get_model(model).num_blocks
+    return advise.suggest_span(client.list_nodes(model), num_blocks, max_blocks or num_blocks)
+
+
+@operator.command()
+@rpc_options
+@account_options
+@click.option("--model", required=True, help="Model name as registered on chain.")
+@click.option("--blocks", default=None, help="Span START:END, half-open (default: ask the router for advice).")
+@click.option("--max-blocks", type=int, default=None, help="With advice: most blocks this node can hold.")
+@click.option("--stake", required=True, help="Stake to lock, ETH.")
+@click.option("--endpoint", required=True, help="HOST:PORT of this node's gRPC service.")
+@click.option("--throughput", type=int, default=0, help="Advertised block-tokens per second.")
+@click.option("--price", "price_wei", type=int, default=0, help="Wei per block per output token.")
+@click.option("--payout", default=None, help="Address receiving stake and earnings (default: the node key).")
+def register(rpc_url, chain_kind, key, account_index, model, blocks, max_blocks, stake, endpoint, throughput,
+             price_wei, payout) -> None:
+    """Stake and register this key as a node serving blocks of MODEL."""
+    c = make_client(rpc_url, chain_kind, key, account_index)
+    start, end = _parse_blocks(blocks) if blocks else _advise(c, model, max_blocks)
+    rec = c.register_node(model, start, end, endpoint, eth_to_wei(stake), throughput, price_wei, payout)
+    click.echo(f"registered {rec.address}: {model} blocks [{rec.start}, {rec.end}), stake {fmt_eth(rec.stake)}")
+
+
+@operator.command("stake-add")
+@rpc_options
+@account_options
+@click.argument("amount")
+def stake_add(rpc_url, chain_kind, key, account_index, amount) -> None:
+    """Add AMOUNT ETH to this node's stake."""
+    c = make_client(rpc_url, chain_kind, key, account_index)
+    c.add_stake(eth_to_wei(amount))
+    click.echo(f"stake is now {fmt_eth(c.get_node().stake)}")
+
+
+@operator.command()
+@rpc_options
+@account_options
+def unbond(rpc_url, chain_kind, key, account_index) -> None:
+    """Leave the active set now; stake is withdrawable after the unbonding period."""
+    c = make_client(rpc_url, chain_kind, key, account_index)
+    at = c.request_unbond()
+    click.echo(f"unbonding; stake withdrawable from {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(at))}")
+
+
+@operator.command()
+@rpc_options
+@account_options
+@click.option("--node", default=None, help="Node address (default: this key). Funds go to its payout address.")
+def withdraw(rpc_url, chain_kind, key, account_index, node) -> None:
+    """Withdraw earnings, and the stake once unbonded, to the payout address."""
+    c = make_client(rpc_url, chain_kind, key, account_index)
+    rec = c.get_node(node)
+    if rec is None:
+        raise ConfigError("this key is not a registered node; pass --node or register first")
+    done = []
+    if rec.earnings:
+        c.withdraw_earnings(rec.address)
+        done.append(f"earnings {fmt_eth(rec.earnings)}")
+    if rec.status == "unbonding":
+        c.withdraw_stake(rec.address)  # raises NodeStillBonded with the unlock time if early
+        done.append(f"stake {fmt_eth(rec.stake)}")
+    click.echo(f"withdrew {' and '.join(done)} to {rec.payout}" if done else "nothing to withdraw")
+
+
+@operator.command()
+@rpc_options
+@account_options
+@click.option("--node", default=None, help="Node address (default: this key).")
+@click.option("--model", default=None, help="Show every node of this model instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(rpc_url, chain_kind, key, account_index, node, model, as_json) -> None:
+    """Stake, span, reputation, earnings and unbonding time of a node (or all nodes of a model)."""
+    c = make_client(rpc_url, chain_kind, key, account_index, required=node is None and model is None)
+    recs = c.list_nodes(model) if model else [r for r in [c.get_node(node)] if r]
+    rows = [{"node": r.address, "status": r.status, "start": r.start, "end": r.end, "stake_wei": r.stake,
+             "reputation": r.reputation, "earnings_wei": r.earnings, "unbond_at": r.unbond_at,
+             "endpoint": r.endpoint, "throughput": r.throughput, "price_wei": r.price, "payout": r.payout}
+            for r in recs]
+    if as_json:
+        click.echo(json.dumps({"nodes": rows}))
+        return
+    if not rows:
+        click.echo("no such node registered")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("node", "status", "span", "stake", "reputation", "earnings", "unbonding until", "endpoint")
+    for r in rows:
+        until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r["unbond_at"])) if r["unbond_at"] else "-"
+        t.add_row(r["node"], r["status"], f"[{r['start']}, {r['end']})", fmt_eth(r["stake_wei"]),
+                  f"{r['reputation']:.4f}", fmt_eth(r["earnings_wei"]), until, r["endpoint"])
+    Console().print(t)
+
+
+try:  # `operator run` is contributed by the node daemon's module when present
+    operator.add_command(importlib.import_module("tessera.cli.operator_run").run)
+except ModuleNotFoundError as exc:
+    if exc.name != "tessera.cli.operator_run":
+        raise
