@@ -40,6 +40,7 @@ class GenParams:
     seed: int = 0  # uint256 seed of the sampling uniforms
     codec: int = 4  # activation codec id (worker.codec), int8-outlier by default
     block: int = 64  # codec block size, values
+    eos_token_id: int | None = None  # generation stops after this token (kept in the output); None = never
 
 
 @dataclass(frozen=True)

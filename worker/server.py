@@ -30,7 +30,7 @@ import torch
 
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
-from tessera.errors import CodecError, ProtocolError, TesseraError
+from tessera.errors import CodecError, ConfigError, ProtocolError, TesseraError
 from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import PlanView, StaticPlanView
@@ -152,6 +152,8 @@ def load_stage(config: WorkerConfig, loader: str = "worker.shard:load_stage") ->
     if model_dir is None:
         from worker.store import resolve
         model_dir = resolve(config.model)
+    if config.end is None:
+        raise ConfigError("say which blocks to serve: --start S --end E (half-open)")
     return getattr(mod, fn)(model_dir, config.start, config.end, device=config.device,
                             dtype=getattr(torch, config.dtype))
 

@@ -32,6 +32,7 @@ class Session:
     next_step: int = 0  # step the next STEP message must carry
     last_used: float = 0.0  # clock time of the last message, seconds
     tokens: list[int] = field(default_factory=list)  # ids sampled so far (tail only)
+    finished: bool = False  # the tail has produced the whole output
     outbound: Any = None  # stream to the next hop (None on the tail)
     cache_bytes: int = 0  # memory held by ``cache``, bytes
 

@@ -58,6 +58,8 @@ def ring(tmp_path_factory):
         _route(4, keys, ports, GenParams(max_tokens=3, codec=codec.FP32)),
         _route(5, keys, ports, GenParams(max_tokens=12, codec=codec.INT8_OUTLIER)),
     ])
+    eos = TinyLM().eval().greedy(PROMPT, 3)[2]
+    view.add(_route(6, keys, ports, GenParams(max_tokens=12, codec=codec.FP32, eos_token_id=eos)))
     plan = tmp / "plan.json"
     view.to_file(plan)
     procs = []
@@ -96,6 +98,12 @@ def test_temperature_sampling_matches_a_single_node_run(ring):
     local = run_replica(TinyStage(ring["model"], 0, 6), whole, 0, PROMPT, Signer(ring["keys"][0]))
     assert _head(ring, 2) == local
     assert local != ring["model"].greedy(PROMPT, 12)  # temperature 0.9 really samples
+
+
+def test_generation_stops_after_the_end_of_sequence_token(ring):
+    greedy = ring["model"].greedy(PROMPT, 12)
+    eos = ring["view"].route(JobId(6)).params.eos_token_id
+    assert _head(ring, 6) == greedy[: greedy.index(eos) + 1]
 
 
 def test_int8_outlier_codec_keeps_greedy_tokens(ring):

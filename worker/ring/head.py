@@ -72,9 +72,11 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
                 resp = link.call(signer.sign(msg))
                 new, output = list(resp.ids), resp.output
             ids.extend(new)
+            if output:  # the tail is done (max_tokens or end of sequence)
+                break
             x = torch.tensor([new], dtype=torch.long, device=stage.device)
         if link is not None:
-            link.call(signer.sign(message(job, replica, 0, steps, pb.KIND_CLOSE)))
+            link.call(signer.sign(message(job, replica, 0, len(ids), pb.KIND_CLOSE)))
     finally:
         if link is not None:
             link.close()

@@ -115,10 +115,11 @@ class HopRuntime:
         return self._answer(msg, pos, ids=resp.ids, output=resp.output)
 
     def _tail(self, route: JobRoute, pos: int, msg: pb.HopMessage, s: Session, y: torch.Tensor) -> pb.HopMessage:
-        if route.kind != "classifier" and len(s.tokens) >= route.params.max_tokens:
-            raise ProtocolError(f"job {msg.job_id} asked for {route.params.max_tokens} tokens; step {msg.step} is past the end")
+        if s.finished:
+            raise ProtocolError(f"job {msg.job_id} is finished; step {msg.step} is past the end")
         ids, done = tail_choose(route, y, msg.step, len(s.tokens))
         s.tokens.extend(ids)
+        s.finished = done
         output = b""
         if done:
             output = encode_output(s.tokens)
@@ -143,4 +144,4 @@ def tail_choose(route: JobRoute, y: torch.Tensor, step: int, have: int) -> tuple
         return argmax_classes(y), True
     p = route.params
     tok = sample(y[0, -1], p.temperature_milli, p.seed, step)
-    return [tok], have + 1 >= p.max_tokens
+    return [tok], have + 1 >= p.max_tokens or tok == p.eos_token_id

@@ -1,0 +1,73 @@
+"""Helpers shared by the worker benchmarks: start worker processes on loopback and stop them."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from eth_account import Account
+
+from tessera.types import JobId, NodeId
+from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def bench_key(i: int) -> str:
+    """Deterministic throw-away node keys for benchmarks (never fund them)."""
+    return "0x" + f"{0xBE7C0000 + i:064x}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def even_spans(num_blocks: int, stages: int) -> list[tuple[int, int]]:
+    """``stages`` contiguous half-open spans covering ``[0, num_blocks)`` as evenly as possible."""
+    cuts = [round(i * num_blocks / stages) for i in range(stages + 1)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def ring_route(job: int, model: str, num_blocks: int, spans, ports, params: GenParams,
+               kind: str = "causal-lm") -> JobRoute:
+    hops = tuple(HopRoute(NodeId(Account.from_key(bench_key(i)).address), f"127.0.0.1:{p}", a, b)
+                 for i, ((a, b), p) in enumerate(zip(spans, ports)))
+    return JobRoute(JobId(job), model, num_blocks, (hops,), params, kind)
+
+
+@contextmanager
+def workers(model_dir: Path, spans, ports, routes: list[JobRoute], workdir: Path, threads: int = 1,
+            device: str = "cpu", extra: tuple[str, ...] = ()):
+    """Start one ``python -m worker.server`` per span (skipping hop 0, the caller's); always stop them."""
+    plan = workdir / "plan.json"
+    StaticPlanView(routes).to_file(plan)
+    procs = []
+    try:
+        for i, ((a, b), port) in enumerate(zip(spans, ports)):
+            if i == 0:
+                continue
+            log = open(workdir / f"worker{i}.log", "w")
+            cmd = [sys.executable, "-m", "worker.server", "--model-dir", str(model_dir), "--start", str(a),
+                   "--end", str(b), "--port", str(port), "--private-key", bench_key(i), "--plan-file",
+                   str(plan), "--threads", str(threads), "--device", device, *extra]
+            procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True))
+        deadline = time.time() + 300
+        for p in procs:
+            line = p.stdout.readline()
+            if not line.startswith("READY") or time.time() > deadline:
+                raise RuntimeError(f"a worker failed to start; see {workdir}/worker*.log")
+        yield procs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()

@@ -1,0 +1,118 @@
+"""Decode tokens/s through 1, 2 and 3 stages over loopback gRPC vs monolithic generate.
+
+Every stage is a separate process (the benchmark process is the head and
+drives the ring with ``worker.ring.run_replica``; the other stages are
+``python -m worker.server`` processes on 127.0.0.1). The baseline is
+transformers' ``generate`` on the unsplit model in one process. Every process
+gets ``--threads`` torch threads (1 by default: the ring runs one stage at a
+time, so each design uses one core at a time). Tokens/s = new tokens / wall
+time of the whole generation (prompt included) for both sides.
+
+    python -m bench.pipeline --json [--tokens 64] [--stages 1,2,3] [--codec int8-outlier]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench._procs import bench_key, even_spans, free_port, ring_route, workers
+from worker import codec
+from worker.config import WorkerConfig
+from worker.planview import GenParams
+from worker.ring import Channels, run_replica
+from worker.signing import Signer
+
+logger = logging.getLogger(__name__)
+PROMPT = "The capital of France is Paris. Write a short story about a lighthouse keeper who"
+
+
+def monolithic(model_dir: Path, ids: list[int], tokens: int, device: str) -> tuple[float, list[int]]:
+    from worker.shard import load_full
+
+    model = load_full(model_dir, device=device)
+    x = torch.tensor([ids], device=device)
+    model.generation_config.eos_token_id = None  # the ring generates exactly `tokens` too
+    gen = dict(do_sample=False, pad_token_id=0)
+    with torch.inference_mode():
+        model.generate(x, max_new_tokens=4, **gen)  # warm-up
+        t0 = time.perf_counter()
+        out = model.generate(x, max_new_tokens=tokens, **gen)
+        dt = time.perf_counter() - t0
+    return tokens / dt, out[0, len(ids):].tolist()
+
+
+def ring(model_dir: Path, ids: list[int], tokens: int, stages: int, cid: int, threads: int,
+         device: str) -> tuple[float, list[int]]:
+    from worker.shard import load_stage
+    from worker.store import load_manifest
+
+    n = load_manifest(model_dir).num_blocks
+    spans = even_spans(n, stages)
+    stage = load_stage(model_dir, *spans[0], device=device)
+    ports = [0] + [free_port() for _ in spans[1:]]
+    name = stage.spec.model
+    warm = ring_route(1, name, n, spans, ports, GenParams(max_tokens=4, codec=cid))
+    timed = ring_route(2, name, n, spans, ports, GenParams(max_tokens=tokens, codec=cid))
+    signer, channels = Signer(bench_key(0)), Channels()
+    with tempfile.TemporaryDirectory() as tmp, workers(model_dir, spans, ports, [warm, timed], Path(tmp),
+                                                       threads, device):
+        run_replica(stage, warm, 0, ids, signer, channels=channels)
+        t0 = time.perf_counter()
+        out = run_replica(stage, timed, 0, ids, signer, channels=channels, config=WorkerConfig())
+        dt = time.perf_counter() - t0
+    channels.close()
+    return tokens / dt, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tessera bench pipeline", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m", help="stored model name or directory")
+    ap.add_argument("--tokens", type=int, default=64, help="new tokens per generation")
+    ap.add_argument("--stages", default="1,2,3", help="comma-separated stage counts")
+    ap.add_argument("--codec", default="int8-outlier", help="activation codec name or id")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--save", help="also write the JSON result to this file")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    args = ap.parse_args(argv)
+    from transformers import AutoTokenizer
+
+    from worker.store import resolve
+
+    torch.set_num_threads(args.threads)
+    model_dir = resolve(args.model)
+    ids = AutoTokenizer.from_pretrained(model_dir)(PROMPT)["input_ids"]
+    cid = codec.codec_id(args.codec)
+    mono_tps, mono_ids = monolithic(model_dir, ids, args.tokens, args.device)
+    rows = {}
+    for s in [int(v) for v in args.stages.split(",")]:
+        tps, out = ring(model_dir, ids, args.tokens, s, cid, args.threads, args.device)
+        agree = sum(a == b for a, b in zip(out, mono_ids)) / len(mono_ids)
+        rows[str(s)] = {"tokens_per_s": round(tps, 2), "vs_monolithic": round(tps / mono_tps, 3),
+                        "same_tokens_as_monolithic": round(agree, 3)}
+        print(f"{s} stage(s): {tps:.1f} tok/s ({tps / mono_tps:.2f} of monolithic), tokens agree {agree:.0%}",
+              file=sys.stderr)
+    result = {"bench": "pipeline", "model": args.model, "device": args.device, "codec": codec.NAMES[cid],
+              "tokens": args.tokens, "prompt_tokens": len(ids),
+              "thread_budget": f"{args.threads} torch thread(s) per process, every process; monolithic: "
+                               f"{args.threads} in one process",
+              "monolithic_tokens_per_s": round(mono_tps, 2), "stages": rows,
+              "target": "3 stages >= 0.85 of monolithic"}
+    if "3" in rows:
+        result["target_met"] = rows["3"]["vs_monolithic"] >= 0.85
+    if args.save:
+        Path(args.save).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
