@@ -29,7 +29,7 @@ from worker.shard.weights import iter_tensors
 def tensor_bytes(t: torch.Tensor) -> memoryview:
     """Raw bytes of a CPU tensor in C order (little-endian on every supported host)."""
     t = t.detach().to("cpu").contiguous()
-    return memoryview(t.view(torch.uint8).reshape(-1).numpy())
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
 
 
 def hash_named_tensors(items: Iterable[tuple[str, torch.Tensor]]) -> bytes:

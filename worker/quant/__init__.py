@@ -1,0 +1,74 @@
+"""Optional weight compression: int8 Linear weights with 16-bit outlier features.
+
+Public API::
+
+    Int8MixedLinear.from_linear(linear, act_absmax=None, cfg=QuantConfig())
+    quantize_module(module, skip=("lm_head", "head"), calibration=None) -> int   # layers replaced
+    quantize_stage(stage) -> int
+    resident_bytes(module) -> int
+    compare_logits(ref, test) -> dict   # worker.quant.report
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from worker.quant.linear import Int8MixedLinear, QuantConfig, select_outliers
+from worker.quant.memory import resident_bytes
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Int8MixedLinear", "QuantConfig", "select_outliers", "quantize_module", "quantize_stage", "collect_act_absmax",
+           "resident_bytes"]
+
+SKIP = ("lm_head", "head")  # output heads stay in full precision (as LLM.int8 does)
+
+
+def _linear_like(m: nn.Module) -> bool:
+    return isinstance(m, nn.Linear) or (type(m).__name__ == "Conv1D" and hasattr(m, "nf"))
+
+
+def quantize_module(module: nn.Module, skip: tuple[str, ...] = SKIP,
+                    calibration: dict[str, torch.Tensor] | None = None, cfg: QuantConfig = QuantConfig()) -> int:
+    """Replace every Linear (and GPT-2 Conv1D) in ``module`` by :class:`Int8MixedLinear`.
+
+    ``skip``: last name components left untouched. ``calibration``: per-module
+    (qualified name) absmax of its input features, from :func:`collect_act_absmax`.
+    Returns the number of layers replaced.
+    """
+    targets = [(name, m) for name, m in module.named_modules()
+               if _linear_like(m) and name.rsplit(".", 1)[-1] not in skip]
+    with torch.no_grad():
+        for name, m in targets:
+            parent_name, _, attr = name.rpartition(".")
+            parent = module.get_submodule(parent_name) if parent_name else module
+            act = None if calibration is None else calibration.get(name)
+            setattr(parent, attr, Int8MixedLinear.from_linear(m, act, cfg))
+    logger.info("quantized %d linear layers to int8-mixed", len(targets))
+    return len(targets)
+
+
+def quantize_stage(stage: nn.Module, cfg: QuantConfig = QuantConfig()) -> int:
+    """Quantize a loaded stage in place (its blocks' Linear weights; heads stay fp)."""
+    return quantize_module(stage, cfg=cfg)
+
+
+def collect_act_absmax(module: nn.Module, run) -> dict[str, torch.Tensor]:
+    """Run ``run()`` once with hooks and return each Linear's input-feature absmax."""
+    stats: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, m in module.named_modules():
+        if _linear_like(m):
+            def hook(_m, args, _name=name):
+                a = args[0].detach().abs().flatten(0, -2).amax(dim=0).float()
+                stats[_name] = a if _name not in stats else torch.maximum(stats[_name], a)
+            hooks.append(m.register_forward_pre_hook(hook))
+    try:
+        run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return stats
