@@ -152,6 +152,7 @@ contract JobMarket is ISlashSink {
         returns (uint256 jobId)
     {
         if (msg.value == 0) revert JobBadRequest("fee is zero");
+        if (msg.value > type(uint96).max) revert JobBadRequest("fee above 2^96 wei");
         if (p.maxTokens == 0) revert JobBadRequest("maxTokens is zero");
         if (p.input.length == 0 && p.inputHash == bytes32(0)) revert JobBadRequest("no input");
         if (p.commitWindow == 0 || p.revealWindow == 0 || uint256(p.commitWindow) + p.revealWindow > maxJobDuration) {
