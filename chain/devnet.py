@@ -29,7 +29,7 @@ from tessera.errors import ChainError
 logger = logging.getLogger(__name__)
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"  # anvil's default
-DEV_ACCOUNTS = 10
+DEV_ACCOUNTS = 12  # anvil funds these; the embedded chain funds the same keys
 DEV_BALANCE_ETH = 10_000
 
 

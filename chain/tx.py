@@ -66,6 +66,10 @@ class Sender:
             return fn.estimate_gas({"from": self.address, "value": value})
         except ContractLogicError as exc:
             raise decode_revert(_revert_data(exc)) from None
+        except Web3RPCError as exc:
+            msg = exc.rpc_response.get("error", {}).get("message", str(exc)) if exc.rpc_response else str(exc)
+            raise ChainError(f"the node rejected {self.address}'s transaction: {msg}; "
+                             "fund the account or lower the amount") from None
 
     def send(self, fn, value: int = 0, gas: int | None = None) -> TxReceipt:
         """Send ``fn`` with ``value`` wei; wait for the receipt; raise a decoded error on revert."""
