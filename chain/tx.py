@@ -8,6 +8,7 @@ nor leave gaps.
 
 from __future__ import annotations
 
+import ast
 import logging
 import threading
 from typing import Any
@@ -30,12 +31,33 @@ def _revert_data(exc: Exception) -> Any:
     return data
 
 
+def _tester_revert_data(exc: Exception) -> bytes | None:
+    """Raw revert bytes from the in-process chain (eth-tester re-raises them as text)."""
+    if type(exc).__name__ != "TransactionFailed":
+        return None
+    for e in (exc.__context__, exc):
+        arg = e.args[0] if e is not None and e.args else None
+        if isinstance(arg, Exception) and arg.args:
+            arg = arg.args[0]
+        if isinstance(arg, bytes):
+            return arg
+    text = str(exc.args[0]) if exc.args else ""
+    if text.startswith("execution reverted: b"):
+        return ast.literal_eval(text.removeprefix("execution reverted: "))
+    return b""
+
+
 def call_or_raise(fn, **tx: Any) -> Any:
     """``fn.call(tx)`` with custom errors decoded into ContractError."""
     try:
         return fn.call(tx) if tx else fn.call()
     except ContractLogicError as exc:
         raise decode_revert(_revert_data(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the embedded chain's reverts
+        data = _tester_revert_data(exc)
+        if data is None:
+            raise
+        raise decode_revert(data) from None
 
 
 class Sender:
@@ -66,7 +88,12 @@ class Sender:
             return fn.estimate_gas({"from": self.address, "value": value})
         except ContractLogicError as exc:
             raise decode_revert(_revert_data(exc)) from None
-        except Web3RPCError as exc:
+        except Exception as exc:  # noqa: BLE001
+            data = _tester_revert_data(exc)
+            if data is not None:
+                raise decode_revert(data) from None
+            if not isinstance(exc, Web3RPCError):
+                raise
             msg = exc.rpc_response.get("error", {}).get("message", str(exc)) if exc.rpc_response else str(exc)
             raise ChainError(f"the node rejected {self.address}'s transaction: {msg}; "
                              "fund the account or lower the amount") from None
@@ -95,4 +122,9 @@ class Sender:
             self.w3.eth.call(call, receipt["blockNumber"] - 1)
         except ContractLogicError as exc:
             raise decode_revert(_revert_data(exc)) from None
+        except Exception as exc:  # noqa: BLE001
+            data = _tester_revert_data(exc)
+            if data is None:
+                raise
+            raise decode_revert(data) from None
         raise ChainError(f"transaction {receipt['transactionHash'].hex()} reverted (out of gas?)")

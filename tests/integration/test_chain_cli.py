@@ -1,0 +1,53 @@
+"""`tessera chain/keys/operator/model register` end to end against a devnet started by the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tessera.cli.main import main
+
+pytestmark = pytest.mark.integration
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_cli_devnet_deploy_register_status(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    monkeypatch.delenv("TESSERA_DEPLOYMENT", raising=False)
+    monkeypatch.delenv("TESSERA_RPC_URL", raising=False)
+    monkeypatch.setenv("TESSERA_KEY_PASSWORD", "pw")
+    assert run(capsys, "chain", "up", "--port", "0")[0] == 0
+    try:
+        rc, out, _ = run(capsys, "chain", "deploy", "--unbonding", "120", "--max-job-duration", "60")
+        assert rc == 0 and (tmp_path / "deployment.json").exists()
+        hashes = tmp_path / "h.json"
+        hashes.write_text(json.dumps({"stage_hashes": ["0x" + "11" * 32] * 5}))
+        rc, out, _ = run(capsys, "model", "register", "m", "--hashes", str(hashes), "--account", "0")
+        assert rc == 0 and "3 blocks" in out
+        assert run(capsys, "keys", "import", "op", "--dev", "4")[0] == 0
+        rc, _, err = run(capsys, "operator", "register", "--account", "4", "--model", "m", "--stake", "0.5",
+                         "--endpoint", "127.0.0.1:9000", "--blocks", "0:3")
+        assert rc == 1 and "stake at least 1 ETH" in err  # friendly error, no traceback
+        rc, out, _ = run(capsys, "operator", "register", "--key", "op", "--model", "m", "--stake", "1.5",
+                         "--endpoint", "127.0.0.1:9000", "--blocks", "0:3")
+        assert rc == 0, out
+        # keystores are slow to decrypt (scrypt), so the same key is used as dev account 4 from here
+        rc, out, _ = run(capsys, "operator", "status", "--account", "4", "--json")
+        (node,) = json.loads(out.strip().splitlines()[-1])["nodes"]
+        assert (node["start"], node["end"], node["stake_wei"], node["reputation"]) == (0, 3, 15 * 10**17, 1.0)
+        assert run(capsys, "operator", "stake-add", "0.5", "--account", "4")[0] == 0
+        assert run(capsys, "operator", "unbond", "--account", "4")[0] == 0
+        rc, _, err = run(capsys, "operator", "withdraw", "--account", "4")
+        assert rc == 1 and "NodeStillBonded" in err
+        rc, out, _ = run(capsys, "chain", "status", "--json")
+        assert json.loads(out)["reachable"] is True
+    finally:
+        assert run(capsys, "chain", "down")[0] == 0
+    rc, out, _ = run(capsys, "chain", "status", "--json")
+    assert json.loads(out)["devnet_pid"] is None
