@@ -41,8 +41,12 @@ def _path(name: str) -> Path:
     return keys_dir() / f"{name}.json"
 
 
-def save_key(name: str, private_key: str | bytes, password: str, overwrite: bool = False) -> KeyInfo:
-    """Encrypt ``private_key`` with ``password`` into the keystore ``name``."""
+def save_key(name: str, private_key: str | bytes, password: str, overwrite: bool = False,
+             scrypt_n: int | None = None) -> KeyInfo:
+    """Encrypt ``private_key`` with ``password`` into the keystore ``name``.
+
+    ``scrypt_n`` overrides the scrypt cost (default eth-account's 2**18; tests lower it).
+    """
     path = _path(name)
     if path.exists() and not overwrite:
         raise ConfigError(f"a key named {name!r} exists at {path}; pick another name")
@@ -50,7 +54,7 @@ def save_key(name: str, private_key: str | bytes, password: str, overwrite: bool
         acct = Account.from_key(private_key)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"that is not a valid private key ({exc}); give 32 bytes as 0x-prefixed hex") from None
-    path.write_text(json.dumps(Account.encrypt(acct.key, password)))
+    path.write_text(json.dumps(Account.encrypt(acct.key, password, iterations=scrypt_n)))
     path.chmod(0o600)
     return KeyInfo(name, acct.address, path)
 
