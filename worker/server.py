@@ -15,6 +15,7 @@ It prints ``READY <port> <address>`` on stdout once it serves.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import logging
@@ -87,7 +88,9 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return pb.PingResponse(sent_unix_ns=request.sent_unix_ns, received_unix_ns=time.time_ns())
 
 
+@functools.lru_cache(maxsize=1)
 def _codecs() -> list[int]:
+    """Codec ids this worker can decode (probing bitsandbytes is slow: done once, at start)."""
     try:
         codec.dynamic_map()
         return sorted(codec.NAMES)
@@ -118,6 +121,7 @@ def start(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnO
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise TesseraError(f"cannot bind {config.host}:{config.port}; is the port in use?")
+    _codecs()  # warm: Info must answer within a prober's timeout
     server.start()
     _start_reaper(runtime, config.session_ttl_s)
     logger.info("worker %s serves %s [%d, %d) on %s:%d", signer.address, stage.spec.model,

@@ -29,6 +29,12 @@ GROUPS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# extra commands attached to a group: group -> [(module, attribute)]
+EXTRA: dict[str, list[tuple[str, str]]] = {
+    "operator": [("tessera.cli.operator_run", "run")],
+}
+
+
 class LazyGroup(click.Group):
     """A click group whose sub-groups are imported on first use."""
 
@@ -40,11 +46,15 @@ class LazyGroup(click.Group):
             return None
         module, attr, _ = GROUPS[name]
         try:
-            return getattr(importlib.import_module(module), attr)
+            group = getattr(importlib.import_module(module), attr)
         except ModuleNotFoundError as exc:
             if exc.name == module:
                 return _missing(name)
             raise
+        for mod, cmd in EXTRA.get(name, []):
+            if cmd not in group.commands:
+                group.add_command(getattr(importlib.import_module(mod), cmd))
+        return group
 
     def format_commands(self, ctx, formatter):
         rows = [(name, GROUPS[name][2]) for name in self.list_commands(ctx)]

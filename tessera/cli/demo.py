@@ -1,0 +1,103 @@
+"""``tessera demo``: the whole product end to end on a local devnet it starts and stops."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+import time
+
+import click
+
+
+@click.command()
+@click.option("--prompt", default="The capital of France is", show_default=True, help="Prompt text.")
+@click.option("--max-tokens", default=32, show_default=True, type=click.IntRange(1, 512))
+@click.option("--replicas", default=3, show_default=True, type=click.IntRange(1, 4), help="Replicas (2 hops each).")
+@click.option("--byzantine", default=0, show_default=True, type=click.IntRange(0, 4),
+              help="Nodes that corrupt their activations (their replicas should be outvoted).")
+@click.option("--image", is_flag=True, help="Classify a digits image with the sharded CNN instead.")
+@click.option("--fee", default="0.03", show_default=True, help="Fee in ETH.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on the last line.")
+@click.option("--keep-logs", is_flag=True, help="Keep the demo's work folder (node logs, configs).")
+def demo(prompt, max_tokens, replicas, byzantine, image, fee, as_json, keep_logs) -> None:
+    """Start anvil, deploy, register and start operator nodes, submit a job, show the
+    consensus and the payouts, then stop everything (also on Ctrl-C or failure)."""
+    from chain.cliutil import eth_to_wei, fmt_eth
+    from router.plan import plan_replicas
+    from router.source import chain_source
+    from tessera import paths, requester
+    from tessera.devcluster import DevCluster
+    from worker.node.payload import describe_output, encode_prompt
+
+    if byzantine >= replicas and byzantine:
+        raise click.BadParameter("with that many corrupt nodes no honest majority can exist; use fewer",
+                                 param_hint="--byzantine")
+    workdir = paths.home() / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    say = (lambda s: click.echo(s, err=True))
+    t0 = time.time()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally block on kill
+    model = "digits-cnn" if image else "smollm2-135m"
+    # byzantine nodes: the tails of the first replicas' spans (each node serves one replica)
+    spans_n = 2
+    bad = tuple(spans_n * i + 1 for i in range(byzantine))
+    cluster = DevCluster(workdir, model=model, copies=replicas, byzantine=bad)
+    summary = {}
+    try:
+        cluster.start(on_step=lambda s: say(f"[{time.time() - t0:5.1f}s] {s}"))
+        for n in cluster.nodes:
+            tag = "  (byzantine)" if n.byzantine else ""
+            say(f"  node {n.address}  blocks [{n.span[0]}, {n.span[1]})  127.0.0.1:{n.port}{tag}")
+        client = cluster.client()
+        import os
+
+        os.environ["TESSERA_DEPLOYMENT"] = str(workdir / "deployment.json")
+        routed = plan_replicas(chain_source(cluster.net.rpc_url)(model), replicas)
+        say(f"[{time.time() - t0:5.1f}s] router planned {replicas} replicas:")
+        for r, (rep, c) in enumerate(zip(routed.plan.replicas, routed.costs)):
+            say(f"  replica {r}: " + " -> ".join(f"{h.node[:10]}[{h.start},{h.end})" for h in rep.hops)
+                + f"  ~{c.latency_ms:.0f} ms/token predicted")
+        if image:
+            from worker.vision.data import digits_test_split, encode_images
+
+            images, labels = digits_test_split()
+            data, kind, expect = encode_images(images[:1]), "classifier", int(labels[0])
+        else:
+            data, kind, expect = encode_prompt(prompt), "causal-lm", None
+        job_id = client.submit_job(routed.plan, data, max_tokens, eth_to_wei(fee), commit_window_s=600,
+                                   reveal_window_s=120)
+        say(f"[{time.time() - t0:5.1f}s] submitted job {job_id} with {fee} ETH in escrow")
+        res = requester.wait(client, job_id, timeout_s=900,
+                             on_progress=lambda p: say(f"[{time.time() - t0:5.1f}s] job {job_id}: {p.line()}"))
+        text = describe_output(kind, cluster.manifest.directory, res.output) if res.output else ""
+        click.echo("")
+        if kind == "classifier":
+            click.echo(f"class: {text}  (label {expect})")
+        else:
+            click.echo(f"prompt: {prompt!r}")
+            click.echo(f"output: {text!r}")
+        click.echo(f"consensus: {len(res.winners)}/{replicas} replicas agree: {list(res.winners)}")
+        for r, h in sorted(res.reveals.items()):
+            nodes = ", ".join(h2.node[:10] for h2 in routed.plan.replicas[r].hops)
+            click.echo(f"  replica {r} ({nodes}): {h[:14]}...  {'agreed' if r in res.winners else 'OUTVOTED'}")
+        click.echo("payouts:")
+        for node in cluster.nodes:
+            rec = client.get_node(node.address)
+            paid = res.payouts.get(node.address, 0)
+            click.echo(f"  {node.address}{' (byzantine)' if node.byzantine else ''}: +{fmt_eth(paid)}, "
+                       f"reputation {rec.reputation:.3f}")
+        summary = {"job_id": job_id, "model": model, "prompt": None if image else prompt, "output": text,
+                   "outcome": res.outcome, "winners": list(res.winners), "replicas": replicas,
+                   "byzantine_nodes": [n.address for n in cluster.nodes if n.byzantine],
+                   "payouts_wei": {k: str(v) for k, v in res.payouts.items()},
+                   "seconds": round(time.time() - t0, 1)}
+    finally:
+        say(f"[{time.time() - t0:5.1f}s] stopping nodes and anvil")
+        cluster.close()
+        if not keep_logs and summary:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif not summary:
+            say(f"logs kept in {workdir}")
+    if as_json:
+        click.echo(json.dumps(summary))

@@ -1,0 +1,194 @@
+"""A whole Tessera network on this machine: anvil, contracts, a model, operator nodes.
+
+``tessera demo`` and the end-to-end tests drive it. Every node is a real
+``tessera operator run`` process talking real gRPC on 127.0.0.1; the chain is
+a real anvil. :meth:`DevCluster.close` stops everything it started (also on
+error: use it as a context manager).
+
+Accounts (anvil's well-known dev keys): 0 deploys and publishes the model,
+1..8 are nodes, 9 is the requester.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+from chain import devnet
+from chain.client import TesseraChain
+from chain.deploy import DeployParams, deploy, save_deployment
+from tessera.errors import TesseraError
+
+logger = logging.getLogger(__name__)
+
+REQUESTER = 9
+FIRST_NODE = 1
+MAX_NODES = 8
+
+
+@dataclass
+class NodeProc:
+    index: int  # dev account index
+    span: tuple[int, int]
+    port: int
+    config: Path
+    log: Path
+    byzantine: bool = False
+    proc: subprocess.Popen | None = None
+    address: str = ""
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class DevCluster:
+    """anvil + deployment + registered model + N operator processes."""
+
+    def __init__(self, workdir: str | Path, model: str = "smollm2-135m", spans: list[tuple[int, int]] | None = None,
+                 copies: int = 3, byzantine: tuple[int, ...] = (), threads: int = 1,
+                 params: DeployParams | None = None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.model = model
+        self.spans = spans
+        self.copies = copies  # nodes per span
+        self.byzantine = set(byzantine)  # node positions (0-based) that corrupt activations
+        self.threads = threads
+        self.params = params or DeployParams(unbonding_period_s=3600, max_job_duration_s=3600)
+        self.net: devnet.Devnet | None = None
+        self.nodes: list[NodeProc] = []
+        self.env = {**os.environ, "TESSERA_DEPLOYMENT": str(self.workdir / "deployment.json")}
+
+    # ----------------------------------------------------------------- set-up
+    def __enter__(self) -> "DevCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self, on_step=lambda s: None) -> "DevCluster":
+        from worker.store import fetch, load_manifest
+
+        on_step("starting anvil")
+        self.net = devnet.start_anvil(log_file=self.workdir / "anvil.log")
+        self.w3 = devnet_w3(self.net)
+        on_step("deploying contracts")
+        self.deployment = deploy(self.w3, _acct(0), self.params, rpc_url=self.net.rpc_url)
+        save_deployment(self.deployment, self.workdir / "deployment.json")
+        on_step(f"preparing model {self.model}")
+        m = fetch(self.model) if self.model in ("smollm2-135m", "digits-cnn", "digits-vit") else load_manifest(self.model)
+        self.manifest = m
+        self.client(0).register_model(m.name, m.num_blocks, m.weights_root, m.tokenizer_hash, m.config_hash)
+        spans = self.spans or _halves(m.num_blocks)
+        n = len(spans) * self.copies
+        if n > MAX_NODES:
+            raise TesseraError(f"{n} nodes asked for; the devnet has {MAX_NODES} node accounts")
+        on_step(f"registering {n} operator nodes")
+        for i in range(n):
+            span = spans[i % len(spans)]
+            self.nodes.append(self._register(FIRST_NODE + i, span, byzantine=i in self.byzantine))
+        on_step(f"starting {n} node processes")
+        for node in self.nodes:
+            self.start_node(node, wait=False)
+        for node in self.nodes:
+            self.wait_ready(node)
+        return self
+
+    def _register(self, index: int, span: tuple[int, int], byzantine: bool) -> NodeProc:
+        port = devnet.free_port()
+        c = self.client(index)
+        c.register_node(self.model, span[0], span[1], f"127.0.0.1:{port}", 10**18, throughput=2000,
+                        price_per_block=10**9)
+        cfg = self.workdir / f"node{index}.toml"
+        cfg.write_text(tomli_w.dumps({
+            "node": {"rpc_url": self.net.rpc_url, "deployment": str(self.workdir / "deployment.json"),
+                     "dev_account": index, "state_dir": str(self.workdir / f"node{index}"),
+                     "poll_interval_s": 0.3, "retry_backoff_s": 1.0},
+            "worker": {"model": self.model, "start": span[0], "end": span[1], "port": port,
+                       "threads": self.threads, "byzantine": byzantine},
+        }))
+        return NodeProc(index, span, port, cfg, self.workdir / f"node{index}.log", byzantine, address=c.address)
+
+    # ------------------------------------------------------------------ nodes
+    def start_node(self, node: NodeProc, wait: bool = True) -> None:
+        log = open(node.log, "ab")
+        node.proc = subprocess.Popen([sys.executable, "-m", "tessera.cli.main", "operator", "run", "--config",
+                                      str(node.config)], stdout=subprocess.PIPE, stderr=log,
+                                     stdin=subprocess.DEVNULL, env=self.env, start_new_session=True, text=True)
+        node.lines = []
+        threading.Thread(target=_pump, args=(node,), daemon=True).start()
+        if wait:
+            self.wait_ready(node)
+
+    def wait_ready(self, node: NodeProc, timeout_s: float = 180.0) -> None:
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end:
+            if any(line.startswith("READY") for line in node.lines):
+                return
+            if not node.alive:
+                raise TesseraError(f"node {node.index} exited with code {node.proc.returncode}; see {node.log}")
+            time.sleep(0.1)
+        raise TesseraError(f"node {node.index} was not ready within {timeout_s:.0f} s; see {node.log}")
+
+    def kill_node(self, node: NodeProc) -> None:
+        if node.alive:
+            node.proc.kill()
+            node.proc.wait(10)
+
+    def stop_node(self, node: NodeProc, timeout_s: float = 10.0) -> None:
+        if node.alive:
+            node.proc.terminate()
+            try:
+                node.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait(5)
+
+    def node_by_address(self, address: str) -> NodeProc:
+        return next(n for n in self.nodes if n.address.lower() == address.lower())
+
+    # ---------------------------------------------------------------- clients
+    def client(self, index: int = REQUESTER) -> TesseraChain:
+        return TesseraChain(self.w3, self.deployment, _acct(index))
+
+    def close(self) -> None:
+        for node in self.nodes:
+            try:
+                self.stop_node(node, timeout_s=5)
+            except Exception:  # noqa: BLE001 - keep stopping the rest
+                logger.exception("stopping node %s", node.index)
+        if self.net is not None:
+            devnet.stop_anvil(self.net)
+            self.net = None
+
+
+def _pump(node: NodeProc) -> None:
+    for line in node.proc.stdout:
+        node.lines.append(line.rstrip("\n"))
+
+
+def _halves(num_blocks: int) -> list[tuple[int, int]]:
+    mid = num_blocks // 2
+    return [(0, mid), (mid, num_blocks)] if num_blocks > 1 else [(0, num_blocks)]
+
+
+def _acct(index: int):
+    from eth_account import Account
+
+    return Account.from_key(devnet.dev_key(index))
+
+
+def devnet_w3(net: devnet.Devnet):
+    from web3 import Web3
+
+    return Web3(Web3.HTTPProvider(net.rpc_url, request_kwargs={"timeout": 30}))

@@ -1,0 +1,201 @@
+"""NodeDaemon: an operator's node on chain.
+
+Start-up: connect, check the node is registered for the configured span,
+verify the local weights against the ModelRegistry, load the stage, serve
+gRPC, then follow JobMarket events from a persisted cursor.
+
+Per job the node is planned in (all state in :class:`JobBook`):
+
+1. ``JobSubmitted`` -> the job is written to the book (before the cursor
+   moves past the event, so a crash cannot lose it); as the head of a replica
+   the node runs the replica (``worker.ring.run_replica``), retrying while the
+   commit window is open.
+2. As a tail, the output arrives through ``on_output``; the salt is drawn
+   and saved, then the commitment is sent.
+3. Once every replica committed (or the commit window closed) the tail
+   reveals; once every replica revealed (or the reveal window closed) it
+   finalizes. Earnings are withdrawn with ``tessera operator withdraw``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import torch
+
+from chain.client import TesseraChain
+from chain.cliutil import make_web3, resolve_account
+from chain.deploy import load_deployment
+from chain.events import EventFollower
+from tessera.errors import ConfigError, ContractError, TesseraError
+from worker import server
+from worker.config import WorkerConfig
+from worker.node.book import JobBook, JobEntry
+from worker.node.chainview import ChainPlanView, request_from_event
+from worker.node.config import NodeConfig
+from worker.node.payload import head_inputs
+from worker.ring import run_replica
+from worker.signing import Signer
+from worker.store import load_manifest, resolve, verify_span
+
+logger = logging.getLogger(__name__)
+
+
+class NodeDaemon:
+    def __init__(self, node: NodeConfig, worker: WorkerConfig):
+        self.cfg, self.wcfg = node, worker
+        self.stop_event = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="head")
+        self._tick_lock = threading.Lock()
+
+    # ---------------------------------------------------------------- start-up
+    def start(self) -> int:
+        """Connect, verify, load and serve; returns the gRPC port."""
+        account = resolve_account(self.cfg.key, self.cfg.dev_account)
+        w3 = make_web3(self.cfg.rpc_url)
+        self.deployment = load_deployment(self.cfg.deployment)
+        self.chain = TesseraChain(w3, self.deployment, account)
+        self.me = account.address
+        rec = self.chain.get_node()
+        self.model_dir = resolve(self.wcfg.model_dir or self.wcfg.model)
+        self.manifest = load_manifest(self.model_dir)
+        end = self.wcfg.end if self.wcfg.end is not None else self.manifest.num_blocks
+        if rec is None or not rec.active:
+            raise ConfigError(f"node {self.me} is not an active node; register it first with "
+                              f"`tessera operator register --model {self.manifest.name} --blocks "
+                              f"{self.wcfg.start}:{end} ...`")
+        if rec.model_id != self.manifest.model_id or not rec.start <= self.wcfg.start < end <= rec.end:
+            raise ConfigError(f"node {self.me} is registered for blocks [{rec.start}, {rec.end}) of another "
+                              f"span or model; serve what it registered or register again")
+        if self.cfg.verify_weights:
+            verify_span(self.manifest, self.wcfg.start, end, self.chain.get_model(self.manifest.name).weights_root)
+        self.wcfg = self.wcfg.model_copy(update={"end": end, "model_dir": str(self.model_dir)})
+        torch.set_num_threads(self.wcfg.threads)
+        self.stage = server.load_stage(self.wcfg)
+        self.book = JobBook(self.cfg.state_path(self.me))
+        self.view = ChainPlanView(self.chain, self.manifest, self.model_dir)
+        self.signer = Signer(account.key)
+        self.running = server.start(self.wcfg, self.stage, self.view, on_output=self._on_output, signer=self.signer)
+        self.follower = EventFollower(w3, [self.chain.market], self.book.dir.parent / "cursor.json",
+                                      self.deployment.block, names=["JobSubmitted"])
+        for job in self.book.open_jobs():  # resume what a previous run left
+            self._launch_heads(job)
+        threading.Thread(target=self.follower.follow, args=(self._on_event, self.stop_event,
+                                                             self.cfg.poll_interval_s), daemon=True,
+                         name="follower").start()
+        threading.Thread(target=self._tick_loop, daemon=True, name="settle").start()
+        logger.info("node %s serves %s [%d, %d) on port %d", self.me, self.manifest.name, self.wcfg.start, end,
+                    self.running.port)
+        return self.running.port
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.running.stop(0.5)
+
+    # ------------------------------------------------------------------ events
+    def _on_event(self, ev) -> None:
+        req = request_from_event(ev.args, ev.block)
+        if req.model_id != self.manifest.model_id:
+            return
+        route = self.view.add_request(req)
+        roles = tuple((r, i) for r, hops in enumerate(route.replicas) for i, h in enumerate(hops)
+                      if h.node.lower() == self.me.lower())
+        if not roles:
+            return
+        tails = tuple(r for r, i in roles if i == len(route.replicas[r]) - 1)
+        entry = JobEntry(int(req.job_id), roles, tails, req.commit_deadline, req.reveal_deadline,
+                         note="planned")
+        if self.book.add(entry):
+            logger.info("job %s: planned as %s", req.job_id,
+                        ", ".join(f"replica {r} hop {i}" for r, i in roles))
+            self._launch_heads(entry)
+
+    def _launch_heads(self, job: JobEntry) -> None:
+        for r in job.heads:
+            if r not in job.head_done:
+                self._pool.submit(self._run_head, job.job_id, r)
+
+    def _run_head(self, job_id: int, replica: int) -> None:
+        req = self.view.request(job_id)
+        route = self.view.route(job_id)
+        for attempt in range(1, self.cfg.head_retries + 1):
+            if self.stop_event.is_set() or self._now() > req.commit_deadline:
+                break
+            try:
+                inputs = head_inputs(route.kind, self.model_dir, req.input)
+                ids = run_replica(self.stage, route, replica, inputs, self.signer, config=self.wcfg,
+                                  on_output=self._on_output, channels=self.running.runtime.channels)
+                job = self.book.get(job_id)
+                self.book.update(job_id, head_done=job.head_done + (replica,), note=f"ran replica {replica}")
+                logger.info("job %s replica %s: head done, %d ids", job_id, replica, len(ids))
+                return
+            except (TesseraError, grpc.RpcError) as exc:
+                msg = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
+                logger.warning("job %s replica %s: attempt %d failed: %s", job_id, replica, attempt, msg)
+                self.stop_event.wait(self.cfg.retry_backoff_s)
+        self.book.update(job_id, note=f"replica {replica} could not run")
+
+    def _on_output(self, job_id: int, replica: int, output: bytes) -> None:
+        """The tail's output: saved with a fresh salt; the settle loop commits it."""
+        job = self.book.get(job_id)
+        if job is None or replica not in job.tails or str(replica) in job.outputs:
+            return
+        self.book.update(job_id, outputs={**job.outputs, str(replica): output.hex()},
+                         salts={**job.salts, str(replica): secrets.token_hex(32)}, note="output ready")
+
+    # -------------------------------------------------------------- settlement
+    def _now(self) -> int:
+        return max(int(time.time()), self.chain.w3.eth.get_block("latest")["timestamp"])
+
+    def _tick_loop(self) -> None:
+        while not self.stop_event.wait(self.cfg.poll_interval_s):
+            for job in self.book.open_jobs():
+                try:
+                    self._settle(job)
+                except ContractError as exc:
+                    logger.warning("job %s: %s", job.job_id, exc)
+                except Exception:  # noqa: BLE001 - one job's trouble must not stop the others
+                    logger.exception("job %s: settlement step failed; will retry", job.job_id)
+
+    def _settle(self, job: JobEntry) -> None:
+        state = self.chain.get_job(job.job_id)
+        everyone = (1 << state.num_replicas) - 1
+        now = self._now()
+        if state.status == "finalized":
+            self.book.update(job.job_id, closed=True, note="finalized")
+            return
+        for r in job.tails:
+            out, salt = job.outputs.get(str(r)), job.salts.get(str(r))
+            if out is None:
+                continue
+            out, salt = bytes.fromhex(out), bytes.fromhex(salt)
+            if r not in job.committed and not state.committed_mask >> r & 1:
+                if now > job.commit_deadline:
+                    continue
+                self.chain.commit(job.job_id, r, out, salt)
+                job = self.book.update(job.job_id, committed=job.committed + (r,), note=f"committed replica {r}")
+                logger.info("job %s replica %s: committed", job.job_id, r)
+                state = self.chain.get_job(job.job_id)
+            reveal_open = state.committed_mask == everyone or now > job.commit_deadline
+            if r not in job.revealed and not state.revealed_mask >> r & 1 and reveal_open \
+                    and now <= job.reveal_deadline and state.committed_mask >> r & 1:
+                self.chain.reveal(job.job_id, r, out, salt)
+                job = self.book.update(job.job_id, revealed=job.revealed + (r,), note=f"revealed replica {r}")
+                logger.info("job %s replica %s: revealed", job.job_id, r)
+                state = self.chain.get_job(job.job_id)
+        if job.tails and self.cfg.finalize and (state.revealed_mask == everyone or now > job.reveal_deadline):
+            try:
+                args = self.chain.finalize(job.job_id)
+                logger.info("job %s: finalized (winners mask %s)", job.job_id, args["winnersMask"])
+            except ContractError as exc:
+                if exc.name not in ("JobAlreadyFinalized",):
+                    raise
+            self.book.update(job.job_id, closed=True, note="finalized")
+        elif not job.tails and now > job.reveal_deadline:
+            self.book.update(job.job_id, closed=True, note="past deadlines")

@@ -1,0 +1,59 @@
+"""Job inputs and outputs per model kind.
+
+* causal-lm: input = the prompt as UTF-8 bytes, tokenized by the head with the
+  model's own tokenizer (its hash is on chain); output = generated token ids.
+* classifier: input = images as ``worker.vision.encode_images`` bytes (64
+  pixel values 0..16 per 8x8 digit); output = one class id per image.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import torch
+
+from tessera.errors import JobError
+from tessera.types import decode_output
+
+
+@functools.lru_cache(maxsize=8)
+def tokenizer(model_dir: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def eos_token_id(model_dir: str | Path) -> int | None:
+    """The end-of-sequence id every replica stops at (from config.json)."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    eos = cfg.get("eos_token_id")
+    return eos[0] if isinstance(eos, list) else eos
+
+
+def encode_prompt(prompt: str) -> bytes:
+    if not prompt:
+        raise JobError("the prompt is empty; pass --prompt TEXT")
+    return prompt.encode("utf-8")
+
+
+def head_inputs(kind: str, model_dir: str | Path, data: bytes) -> "list[int] | torch.Tensor":
+    """What the head stage feeds in: prompt token ids, or the image tensor."""
+    if kind == "classifier":
+        from worker.vision.data import decode_images
+
+        return decode_images(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobError(f"job input is not UTF-8 text ({exc})") from exc
+    return tokenizer(str(model_dir))(text)["input_ids"]
+
+
+def describe_output(kind: str, model_dir: str | Path | None, output: bytes) -> str:
+    """Human-readable output: decoded text, or the class ids."""
+    ids = decode_output(output)
+    if kind == "classifier" or model_dir is None:
+        return " ".join(map(str, ids))
+    return tokenizer(str(model_dir)).decode(ids, skip_special_tokens=True)
