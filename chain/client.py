@@ -154,13 +154,11 @@ class TesseraChain:
 
     @staticmethod
     def _request_from_log(log) -> JobRequest:
-        a = log["args"]
-        p = a["params"]
-        get = (lambda k: p[k]) if isinstance(p, dict) else (lambda k: getattr(p, k))
-        return JobRequest(JobId(a["jobId"]), a["requester"], ModelId(bytes(a["modelId"])), a["fee"],
-                          tuple(a["hops"]), bytes(get("input")), bytes(get("inputHash")), get("inputUri"),
-                          get("maxTokens"), get("temperatureMilli") / 1000, get("seed"), Codec(get("codec")),
-                          a["commitDeadline"], a["revealDeadline"], log["blockNumber"])
+        return JobRequest.from_event(log["args"], log["blockNumber"])
+
+    def remember_request(self, req: JobRequest) -> None:
+        """Cache a request read elsewhere (e.g. by an EventFollower) so commit/finalize need no log scan."""
+        self._requests[req.job_id] = req
 
     def commit(self, job_id: int, replica: int, output: bytes, salt: bytes) -> bytes:
         """As the tail of ``replica``, commit to ``output``; returns the commitment."""

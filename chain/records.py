@@ -76,6 +76,10 @@ class NodeRecord:
         return self.address
 
     @property
+    def price_per_block(self) -> int:
+        return self.price
+
+    @property
     def reputation(self) -> float:
         return self.reputation_raw / REP_ONE
 
@@ -127,6 +131,16 @@ class JobRequest:
 
     def plan(self, model: str, num_blocks: int) -> Plan:
         return unpack_plan(self.hops, model, num_blocks)
+
+    @classmethod
+    def from_event(cls, args, block: int) -> "JobRequest":
+        """From the args of a JobSubmitted event (a web3 log's ``args`` or a ChainEvent's)."""
+        p = args["params"]
+        get = (lambda k: p[k]) if isinstance(p, dict) else (lambda k: getattr(p, k))
+        return cls(JobId(args["jobId"]), args["requester"], ModelId(bytes(args["modelId"])), args["fee"],
+                   tuple(args["hops"]), bytes(get("input")), bytes(get("inputHash")), get("inputUri"),
+                   get("maxTokens"), get("temperatureMilli") / 1000, get("seed"), Codec(get("codec")),
+                   args["commitDeadline"], args["revealDeadline"], block)
 
 
 def pack_hop(node: str, start: int, end: int, replica: int) -> int:

@@ -6,6 +6,7 @@ import pytest
 
 from chain.devnet import advance_time
 from chain.events import EventFollower
+from chain.records import JobRequest
 from chain.testing import setup_3x3
 from tessera.errors import ContractError
 from tessera.types import encode_output
@@ -35,5 +36,6 @@ def test_embedded_2_of_3_then_timeout_refund(embedded_deployed, tmp_path):
 
     f = EventFollower(chain.w3, [chain.market], tmp_path / "c.json", chain.deployment.block, names=["JobSubmitted"])
     got = []
-    f.run_once(lambda ev: got.append(ev.args["jobId"]))
-    assert got == [job, job2]
+    f.run_once(lambda ev: got.append(JobRequest.from_event(ev.args, ev.block)))
+    assert [r.job_id for r in got] == [job, job2]
+    assert got[0].plan("m", 30) == plan and got[0].input == b"hi" and got[0].max_tokens == 2

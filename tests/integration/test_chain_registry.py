@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
-from eth_account import Account
 
 from chain.build import REPO_ROOT, compile_sources
-from chain.devnet import advance_time, dev_key
+from chain.devnet import advance_time
 from chain.testing import clients, setup_3x3
-from chain.tx import Sender
 from tessera.errors import ContractError
 from tessera.types import encode_output, model_id
 
@@ -96,9 +96,14 @@ def test_unbonding_timing(deployed):
     assert a.get_node().status == "active"
 
 
-def _deploy_reentrant(chain):
+@functools.lru_cache(maxsize=1)
+def _reentrant_artifact() -> dict:
     src = (REPO_ROOT / "contracts" / "test" / "ReentrantPayout.sol").read_text()
-    art = compile_sources({"test/ReentrantPayout.sol": src})["contracts"]["test/ReentrantPayout.sol"]["ReentrantPayout"]
+    return compile_sources({"test/ReentrantPayout.sol": src})["contracts"]["test/ReentrantPayout.sol"]["ReentrantPayout"]
+
+
+def _deploy_reentrant(chain):
+    art = _reentrant_artifact()
     factory = chain.w3.eth.contract(abi=art["abi"], bytecode="0x" + art["evm"]["bytecode"]["object"])
     addr = chain.sender.send(factory.constructor())["contractAddress"]
     return chain.w3.eth.contract(address=addr, abi=art["abi"])
