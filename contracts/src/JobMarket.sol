@@ -3,6 +3,7 @@ pragma solidity ^0.8.24;
 
 import {ModelRegistry} from "./ModelRegistry.sol";
 import {NodeRegistry, ISlashSink} from "./NodeRegistry.sol";
+import {JobPlan} from "./JobPlan.sol";
 
 /// @title JobMarket
 /// @notice Escrowed inference jobs run by R node-disjoint replicas, settled by strict majority.
@@ -14,7 +15,7 @@ import {NodeRegistry, ISlashSink} from "./NodeRegistry.sol";
 ///      Balance == open escrow + unwithdrawn credits at all times.
 contract JobMarket is ISlashSink {
     // -------------------------------------------------------------- constants
-    uint256 public constant MAX_REPLICAS = 8;
+    uint256 public constant MAX_REPLICAS = 8; // = JobPlan.MAX_REPLICAS (replica bitmasks are uint8)
     uint8 private constant OPEN = 1;
     uint8 private constant FINALIZED = 2;
 
@@ -50,15 +51,6 @@ contract JobMarket is ISlashSink {
         uint32 revealWindow; // seconds after the commit deadline until reveals close
     }
 
-    /// @dev Per hop of a plan: who, what happened (NodeRegistry.OUTCOME_*), what they earned.
-    struct Settlement {
-        address[] who;
-        uint8[] outcomes;
-        uint256[] paid;
-        uint256 total;
-        uint256 dustIndex; // hop index of the first winning replica's tail
-    }
-
     uint256 public nextJobId = 1;
     mapping(uint256 => Job) private _jobs;
     /// @dev commitment of replica r; replaced by the output hash once revealed
@@ -91,16 +83,6 @@ contract JobMarket is ISlashSink {
     error JobBadRequest(string reason);
     /// @notice Windows must be > 0 and sum to at most maxJobDuration seconds.
     error JobBadWindows(uint32 commitWindow, uint32 revealWindow, uint256 maxJobDuration);
-    /// @notice A plan needs 1..MAX_REPLICAS replicas with hops grouped by replica index.
-    error JobPlanBadReplicas(uint256 hop, uint256 replica);
-    /// @notice A hop starts after the previous one ended (blocks left out).
-    error JobPlanGap(uint256 replica, uint256 hop, uint16 expectedStart, uint16 start);
-    /// @notice A hop starts before the previous one ended, is empty or passes the last block.
-    error JobPlanOverlap(uint256 replica, uint256 hop, uint16 expectedStart, uint16 start, uint16 end);
-    /// @notice A replica stops before the model's last block.
-    error JobPlanIncomplete(uint256 replica, uint16 coveredTo, uint16 numBlocks);
-    /// @notice A node appears twice in a plan.
-    error JobPlanNodeReused(address node);
     /// @notice No open or finalized job has this id.
     error JobUnknown(uint256 jobId);
     /// @notice The plan passed does not hash to the job's plan hash.
@@ -158,7 +140,7 @@ contract JobMarket is ISlashSink {
         if (p.commitWindow == 0 || p.revealWindow == 0 || uint256(p.commitWindow) + p.revealWindow > maxJobDuration) {
             revert JobBadWindows(p.commitWindow, p.revealWindow, maxJobDuration);
         }
-        uint8 numReplicas = _checkPlan(hops, models.liveBlocks(modelId));
+        uint8 numReplicas = JobPlan.check(hops, models.liveBlocks(modelId));
         nodes.checkHops(modelId, hops);
 
         jobId = nextJobId++;
@@ -192,7 +174,7 @@ contract JobMarket is ISlashSink {
         Job storage j = _open(jobId);
         if (replica >= j.numReplicas) revert JobBadReplica(jobId, replica, j.numReplicas);
         if (keccak256(abi.encodePacked(modelId, fee, hops)) != j.termsHash) revert JobPlanMismatch(jobId);
-        address tail = _tailOf(hops, replica);
+        address tail = JobPlan.tailOf(hops, replica);
         if (msg.sender != tail) revert JobNotTail(jobId, replica, msg.sender, tail);
         if (block.timestamp > j.commitDeadline || j.revealedMask != 0) {
             revert JobCommitClosed(jobId, j.commitDeadline, block.timestamp);
@@ -286,14 +268,12 @@ contract JobMarket is ISlashSink {
         bytes32 winner,
         uint8 winnersMask
     ) internal {
-        uint256 numWinners = _popcount(winnersMask);
+        uint256 numWinners = JobPlan.popcount(winnersMask);
         uint256 perBlock;
         if (numWinners != 0) {
-            uint256 numBlocks;
-            for (uint256 i; i < hops.length && uint8(hops[i] >> 192) == 0; ++i) numBlocks = uint16(hops[i] >> 176);
-            perBlock = fee / (numWinners * numBlocks);
+            perBlock = fee / (numWinners * JobPlan.numBlocks(hops));
         }
-        Settlement memory st = _outcomes(hops, winnersMask, j.committedMask, j.revealedMask, perBlock);
+        JobPlan.Settlement memory st = JobPlan.outcomes(hops, winnersMask, j.committedMask, j.revealedMask, perBlock);
         address requester = j.requester;
         uint256 refund;
         if (numWinners != 0) {
@@ -313,41 +293,6 @@ contract JobMarket is ISlashSink {
         j = _jobs[jobId];
         if (j.status == FINALIZED) revert JobAlreadyFinalized(jobId);
         if (j.status != OPEN) revert JobUnknown(jobId);
-    }
-
-    /// @dev Validates coverage and node-disjointness; returns the number of replicas.
-    function _checkPlan(uint256[] calldata hops, uint16 numBlocks) internal pure returns (uint8) {
-        if (hops.length == 0) revert JobPlanBadReplicas(0, 0);
-        uint256 replica;
-        uint16 pos;
-        for (uint256 i; i < hops.length; ++i) {
-            uint256 h = hops[i];
-            uint256 rep = uint8(h >> 192);
-            if (rep != replica) {
-                if (rep != replica + 1 || i == 0) revert JobPlanBadReplicas(i, rep);
-                if (pos != numBlocks) revert JobPlanIncomplete(replica, pos, numBlocks);
-                replica = rep;
-                pos = 0;
-            }
-            uint16 start = uint16(h >> 160);
-            uint16 end = uint16(h >> 176);
-            if (start > pos) revert JobPlanGap(replica, i, pos, start);
-            if (start < pos || end <= start || end > numBlocks) revert JobPlanOverlap(replica, i, pos, start, end);
-            pos = end;
-            address node = address(uint160(h));
-            for (uint256 k; k < i; ++k) {
-                if (address(uint160(hops[k])) == node) revert JobPlanNodeReused(node);
-            }
-        }
-        if (pos != numBlocks) revert JobPlanIncomplete(replica, pos, numBlocks);
-        if (replica >= MAX_REPLICAS) revert JobPlanBadReplicas(hops.length - 1, replica);
-        return uint8(replica + 1);
-    }
-
-    function _tailOf(uint256[] calldata hops, uint256 replica) internal pure returns (address tail) {
-        for (uint256 i; i < hops.length; ++i) {
-            if (uint8(hops[i] >> 192) == replica) tail = address(uint160(hops[i]));
-        }
     }
 
     /// @dev The output hash revealed by a strict majority of all r replicas, and who revealed it.
@@ -370,37 +315,4 @@ contract JobMarket is ISlashSink {
         }
     }
 
-    /// @dev Per hop: outcome and pay. Winners are paid, revealed losers fail, silent committers are slashed.
-    function _outcomes(uint256[] calldata hops, uint8 winners, uint8 committed, uint8 revealed, uint256 perBlock)
-        internal
-        pure
-        returns (Settlement memory st)
-    {
-        uint256 n = hops.length;
-        st.who = new address[](n);
-        st.outcomes = new uint8[](n);
-        st.paid = new uint256[](n);
-        st.dustIndex = type(uint256).max;
-        bool anyWinner = winners != 0;
-        for (uint256 i; i < n; ++i) {
-            uint256 h = hops[i];
-            uint8 bit = uint8(1 << uint8(h >> 192));
-            st.who[i] = address(uint160(h));
-            bool isTail = i + 1 == n || uint8(hops[i + 1] >> 192) != uint8(h >> 192);
-            if (winners & bit != 0) {
-                st.outcomes[i] = 1;
-                st.paid[i] = perBlock * (uint16(h >> 176) - uint16(h >> 160));
-                st.total += st.paid[i];
-                if (isTail && st.dustIndex == type(uint256).max) st.dustIndex = i;
-            } else if (committed & bit != 0 && revealed & bit == 0) {
-                if (isTail) st.outcomes[i] = 3;
-            } else if (anyWinner && revealed & bit != 0) {
-                st.outcomes[i] = 2;
-            }
-        }
-    }
-
-    function _popcount(uint8 x) internal pure returns (uint256 c) {
-        for (; x != 0; x &= x - 1) ++c;
-    }
 }

@@ -3,6 +3,7 @@ pragma solidity ^0.8.24;
 
 import {Base} from "./Base.sol";
 import {JobMarket} from "../src/JobMarket.sol";
+import {JobPlan} from "../src/JobPlan.sol";
 import {NodeRegistry} from "../src/NodeRegistry.sol";
 
 contract JobMarketTest is Base {
@@ -113,7 +114,7 @@ contract JobMarketTest is Base {
         uint256[] memory h = plan3x3();
         h[1] = hop(node[1], 11, 20, 0);
         vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.JobPlanGap.selector, 0, 1, uint16(10), uint16(11)));
+        vm.expectRevert(abi.encodeWithSelector(JobPlan.JobPlanGap.selector, 0, 1, uint16(10), uint16(11)));
         market.submitJob{value: 1}(modelId, h, params());
     }
 
@@ -121,7 +122,7 @@ contract JobMarketTest is Base {
         uint256[] memory h = plan3x3();
         h[1] = hop(node[1], 9, 20, 0);
         vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.JobPlanOverlap.selector, 0, 1, uint16(10), uint16(9), uint16(20)));
+        vm.expectRevert(abi.encodeWithSelector(JobPlan.JobPlanOverlap.selector, 0, 1, uint16(10), uint16(9), uint16(20)));
         market.submitJob{value: 1}(modelId, h, params());
     }
 
@@ -129,7 +130,7 @@ contract JobMarketTest is Base {
         uint256[] memory h = plan3x3();
         h[3] = hop(node[0], 0, 10, 1);
         vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobMarket.JobPlanNodeReused.selector, node[0]));
+        vm.expectRevert(abi.encodeWithSelector(JobPlan.JobPlanNodeReused.selector, node[0]));
         market.submitJob{value: 1}(modelId, h, params());
     }
 
