@@ -33,19 +33,21 @@ def account_options(f):
 
 
 def resolve_rpc(rpc_url: str | None) -> str:
+    """--rpc-url / TESSERA_RPC_URL, else the running devnet (for local deployments), else the
+    deployment's URL, else localhost:8545."""
     if rpc_url:
         return rpc_url
     from chain import devnet
     from chain.deploy import load_deployment
 
     try:
-        dep = load_deployment()
-        if dep.rpc_url:
-            return dep.rpc_url
+        dep_url = load_deployment().rpc_url
     except ChainError:
-        pass
+        dep_url = None
     net = devnet.load_record()
-    return net.rpc_url if net else DEFAULT_RPC
+    if net and (dep_url is None or dep_url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "http://localhost"))):
+        return net.rpc_url
+    return dep_url or DEFAULT_RPC
 
 
 def make_web3(rpc_url: str | None, chain_kind: str = "rpc") -> Web3:

@@ -35,12 +35,16 @@ def test_cli_devnet_deploy_register_status(tmp_path, monkeypatch, capsys):
                          "--endpoint", "127.0.0.1:9000", "--blocks", "0:3")
         assert rc == 1 and "stake at least 1 ETH" in err  # friendly error, no traceback
         rc, out, _ = run(capsys, "operator", "register", "--key", "op", "--model", "m", "--stake", "1.5",
-                         "--endpoint", "127.0.0.1:9000", "--blocks", "0:3")
+                         "--endpoint", "127.0.0.1:9000", "--blocks", "0:2")
         assert rc == 0, out
+        # without --blocks the router's advice picks the under-served block 2
+        rc, out, _ = run(capsys, "operator", "register", "--account", "5", "--model", "m", "--stake", "1",
+                         "--endpoint", "127.0.0.1:9001", "--max-blocks", "1")
+        assert rc == 0 and "blocks [2, 3)" in out, out
         # keystores are slow to decrypt (scrypt), so the same key is used as dev account 4 from here
         rc, out, _ = run(capsys, "operator", "status", "--account", "4", "--json")
         (node,) = json.loads(out.strip().splitlines()[-1])["nodes"]
-        assert (node["start"], node["end"], node["stake_wei"], node["reputation"]) == (0, 3, 15 * 10**17, 1.0)
+        assert (node["start"], node["end"], node["stake_wei"], node["reputation"]) == (0, 2, 15 * 10**17, 1.0)
         assert run(capsys, "operator", "stake-add", "0.5", "--account", "4")[0] == 0
         assert run(capsys, "operator", "unbond", "--account", "4")[0] == 0
         rc, _, err = run(capsys, "operator", "withdraw", "--account", "4")
