@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 
+from eth_abi import encode as abi_encode
 from eth_account import Account
+from eth_hash.auto import keccak
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from web3 import Web3
@@ -38,8 +40,8 @@ def _mid(model: "str | bytes") -> ModelId:
 
 def commitment(job_id: int, replica: int, out_hash: bytes, salt: bytes, tail: str) -> bytes:
     """keccak256(abi.encode(jobId, replica, outputHash, salt, tail)) as in tessera/types.py."""
-    return Web3.solidity_keccak(["bytes"], [Web3().codec.encode(
-        ["uint256", "uint256", "bytes32", "bytes32", "address"], [job_id, replica, out_hash, salt, tail])])
+    return keccak(abi_encode(["uint256", "uint256", "bytes32", "bytes32", "address"],
+                             [job_id, replica, out_hash, salt, tail]))
 
 
 class TesseraChain:
@@ -176,6 +178,13 @@ class TesseraChain:
         receipt = self._send(self.market.functions.finalize(job_id, req.model_id, req.fee, list(req.hops)))
         (log,) = self.market.events.JobFinalized().process_receipt(receipt, errors=DISCARD)
         return log["args"]
+
+    def follower(self, cursor_file, names=None, ws_url: str | None = None, confirmations: int = 0):
+        """An EventFollower over all three contracts from the deployment block (see chain.events)."""
+        from chain.events import EventFollower
+
+        return EventFollower(self.w3, [self.models, self.nodes, self.market], cursor_file, self.deployment.block,
+                             names=names, confirmations=confirmations, ws_url=ws_url)
 
     def withdraw(self) -> int:
         """Withdraw this account's JobMarket credits (refunds); returns the amount."""

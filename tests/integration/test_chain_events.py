@@ -7,15 +7,13 @@ import time
 
 import pytest
 
-from chain.events import EventFollower
 from chain.testing import clients
 
 pytestmark = pytest.mark.integration
 
 
 def _follower(chain, cursor, ws_url=None):
-    return EventFollower(chain.w3, [chain.models, chain.nodes, chain.market], cursor, chain.deployment.block,
-                         names=["ModelRegistered"], ws_url=ws_url)
+    return chain.follower(cursor, names=["ModelRegistered"], ws_url=ws_url)
 
 
 def test_follower_resumes_without_missing_or_repeating(deployed, tmp_path):
