@@ -24,38 +24,29 @@ SPANS = ((0, 10), (10, 20), (20, 30))  # a 30-block model cut into 3 hops
 
 
 def _run_job(req, nodes, plan, out: bytes) -> dict[str, int]:
-    from tessera.types import Plan  # noqa: F401  (plan built by caller)
-
+    """Gas of each transaction of one job: submit, 3 commits, 3 reveals, finalize."""
     gas: dict[str, int] = {}
-
-    def g(receipt) -> int:
-        return int(receipt["gasUsed"])
-
-    sent = []
-    orig = req.sender.send
-
-    def spy(fn, value=0, gas=None):
-        r = orig(fn, value, gas)
-        sent.append(r)
-        return r
-
-    req.sender.send = spy
-    job = req.submit_job(plan, b"The capital of France is", max_tokens=32, fee_wei=10**16)
-    gas["submitJob"] = g(sent[-1])
+    job_box: list[int] = []
+    gas["submitJob"] = _gas(req, lambda: job_box.append(
+        req.submit_job(plan, b"The capital of France is", max_tokens=32, fee_wei=10**16)))
+    job = job_box[0]
     salt = b"\x07" * 32
     for r in range(3):
         tail = nodes[r * 3 + 2]
-        gas[f"commit_{r}"] = g(_capture(tail, lambda: tail.commit(job, r, out, salt)))
+        gas[f"commit_{r}"] = _gas(tail, lambda: tail.commit(job, r, out, salt))
     for r in range(3):
         tail = nodes[r * 3 + 2]
-        gas[f"reveal_{r}"] = g(_capture(tail, lambda: tail.reveal(job, r, out, salt)))
-    req.finalize(job)
-    gas["finalize"] = g(sent[-1])
-    req.sender.send = orig
+        gas[f"reveal_{r}"] = _gas(tail, lambda: tail.reveal(job, r, out, salt))
+    gas["finalize"] = _gas(req, lambda: req.finalize(job))
     return gas
 
 
+def _gas(client, action) -> int:
+    return int(_capture(client, action)["gasUsed"])
+
+
 def _capture(client, action):
+    """Run ``action`` and return the receipt of the last transaction ``client`` sent during it."""
     got = []
     orig = client.sender.send
 
@@ -92,7 +83,7 @@ def measure(w3: Web3) -> dict:
     first = _run_job(req, nodes, plan, out)
     steady = _run_job(req, nodes, plan, out)
     total = sum(steady.values())
-    withdraw = int(_capture(nodes[0], lambda: nodes[0].withdraw_earnings())["gasUsed"])
+    withdraw = _gas(nodes[0], lambda: nodes[0].withdraw_earnings())
     return {
         "bench": "gas",
         "replicas": 3,
