@@ -154,6 +154,12 @@ class TesseraChain:
             self._requests[job_id] = self._request_from_log(logs[0])
         return self._requests[job_id]
 
+    def plan_of(self, job_id: int) -> Plan:
+        """The typed plan of a submitted job (model name and size read from the ModelRegistry)."""
+        req = self.get_request(job_id)
+        m = self.get_model(req.model_id)
+        return req.plan(m.name, m.num_blocks)
+
     @staticmethod
     def _request_from_log(log) -> JobRequest:
         return JobRequest.from_event(log["args"], log["blockNumber"])

@@ -89,14 +89,14 @@ def withdraw(rpc_url, chain_kind, key, account_index, node) -> None:
     rec = c.get_node(node)
     if rec is None:
         raise ConfigError("this key is not a registered node; pass --node or register first")
-    done = []
     if rec.earnings:
         c.withdraw_earnings(rec.address)
-        done.append(f"earnings {fmt_eth(rec.earnings)}")
+        click.echo(f"withdrew earnings {fmt_eth(rec.earnings)} to {rec.payout}")
     if rec.status == "unbonding":
         c.withdraw_stake(rec.address)  # raises NodeStillBonded with the unlock time if early
-        done.append(f"stake {fmt_eth(rec.stake)}")
-    click.echo(f"withdrew {' and '.join(done)} to {rec.payout}" if done else "nothing to withdraw")
+        click.echo(f"withdrew stake {fmt_eth(rec.stake)} to {rec.payout}")
+    elif not rec.earnings:
+        click.echo("nothing to withdraw (stake needs `tessera operator unbond` first)")
 
 
 @operator.command()

@@ -7,6 +7,7 @@ from web3 import Web3
 
 from chain.devnet import advance_time
 from chain.records import pack_hop
+from chain.testing import clients
 from tessera.errors import ContractError
 from tessera.types import encode_output, model_id
 
@@ -165,6 +166,7 @@ def test_plan_and_request_errors(deployed, nodes_3x3):
         deployed.get_job(12345)
     _raw_submit(deployed, good)
     req = deployed.get_request(1)  # read back from JobSubmitted
+    assert clients(deployed, 1)[0].plan_of(1) == plan  # a fresh client reads it from the chain
     assert req.plan("m", 30) == plan and req.fee == FEE and req.codec.label == "int8-outlier"
     with raises("JobPlanMismatch"):
         nodes[2]._send(nodes[2].market.functions.commit(1, 0, b"\1" * 32, req.model_id, FEE + 1, list(req.hops)))
