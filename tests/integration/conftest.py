@@ -1,6 +1,8 @@
 """Chain fixtures shared by integration tests.
 
-* ``anvil``: one anvil (native binary) per session on a free 127.0.0.1 port, always stopped.
+* ``anvil_devnet``: one anvil (native binary) per session on a free 127.0.0.1 port, always
+  stopped (a :class:`chain.devnet.Devnet`: ``rpc_url``, ``ws_url``, ``pid``, ``port``).
+* ``anvil``: its HTTP RPC URL (str).
 * ``anvil_w3``: a Web3 connected to it.
 * ``deployed``: fresh contracts on that anvil for each test, as a TesseraChain for dev account 0.
 * ``embedded_deployed``: the same on an in-process py-evm chain, once per module (slow chain).
@@ -18,7 +20,7 @@ from chain.testing import deploy_fresh, setup_3x3
 
 
 @pytest.fixture(scope="session")
-def anvil(tmp_path_factory):
+def anvil_devnet(tmp_path_factory):
     net = devnet.start_anvil(log_file=tmp_path_factory.mktemp("anvil") / "anvil.log")
     try:
         yield net
@@ -27,13 +29,19 @@ def anvil(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def anvil(anvil_devnet) -> str:
+    return anvil_devnet.rpc_url
+
+
+@pytest.fixture(scope="session")
 def anvil_w3(anvil) -> Web3:
-    return Web3(Web3.HTTPProvider(anvil.rpc_url))
+    return Web3(Web3.HTTPProvider(anvil))
 
 
 @pytest.fixture
 def deployed(anvil, anvil_w3):
-    return deploy_fresh(anvil_w3, anvil.rpc_url)
+    """Fresh contracts; the deployment records the anvil URL (save_deployment() it for CLI use)."""
+    return deploy_fresh(anvil_w3, anvil)
 
 
 @pytest.fixture(scope="module")

@@ -43,8 +43,8 @@ def test_follower_resumes_without_missing_or_repeating(deployed, tmp_path):
     assert seen == names
 
 
-def test_follower_wakes_on_new_heads_over_websocket(deployed, anvil, tmp_path):
-    f = _follower(deployed, tmp_path / "c.json", ws_url=anvil.ws_url)
+def test_follower_wakes_on_new_heads_over_websocket(deployed, anvil_devnet, tmp_path):
+    f = _follower(deployed, tmp_path / "c.json", ws_url=anvil_devnet.ws_url)
     got: list[float] = []
     stop = threading.Event()
     t = threading.Thread(target=f.follow, args=(lambda ev: got.append(time.monotonic()), stop, 30.0), daemon=True)
