@@ -23,7 +23,7 @@ from chain.abi import abi_of
 from chain.deploy import Deployment
 from chain.records import (JOB_STATUS, Codec, JobRecord, JobRequest, ModelRecord, NodeRecord, pack_plan)
 from chain.tx import Sender, call_or_raise
-from tessera.errors import ChainError
+from tessera.errors import ChainError, ConfigError
 from tessera.types import JobId, ModelId, Plan, model_id
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,14 @@ def commitment(job_id: int, replica: int, out_hash: bytes, salt: bytes, tail: st
                              [job_id, replica, out_hash, salt, tail]))
 
 
+def web3_for(url: str) -> Web3:
+    """A Web3 over HTTP(S) JSON-RPC. WebSocket URLs are for event followers (``ws_url``)."""
+    if url.startswith(("ws://", "wss://")):
+        raise ConfigError(f"{url} is a WebSocket URL; pass the node's http(s) URL as --rpc-url "
+                          "(WebSockets are used only to follow events)")
+    return Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
+
+
 class TesseraChain:
     """One account's view of a Tessera deployment."""
 
@@ -62,8 +70,8 @@ class TesseraChain:
 
     @classmethod
     def connect(cls, rpc: "str | Web3", deployment: Deployment, account: "LocalAccount | str | None" = None):
-        """From an RPC URL (http(s)/ws(s)) or a Web3, and an account or private key."""
-        w3 = rpc if isinstance(rpc, Web3) else Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 30}))
+        """From an http(s) RPC URL or a Web3, and an account or a 0x private key."""
+        w3 = rpc if isinstance(rpc, Web3) else web3_for(rpc)
         if isinstance(account, str):
             account = Account.from_key(account)
         return cls(w3, deployment, account)

@@ -55,13 +55,10 @@ def make_web3(rpc_url: str | None, chain_kind: str = "rpc") -> Web3:
         from chain.devnet import embedded_web3
 
         return embedded_web3()
-    url = resolve_rpc(rpc_url)
-    if url.startswith("ws"):
-        from web3 import LegacyWebSocketProvider
+    from chain.client import web3_for
 
-        w3 = Web3(LegacyWebSocketProvider(url))
-    else:
-        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
+    url = resolve_rpc(rpc_url)
+    w3 = web3_for(url)
     if not w3.is_connected():
         raise ChainError(f"no chain answers at {url}; start one with `tessera chain up` or pass --rpc-url")
     return w3
