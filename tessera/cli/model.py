@@ -42,7 +42,7 @@ def model() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 def fetch(name: str, force: bool, as_json: bool) -> None:
     """Store a built-in model: smollm2-135m, digits-cnn or digits-vit."""
-    from worker.store.fetch import BUILTIN, fetch as do_fetch
+    from worker.store.install import BUILTIN, fetch as do_fetch
 
     already = (paths.models_dir() / name / "manifest.json").is_file() and not force
     t0 = time.time()

@@ -11,7 +11,7 @@ Public API::
     load_manifest(name_or_path) -> Manifest
     list_models() -> list[Manifest]
     verify_span(manifest, start, end, onchain_root) -> dict[str, bytes]
-    fetch(name, force=False) -> Manifest          # worker.store.fetch
+    fetch(name, force=False) -> Manifest          # worker.store.install
     import_dir(src, name=None, force=False) -> Manifest
 """
 
@@ -93,12 +93,12 @@ def verify_span(manifest: Manifest, start: int, end: int, onchain_root: bytes | 
 
 
 def fetch(name: str, force: bool = False, progress=None) -> Manifest:
-    from worker.store.fetch import fetch as _fetch
+    from worker.store.install import fetch as _fetch
 
     return _fetch(name, force=force, progress=progress)
 
 
 def import_dir(src: str | Path, name: str | None = None, force: bool = False) -> Manifest:
-    from worker.store.fetch import import_dir as _import
+    from worker.store.install import import_dir as _import
 
     return _import(src, name=name, force=force)
