@@ -4,9 +4,11 @@
   node-disjoint replicas (:func:`router.search.search`).
 * throughput mode (widest path): the largest ``tau`` such that ``R`` disjoint
   replicas exist in which every hop runs at ``tau`` tokens/s or more (node
-  ``i`` serving ``n`` blocks runs at ``throughput_i / n``), found by binary
-  search over the finite set of candidate values; among those plans, the
-  lowest latency objective.
+  ``i`` serving ``n`` blocks runs at ``throughput_i / n``; see
+  :mod:`router.widest`); among those plans, the lowest latency objective.
+  Proving both optimal is a much larger search than in the other modes, so
+  it runs within ``widest_max_nodes`` flow solves per question; when the budget
+  runs out the plan is still valid and ``RoutedPlan.optimal`` is False.
 
 If fewer than ``R`` disjoint replicas exist, :class:`RoutingError` says how many
 do and which blocks are short of nodes.
@@ -22,6 +24,7 @@ import numpy as np
 from router import cost as costmod
 from router.advise import block_capacity
 from router.search import SearchResult, search
+from router.widest import limits, widest
 from router.types import Mode, ReplicaCost, RoutedPlan, Snapshot, Weights
 from tessera.errors import RoutingError
 from tessera.types import Hop, NodeId, Plan, Replica
@@ -29,33 +32,20 @@ from tessera.types import Hop, NodeId, Plan, Replica
 logger = logging.getLogger(__name__)
 
 
-def _limits(cm: costmod.CostModel, tau: float) -> np.ndarray:
-    """Most blocks each node may serve in one hop and still run at ``tau`` tokens/s."""
-    thr = np.array([n.throughput for n in cm.nodes], dtype=float)
-    return np.floor(thr / tau * (1 + 1e-12)).astype(np.int64)
+def _shortage(snapshot: Snapshot, cm: costmod.CostModel, replicas: int) -> RoutingError:
+    """The error for too few disjoint replicas.
 
-
-def _count_disjoint(cm: costmod.CostModel, upper: int) -> int:
-    """How many node-disjoint replicas exist at most (exact, by feasibility search)."""
-    for r in range(upper, 0, -1):
-        if search(cm, r, first_feasible=True).replicas is not None:
-            return r
-    return 0
-
-
-def _shortage(snapshot: Snapshot, cm: costmod.CostModel, replicas: int, upper: int) -> RoutingError:
-    have = _count_disjoint(cm, min(upper, replicas - 1))
+    Without hop-length limits, ``R`` node-disjoint replicas exist exactly when
+    every block is served by ``R`` usable nodes (an ``R``-fold interval cover
+    splits into ``R`` chains, see :mod:`router.widest`), so the number that
+    exist is the smallest per-block capacity.
+    """
     cap = block_capacity(cm.nodes, snapshot.num_blocks)
+    have = min(cap)
     short = [b for b, c in enumerate(cap) if c < replicas]
-    if short:
-        where = "blocks short of nodes (fewer than %d alive nodes serve them): %s" % (replicas, _ranges(short))
-    else:
-        where = "every block has %d+ nodes, but their spans do not chain into %d disjoint replicas" % (
-            replicas,
-            replicas,
-        )
     return RoutingError(
-        f"model {snapshot.model}: only {have} node-disjoint replica(s) exist, {replicas} requested; {where}. "
+        f"model {snapshot.model}: only {have} node-disjoint replica(s) exist, {replicas} requested; "
+        f"blocks short of nodes (fewer than {replicas} alive nodes serve them): {_ranges(short)}. "
         f"Ask for fewer replicas (--replicas {max(have, 1)}) or wait for operators to serve those blocks "
         f"(`tessera router advise --model {snapshot.model}`)."
     )
@@ -73,22 +63,25 @@ def _ranges(blocks: list[int]) -> str:
     return ", ".join(out)
 
 
-def _widest(cm: costmod.CostModel, replicas: int) -> SearchResult:
-    """Throughput mode: maximise the slowest hop's tokens/s, then minimise the objective."""
-    cands = sorted({n.throughput / k for n in cm.nodes for k in range(1, n.blocks + 1)}, reverse=True)
-    lo, hi = 0, len(cands) - 1  # cands[hi] is feasible (no hop is limited below its span)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if search(cm, replicas, limit=_limits(cm, cands[mid]), first_feasible=True).replicas is not None:
-            hi = mid
-        else:
-            lo = mid + 1
-    logger.debug("widest path: %.3f tokens/s after %d candidates", cands[lo], len(cands))
-    return search(cm, replicas, limit=_limits(cm, cands[lo]))
+def _widest(cm: costmod.CostModel, replicas: int, max_nodes: int) -> SearchResult:
+    """Throughput mode: the exact best bottleneck, then the lowest objective at it."""
+    found = widest(cm, replicas, max_nodes)
+    if found is None:  # pragma: no cover - plan_replicas checked capacity first
+        return SearchResult(None, float("inf"), True, 0, 0)
+    tau, chains, exact = found
+    seed = (sum(cm.replica_cost(ch).objective for ch in chains), chains)
+    logger.debug("widest path: %.3f tokens/s (%s)", tau, "optimal" if exact else "best found")
+    res = search(cm, replicas, limit=limits(cm, tau), incumbent=seed, max_nodes=max_nodes)
+    return SearchResult(res.replicas, res.objective, res.optimal and exact, res.relaxed_units, res.explored)
 
 
 def plan_replicas(
-    snapshot: Snapshot, replicas: int, mode: Mode | str = Mode.LATENCY, weights: Weights | None = None
+    snapshot: Snapshot,
+    replicas: int,
+    mode: Mode | str = Mode.LATENCY,
+    weights: Weights | None = None,
+    max_nodes: int = 2000,  # branch-and-bound nodes (flow solves) before settling for the best found
+    widest_max_nodes: int = 8,  # the same for throughput mode's latency tie-break (its bottleneck is always exact)
 ) -> RoutedPlan:
     """Route ``replicas`` node-disjoint replicas of ``snapshot.model``.
 
@@ -106,11 +99,14 @@ def plan_replicas(
             f"no alive node serves model {snapshot.model}; start workers "
             f"(`tessera operator run`) or check the model name"
         )
-    res = search(cm, replicas)
-    if res.replicas is None:
-        raise _shortage(snapshot, cm, replicas, res.relaxed_units)
+    if min(block_capacity(cm.nodes, snapshot.num_blocks)) < replicas:
+        raise _shortage(snapshot, cm, replicas)
     if mode is Mode.THROUGHPUT:
-        res = _widest(cm, replicas)
+        res = _widest(cm, replicas, widest_max_nodes)
+    else:
+        res = search(cm, replicas, max_nodes=max_nodes)
+    if res.replicas is None:  # pragma: no cover - capacity >= R guarantees a plan
+        raise RoutingError(f"no plan found for {snapshot.model} within the search limit; raise max_nodes")
     chains = sorted(res.replicas, key=lambda ch: cm.replica_cost(ch).objective)
     plan = Plan(
         model=snapshot.model,

@@ -1,23 +1,25 @@
 """Branch and bound that turns the flow relaxation into an exact optimum.
 
-The relaxation (:mod:`router.flow`) may let one node serve two separate
-segments, or (in throughput mode) a segment longer than its length limit.
-Every restriction here is a range of boundaries where node ``i`` may start
-(``elo..ehi``) and stop (``xlo..xhi``); the relaxation with restricted ranges
-is still a flow, so it stays a valid lower bound. Branching rules, each
-excluding the current relaxed solution while keeping every valid one:
+Columns. Each column of the flow gadget (:mod:`router.flow`) is one node, or,
+when hop lengths are limited (throughput mode: node ``i`` may serve at most
+``L_i`` blocks in one hop), one *window* of a node: a sliding window of
+``L_i`` blocks inside its span. Every segment of at most ``L_i`` blocks lies in
+some window, so the length limit is exact in the relaxation.
 
-* node ``i`` used as segments ``[a1, b1), [a2, b2), ...`` (``b1 < a2``); with
-  ``m = b1`` every single interval ``[a, b)`` satisfies one of ``b <= m``,
-  ``a >= m`` or ``a < m < b``. Three children: stop by ``m``; start from
-  ``m``; start before ``m`` and stop after it. In the last child every unit
-  through ``i`` crosses compute arc ``C(m, i)`` of capacity one, so ``i`` can
-  never again be split.
-* segment ``[a, b)`` of node ``i`` longer than its limit ``L``: every allowed
-  interval either stops by ``a + L`` or starts after ``a``. Two children.
+The relaxation may still use one node as two segments (in two replicas, twice
+in one, or through two windows). Restrictions are ranges of boundaries where a
+column may start (``elo..ehi``) and stop (``xlo..xhi``); a restricted
+relaxation is still a flow, so it stays a lower bound. For a node with two
+segments ``S1 = [a1, b1)`` and ``S2 = [a2, b2)`` (``S1`` first by start, then
+end) pick a boundary ``m``: ``b1`` if they are disjoint, ``a2`` if ``S2``
+starts inside ``S1``, ``b1`` if both start together. Every single interval
+``[a, b)`` has ``b <= m``, ``a >= m`` or ``a < m < b``, and each of those three
+children (applied to all the node's columns) excludes ``S1`` or ``S2``. When
+``S1 == S2`` (two windows), the children are "not this window" and "only this
+window". Each child strictly shrinks a range, so the search is finite.
 
-Best-first search on the lower bound; the first valid solution whose bound is
-not beaten by any open node is optimal.
+Best-first on the lower bound: the first valid solution whose cost no open
+node can beat is optimal.
 """
 
 from __future__ import annotations
@@ -47,26 +49,36 @@ class SearchResult:
 
 
 class _Arcs:
-    """Base arc costs of a cost model, and their restriction per search node."""
+    """Base arc costs per column, and their restriction per search node."""
 
-    def __init__(self, cm: CostModel):
+    def __init__(self, cm: CostModel, limit: np.ndarray | None):
         nb = cm.num_blocks
-        K, N = nb + 1, len(cm.nodes)
-        self.K, self.N = K, N
-        self.s = np.array([n.start for n in cm.nodes], dtype=np.int64)
-        self.e = np.array([n.end for n in cm.nodes], dtype=np.int64)
+        node, s, e = [], [], []
+        for i, n in enumerate(cm.nodes):
+            length = n.blocks if limit is None else min(int(limit[i]), n.blocks)
+            for w in range(n.start, n.end - length + 1) if length > 0 else ():
+                node.append(i)
+                s.append(w)
+                e.append(w + length)
+        self.node = np.array(node, dtype=np.int64)
+        self.s = np.array(s, dtype=np.int64)
+        self.e = np.array(e, dtype=np.int64)
+        self.cols_of: dict[int, np.ndarray] = {}
+        for c, i in enumerate(node):
+            self.cols_of.setdefault(i, []).append(c)  # type: ignore[arg-type]
+        self.cols_of = {i: np.array(c) for i, c in self.cols_of.items()}
+        K, C = nb + 1, len(node)
         kk = np.arange(K)[:, None]
-        inside = (kk >= self.s) & (kk < self.e)  # block k served by node i's span
-        ce = np.broadcast_to(cm.entry_inner, (K, N)).copy()
-        ce[0] = cm.entry_head
-        cx = np.broadcast_to(cm.exit_inner, (K, N)).copy()
-        cx[nb] = cm.exit_tail
-        self.ce, self.cx = ce, cx
-        self.cc = np.where(inside, np.broadcast_to(cm.per_block, (K, N)), INF)
-        self.kk = kk
+        inside = (kk >= self.s) & (kk < self.e)
+        ce = np.broadcast_to(cm.entry_inner[self.node], (K, C)).copy()
+        ce[0] = cm.entry_head[self.node]
+        cx = np.broadcast_to(cm.exit_inner[self.node], (K, C)).copy()
+        cx[nb] = cm.exit_tail[self.node]
+        self.ce, self.cx, self.kk = ce, cx, kk
+        self.cc = np.where(inside, np.broadcast_to(cm.per_block[self.node], (K, C)), INF)
 
     def root(self) -> tuple[np.ndarray, ...]:
-        """Start and stop ranges (elo, ehi, xlo, xhi) of the registered spans."""
+        """Start and stop ranges (elo, ehi, xlo, xhi) of each column's span."""
         return (self.s.copy(), self.e - 1, self.s + 1, self.e.copy())
 
     def costs(self, r: tuple[np.ndarray, ...]):
@@ -76,37 +88,40 @@ class _Arcs:
         cx = np.where((kk >= xlo) & (kk <= xhi), self.cx, INF)
         return ce, self.cc, cx
 
+    def by_node(self, flow) -> dict[int, list[tuple[int, int, int]]]:
+        """Physical node -> its segments ``(start, end, column)``, sorted."""
+        out: dict[int, list[tuple[int, int, int]]] = {}
+        for c, segs in flow.segments().items():
+            for a, b in segs:
+                out.setdefault(int(self.node[c]), []).append((a, b, c))
+        return {i: sorted(v) for i, v in out.items()}
 
-def _violation(segs: dict[int, list[tuple[int, int]]], limit: np.ndarray | None, r):
-    """Children restrictions for the first violation found, or None if valid."""
-    elo, ehi, xlo, xhi = r
-    worst = max(segs.items(), key=lambda kv: len(kv[1]), default=None)
-    if worst is not None and len(worst[1]) > 1:
-        i, ss = worst
-        m = ss[0][1]
-        kids = []
-        for d_ehi, d_elo, d_xlo, d_xhi in ((m - 1, None, None, m), (None, m, m + 1, None), (m - 1, None, m + 1, None)):
-            c = [elo.copy(), ehi.copy(), xlo.copy(), xhi.copy()]
-            if d_elo is not None:
-                c[0][i] = max(c[0][i], d_elo)
-            if d_ehi is not None:
-                c[1][i] = min(c[1][i], d_ehi)
-            if d_xlo is not None:
-                c[2][i] = max(c[2][i], d_xlo)
-            if d_xhi is not None:
-                c[3][i] = min(c[3][i], d_xhi)
-            kids.append(tuple(c))
-        return kids
-    if limit is not None:
-        for i, ss in segs.items():
-            a, b = ss[0]
-            if b - a > limit[i]:
-                k1 = (elo, ehi, xlo, xhi.copy())
-                k1[3][i] = min(xhi[i], a + int(limit[i]))
-                k2 = (elo.copy(), ehi, xlo, xhi)
-                k2[0][i] = max(elo[i], a + 1)
-                return [k1, k2]
-    return None
+
+def _children(arcs: _Arcs, r, i: int, segs: list[tuple[int, int, int]]):
+    """Restrictions that exclude node ``i``'s two first segments (see module doc)."""
+    (a1, b1, c1), (a2, b2, _) = segs[0], segs[1]
+    if (a1, b1) == (a2, b2):  # the same blocks through two windows
+        k1 = tuple(x.copy() for x in r)
+        k1[1][c1] = -1
+        k2 = tuple(x.copy() for x in r)
+        others = arcs.cols_of[i][arcs.cols_of[i] != c1]
+        k2[1][others] = -1
+        return [k1, k2]
+    m = a2 if a1 < a2 < b1 else b1
+    cols = arcs.cols_of[i]
+    kids = []
+    for d_elo, d_ehi, d_xlo, d_xhi in ((None, m - 1, None, m), (m, None, m + 1, None), (None, m - 1, m + 1, None)):
+        elo, ehi, xlo, xhi = (x.copy() for x in r)
+        if d_elo is not None:
+            elo[cols] = np.maximum(elo[cols], d_elo)
+        if d_ehi is not None:
+            ehi[cols] = np.minimum(ehi[cols], d_ehi)
+        if d_xlo is not None:
+            xlo[cols] = np.maximum(xlo[cols], d_xlo)
+        if d_xhi is not None:
+            xhi[cols] = np.minimum(xhi[cols], d_xhi)
+        kids.append((elo, ehi, xlo, xhi))
+    return kids
 
 
 def search(
@@ -115,19 +130,17 @@ def search(
     limit: np.ndarray | None = None,
     first_feasible: bool = False,
     max_nodes: int = 2000,  # search nodes before giving up optimality; each is one flow solve
+    incumbent: "tuple[float, list[Chain]] | None" = None,  # a known valid plan (cost, chains)
 ) -> SearchResult:
     """Minimum total cost of ``replicas`` node-disjoint chains (exact unless capped).
 
     ``limit[i]``, if given, caps how many blocks node ``i`` may serve in one hop.
     With ``first_feasible`` the search stops at the first valid plan.
     """
-    arcs = _Arcs(cm)
-    root = arcs.root()
-    if limit is not None:
-        root[1][limit <= 0] = -1  # a node allowed zero blocks cannot start anywhere
+    arcs = _Arcs(cm, limit)
     tie = itertools.count()
-    heap: list = [(0.0, next(tie), root)]
-    best: tuple[float, list[Chain]] | None = None
+    heap: list = [(0.0, next(tie), arcs.root())]
+    best: tuple[float, list[Chain]] | None = incumbent
     explored, relaxed_units = 0, None
     while heap:
         bound, _, r = heapq.heappop(heap)
@@ -142,14 +155,14 @@ def search(
             relaxed_units = flow.units
         if flow.units < replicas or (best is not None and flow.cost >= best[0] - TOL):
             continue
-        segs = flow.segments()
-        kids = _violation(segs, limit, r)
-        if kids is None:
-            best = (flow.cost, chains(flow, cm.num_blocks))
+        split = next(((i, s) for i, s in arcs.by_node(flow).items() if len(s) > 1), None)
+        if split is None:
+            found = [[(int(arcs.node[c]), a, b) for c, a, b in ch] for ch in chains(flow, cm.num_blocks)]
+            best = (flow.cost, found)
             if first_feasible:
                 break
             continue
-        for kid in kids:
+        for kid in _children(arcs, r, *split):
             heapq.heappush(heap, (flow.cost, next(tie), kid))
     logger.debug("routing search: %d nodes explored", explored)
     if best is None:

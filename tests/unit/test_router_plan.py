@@ -112,7 +112,7 @@ def test_plan_is_valid_and_matches_brute_force(snap, replicas, mode, w):
         with pytest.raises(RoutingError):
             plan_replicas(snap, replicas, mode, w)
         return
-    rp = plan_replicas(snap, replicas, mode, w)
+    rp = plan_replicas(snap, replicas, mode, w, widest_max_nodes=5000)  # exactness, not the speed budget
     check_valid(snap, rp)
     assert len(rp.plan.replicas) == replicas
     assert rp.optimal
