@@ -1,8 +1,8 @@
 """Rebalancing advice: which blocks are under-served, and what span to take.
 
 Accepts any node objects with ``start``, ``end`` and optionally ``throughput``,
-``active``/``alive`` attributes (registry records from the chain client or
-:class:`router.types.NodeView`).
+``active`` (or ``status == "active"``, as :class:`chain.records.NodeRecord`
+has) and ``alive`` (as :class:`router.types.NodeView` has).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Iterable, Sequence
 
 
 def _usable(n) -> bool:
-    return bool(getattr(n, "active", True)) and bool(getattr(n, "alive", True))
+    active = n.active if hasattr(n, "active") else getattr(n, "status", "active") == "active"
+    return bool(active) and bool(getattr(n, "alive", True))
 
 
 def block_capacity(nodes: Iterable, num_blocks: int) -> list[int]:

@@ -24,6 +24,18 @@ def test_capacity_counts_active_nodes_per_block():
     assert block_capacity(nodes, 5) == [1, 1, 2, 1, 1]
 
 
+def test_chain_records_that_are_not_active_do_not_count():
+    @dataclass(frozen=True)
+    class NodeRecord:  # chain.records.NodeRecord carries a status string, not a flag
+        start: int
+        end: int
+        status: str
+
+    nodes = [NodeRecord(0, 2, "active"), NodeRecord(2, 4, "unbonding")]
+    assert block_capacity(nodes, 4) == [1, 1, 0, 0]
+    assert suggest_span(nodes, 4, 2) == (2, 4)
+
+
 def test_suggests_the_empty_window():
     nodes = [Rec(0, 4), Rec(0, 4), Rec(6, 10)]
     assert suggest_span(nodes, 10, 2) == (4, 6)
