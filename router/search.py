@@ -147,7 +147,7 @@ def search(
         if best is not None and bound >= best[0] - TOL:
             break
         if explored >= max_nodes:
-            logger.warning("routing search stopped after %d nodes; returning the best plan found", explored)
+            logger.info("routing search stopped after %d nodes; returning the best plan found", explored)
             return SearchResult(best[1] if best else None, best[0] if best else INF, False, relaxed_units or 0, explored)
         explored += 1
         flow = min_cost_flow(*arcs.costs(r), replicas)
