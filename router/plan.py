@@ -24,8 +24,8 @@ import numpy as np
 from router import cost as costmod
 from router.advise import block_capacity
 from router.search import SearchResult, search
-from router.widest import limits, widest
 from router.types import Mode, ReplicaCost, RoutedPlan, Snapshot, Weights
+from router.widest import cover, limits, split, widest
 from tessera.errors import RoutingError
 from tessera.types import Hop, NodeId, Plan, Replica
 
@@ -64,7 +64,7 @@ def _ranges(blocks: list[int]) -> str:
 
 
 def _widest(cm: costmod.CostModel, replicas: int, max_nodes: int) -> SearchResult:
-    """Throughput mode: the exact best bottleneck, then the lowest objective at it."""
+    """Throughput mode: the best bottleneck, then the lowest objective at it."""
     found = widest(cm, replicas, max_nodes)
     if found is None:  # pragma: no cover - plan_replicas checked capacity first
         return SearchResult(None, float("inf"), True, 0, 0)
@@ -81,7 +81,7 @@ def plan_replicas(
     mode: Mode | str = Mode.LATENCY,
     weights: Weights | None = None,
     max_nodes: int = 2000,  # branch-and-bound nodes (flow solves) before settling for the best found
-    widest_max_nodes: int = 8,  # the same for throughput mode's latency tie-break (its bottleneck is always exact)
+    widest_max_nodes: int = 8,  # the same per question in throughput mode (bottleneck proof and tie-break)
 ) -> RoutedPlan:
     """Route ``replicas`` node-disjoint replicas of ``snapshot.model``.
 
@@ -103,10 +103,10 @@ def plan_replicas(
         raise _shortage(snapshot, cm, replicas)
     if mode is Mode.THROUGHPUT:
         res = _widest(cm, replicas, widest_max_nodes)
-    else:
-        res = search(cm, replicas, max_nodes=max_nodes)
-    if res.replicas is None:  # pragma: no cover - capacity >= R guarantees a plan
-        raise RoutingError(f"no plan found for {snapshot.model} within the search limit; raise max_nodes")
+    else:  # seeded with a valid plan, so even a capped search returns one
+        seed = split(cm, replicas, cover(cm, replicas, np.array([n.blocks for n in cm.nodes])))
+        incumbent = (sum(cm.replica_cost(ch).objective for ch in seed), seed)
+        res = search(cm, replicas, max_nodes=max_nodes, incumbent=incumbent)
     chains = sorted(res.replicas, key=lambda ch: cm.replica_cost(ch).objective)
     plan = Plan(
         model=snapshot.model,
