@@ -107,6 +107,12 @@ class Weights:
     stake: float = 0.0
     reputation: float = 0.0
 
+    def __post_init__(self) -> None:
+        for name in ("price", "stake", "reputation"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v >= 0 and v != float("inf")):
+                raise ConfigError(f"weight {name} must be a finite number >= 0, got {v!r}")
+
     @classmethod
     def parse(cls, text: str | None) -> "Weights":
         """Parse ``price=1,stake=0.5,reputation=2``."""
@@ -122,8 +128,6 @@ class Weights:
                 out[key] = float(val)
             except ValueError:
                 raise ConfigError(f"weight {key} must be a number, got {val!r}") from None
-            if out[key] < 0:
-                raise ConfigError(f"weight {key} must be >= 0, got {val}")
         return cls(**out)
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from router import cost as costmod
 from router.plan import plan_replicas
 from router.types import Mode, NodeView, Snapshot, Weights
-from tessera.errors import RoutingError
+from tessera.errors import ConfigError, RoutingError
 
 MODEL = "m"
 
@@ -214,5 +214,10 @@ def test_bad_input_is_a_clear_error():
         plan_replicas(snap, 0)
     with pytest.raises(Exception, match="choose one of"):
         plan_replicas(snap, 1, "fastest")
+    with pytest.raises(ConfigError, match="must be a finite number >= 0"):
+        Weights(price=-1.0)
+    with pytest.raises(ConfigError, match="bad weight"):
+        Weights.parse("price=1,latency=2")
+    assert Weights.parse("price=1, stake=0.5,reputation=2") == Weights(1.0, 0.5, 2.0)
     with pytest.raises(RoutingError, match="no alive node"):
         plan_replicas(Snapshot(model="nope", num_blocks=2, nodes=snap.nodes), 1)
