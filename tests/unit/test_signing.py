@@ -90,6 +90,13 @@ def test_unsigned_or_foreign_signatures_are_refused():
         verify(msg, ADDR[1])
 
 
+def test_signatures_are_standard_personal_sign_signatures():
+    from eth_account.messages import encode_defunct
+
+    msg = _step(0)
+    assert Account.recover_message(encode_defunct(primitive=digest(msg)), signature=msg.signature) == ADDR[1]
+
+
 def test_tail_accepts_its_predecessor_and_answers_signed_tokens(tail):
     assert tail.handle(_open()).kind == pb.KIND_OPEN
     ids = []
