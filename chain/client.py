@@ -55,7 +55,11 @@ def web3_for(url: str) -> Web3:
 class TesseraChain:
     """One account's view of a Tessera deployment."""
 
-    def __init__(self, w3: Web3, deployment: Deployment, account: LocalAccount | None = None):
+    def __init__(self, w3: "Web3 | str", deployment: Deployment, account: "LocalAccount | str | None" = None):
+        if isinstance(w3, str):
+            w3 = web3_for(w3)
+        if isinstance(account, str):
+            account = Account.from_key(account)
         if w3.eth.chain_id != deployment.chain_id:
             raise ChainError(f"connected to chain {w3.eth.chain_id} but the deployment is for chain "
                              f"{deployment.chain_id}; pass the right --rpc-url or redeploy")
@@ -70,11 +74,8 @@ class TesseraChain:
 
     @classmethod
     def connect(cls, rpc: "str | Web3", deployment: Deployment, account: "LocalAccount | str | None" = None):
-        """From an http(s) RPC URL or a Web3, and an account or a 0x private key."""
-        w3 = rpc if isinstance(rpc, Web3) else web3_for(rpc)
-        if isinstance(account, str):
-            account = Account.from_key(account)
-        return cls(w3, deployment, account)
+        """From an http(s) RPC URL or a Web3, and an account or a 0x private key (same as the constructor)."""
+        return cls(rpc, deployment, account)
 
     @property
     def address(self) -> str:
