@@ -47,7 +47,7 @@ def select_outliers(weight: torch.Tensor, act_absmax: torch.Tensor | None = None
     else:
         score = w.abs().amax(dim=0)  # (in,)
         cand = score >= cfg.weight_ratio * score.median().clamp_min(1e-12)
-    k = min(int(cand.sum()), int(cfg.max_frac * w.shape[1]))
+    k = min(int(cand.sum()), max(1, int(cfg.max_frac * w.shape[1])) if cfg.max_frac > 0 else 0)
     if k == 0:
         return torch.zeros(0, dtype=torch.long, device=w.device)
     top = torch.topk(torch.where(cand, score, torch.full_like(score, -1.0)), k).indices

@@ -34,7 +34,7 @@ class QuantReport:
 
 def compare_logits(ref: torch.Tensor, test: torch.Tensor) -> dict:
     """Top-1 agreement and the largest absolute logit difference of two ``(..., V)`` tensors."""
-    ref, test = ref.float(), test.float()
+    ref, test = ref.detach().float(), test.detach().float()
     return {"top1_agreement": float((ref.argmax(-1) == test.argmax(-1)).float().mean()),
             "max_abs_diff": float((ref - test).abs().max())}
 
