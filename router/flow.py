@@ -74,8 +74,12 @@ def chains(flow: Flow, num_blocks: int) -> list[list[tuple[int, int, int]]]:
     return pending.get(num_blocks, [])
 
 
-def _shortest(ce, cc, cx, f: Flow):
-    """Distances and predecessors from ``b_0`` in the residual graph of ``f``."""
+def _shortest(ce, cc, cx, f: Flow, win=None):
+    """Distances and predecessors from ``b_0`` in the residual graph of ``f``.
+
+    ``win[k] = (lo, hi)``, if given, bounds the columns that exist at boundary
+    ``k`` (columns sorted by span start); the sweep then touches only those.
+    """
     K, N = ce.shape
     fe = np.where(f.e, INF, ce)
     fc = np.where(f.c, INF, cc)
@@ -88,6 +92,7 @@ def _shortest(ce, cc, cx, f: Flow):
         rev_x.setdefault(int(k), []).append(int(i))
     # descending k: a reversed segment propagates its whole length in one pass
     rev_c = sorted(((int(k), int(i)) for k, i in zip(*np.nonzero(f.c))), reverse=True)
+    win = win or [(0, N)] * K
     db = np.full(K, INF)
     db[0] = 0.0
     dv = np.full((K, N), INF)
@@ -96,35 +101,36 @@ def _shortest(ce, cc, cx, f: Flow):
     k0 = 0
     while k0 < K:
         for k in range(k0, K):
-            row = dv[k]
+            lo, hi = win[k]
+            row = dv[k, lo:hi]
             if k > 0:
-                cand = dv[k - 1] + fc[k - 1]
-                m = cand < row - TOL
+                cand = dv[k - 1, lo:hi] + fc[k - 1, lo:hi]
+                m = cand < row - TOL  # TOL: float noise must not create predecessor cycles
                 if m.any():
                     row[m] = cand[m]
-                    pv[k][m] = 1
-            if k > 0:
-                cand = row + fx[k]
-                j = int(np.argmin(cand))
-                if cand[j] < db[k] - TOL:
-                    db[k] = cand[j]
-                    pb[k] = (j, 1)
+                    pv[k, lo:hi][m] = 1
+                cand = row + fx[k, lo:hi]
+                if hi > lo:
+                    j = int(np.argmin(cand))
+                    if cand[j] < db[k] - TOL:
+                        db[k] = cand[j]
+                        pb[k] = (lo + j, 1)
                 for i in rev_e.get(k, ()):
-                    c = row[i] - ce[k, i]
+                    c = dv[k, i] - ce[k, i]
                     if c < db[k] - TOL:
                         db[k] = c
                         pb[k] = (i, 2)
             if db[k] < INF:
                 for i in rev_x.get(k, ()):
                     c = db[k] - cx[k, i]
-                    if c < row[i] - TOL:
-                        row[i] = c
+                    if c < dv[k, i] - TOL:
+                        dv[k, i] = c
                         pv[k, i] = 3
-                cand = db[k] + fe[k]
+                cand = db[k] + fe[k, lo:hi]
                 m = cand < row - TOL
                 if m.any():
                     row[m] = cand[m]
-                    pv[k][m] = 2
+                    pv[k, lo:hi][m] = 2
         k0 = K
         for k, i in rev_c:
             c = dv[k + 1, i] - cc[k, i]
@@ -167,7 +173,7 @@ def _augment(f: Flow, pv, pb, K: int) -> None:
     raise RuntimeError("flow: predecessor walk did not terminate")  # pragma: no cover
 
 
-def min_cost_flow(ce: np.ndarray, cc: np.ndarray, cx: np.ndarray, units: int) -> Flow:
+def min_cost_flow(ce: np.ndarray, cc: np.ndarray, cx: np.ndarray, units: int, win=None) -> Flow:
     """Send up to ``units`` units from ``b_0`` to ``b_B`` at minimum total cost.
 
     Returns the flow; ``flow.units`` is less than asked when no more augmenting
@@ -176,7 +182,7 @@ def min_cost_flow(ce: np.ndarray, cc: np.ndarray, cx: np.ndarray, units: int) ->
     K, N = ce.shape
     f = Flow(np.zeros((K, N), bool), np.zeros((K, N), bool), np.zeros((K, N), bool))
     for _ in range(units):
-        db, pv, pb = _shortest(ce, cc, cx, f)
+        db, pv, pb = _shortest(ce, cc, cx, f, win)
         if not np.isfinite(db[K - 1]):
             break
         _augment(f, pv, pb, K)

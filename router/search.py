@@ -60,14 +60,20 @@ class _Arcs:
                 node.append(i)
                 s.append(w)
                 e.append(w + length)
-        self.node = np.array(node, dtype=np.int64)
-        self.s = np.array(s, dtype=np.int64)
-        self.e = np.array(e, dtype=np.int64)
+        order = np.argsort(np.array(s, dtype=np.int64), kind="stable")  # by start: see ``win``
+        self.node = np.array(node, dtype=np.int64)[order]
+        self.s = np.array(s, dtype=np.int64)[order]
+        self.e = np.array(e, dtype=np.int64)[order]
+        node = self.node.tolist()
         self.cols_of: dict[int, np.ndarray] = {}
         for c, i in enumerate(node):
             self.cols_of.setdefault(i, []).append(c)  # type: ignore[arg-type]
         self.cols_of = {i: np.array(c) for i, c in self.cols_of.items()}
         K, C = nb + 1, len(node)
+        longest = int((self.e - self.s).max()) if C else 0
+        # columns that exist at boundary k: start in [k - longest, k]
+        self.win = [(int(np.searchsorted(self.s, k - longest)), int(np.searchsorted(self.s, k, "right")))
+                    for k in range(K)]
         kk = np.arange(K)[:, None]
         inside = (kk >= self.s) & (kk < self.e)
         ce = np.broadcast_to(cm.entry_inner[self.node], (K, C)).copy()
@@ -150,7 +156,7 @@ def search(
             logger.info("routing search stopped after %d nodes; returning the best plan found", explored)
             return SearchResult(best[1] if best else None, best[0] if best else INF, False, relaxed_units or 0, explored)
         explored += 1
-        flow = min_cost_flow(*arcs.costs(r), replicas)
+        flow = min_cost_flow(*arcs.costs(r), replicas, arcs.win)
         if relaxed_units is None:
             relaxed_units = flow.units
         if flow.units < replicas or (best is not None and flow.cost >= best[0] - TOL):
