@@ -26,6 +26,7 @@ from chain import devnet
 from chain.client import TesseraChain
 from chain.deploy import DeployParams, deploy, save_deployment
 from tessera.errors import TesseraError
+from tessera.types import Hop, NodeId, Plan, Replica
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +114,28 @@ class DevCluster:
         cfg.write_text(tomli_w.dumps({
             "node": {"rpc_url": self.net.rpc_url, "deployment": str(self.workdir / "deployment.json"),
                      "dev_account": index, "state_dir": str(self.workdir / f"node{index}"),
-                     "poll_interval_s": 0.3, "retry_backoff_s": 1.0},
+                     "poll_interval_s": 0.3, "retry_backoff_s": 0.5},
             "worker": {"model": self.model, "start": span[0], "end": span[1], "port": port,
                        "threads": self.threads, "byzantine": byzantine},
         }))
         return NodeProc(index, span, port, cfg, self.workdir / f"node{index}.log", byzantine, address=c.address)
 
     # ------------------------------------------------------------------ nodes
+    def add_node(self, span: tuple[int, int], byzantine: bool = False) -> NodeProc:
+        """Register and start one more node (next free dev account)."""
+        index = FIRST_NODE + len(self.nodes)
+        if index >= FIRST_NODE + MAX_NODES:
+            raise TesseraError(f"the devnet has {MAX_NODES} node accounts, all in use")
+        node = self._register(index, span, byzantine)
+        self.nodes.append(node)
+        self.start_node(node)
+        return node
+
+    def plan(self, *replicas: "list[NodeProc]") -> Plan:
+        """A plan whose replicas are the given chains of nodes (each hop = the node's span)."""
+        return Plan(self.model, self.manifest.num_blocks,
+                    tuple(Replica(tuple(Hop(NodeId(n.address), *n.span) for n in rep)) for rep in replicas))
+
     def start_node(self, node: NodeProc, wait: bool = True) -> None:
         log = open(node.log, "ab")
         node.proc = subprocess.Popen([sys.executable, "-m", "tessera.cli.main", "operator", "run", "--config",

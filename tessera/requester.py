@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from chain.client import TesseraChain
+from chain.clock import ChainClock
 from tessera.errors import ContractError, JobError
 from tessera.types import Plan
 
@@ -104,6 +105,7 @@ def wait(chain: TesseraChain, job_id: int, timeout_s: float = 600.0, poll_s: flo
     """Block until the job is finalized; past the reveal deadline, finalize it ourselves
     (anyone may), so a job whose tails all vanished still refunds."""
     req = chain.get_request(job_id)
+    clock = ChainClock(chain.w3)
     last = None
     t_end = time.monotonic() + timeout_s
     while time.monotonic() < t_end:
@@ -113,12 +115,11 @@ def wait(chain: TesseraChain, job_id: int, timeout_s: float = 600.0, poll_s: flo
         last = p
         if p.status == "finalized":
             return result(chain, job_id)
-        now = max(time.time(), chain.w3.eth.get_block("latest")["timestamp"])
-        if finalize_after_deadline and chain.account and now > req.reveal_deadline + 1:
+        if finalize_after_deadline and chain.account and clock.now() > req.reveal_deadline:
             try:
                 chain.finalize(job_id)
             except ContractError as exc:
-                if exc.name != "JobAlreadyFinalized":
+                if exc.name not in ("JobAlreadyFinalized", "JobNotFinalizable"):
                     raise
         time.sleep(poll_s)
     raise JobError(f"job {job_id} was not finalized within {timeout_s:.0f} s; check it later with "

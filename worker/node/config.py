@@ -31,8 +31,8 @@ class NodeConfig(BaseModel):
     dev_account: int | None = None  # well-known devnet account index instead of key (devnets only)
     state_dir: str | None = None  # cursor + job ledger; None = $TESSERA_HOME/nodes/<address>
     poll_interval_s: float = Field(0.5, gt=0)  # chain polling period, seconds
-    head_retries: int = Field(5, ge=1)  # attempts to run a replica from the head before giving up, count
-    retry_backoff_s: float = Field(2.0, gt=0)  # wait between head attempts, seconds
+    head_retries: int = Field(30, ge=1)  # attempts to run a replica from the head (within the commit window), count
+    retry_backoff_s: float = Field(2.0, gt=0)  # first wait between head attempts, doubling up to 30 s, seconds
     finalize: bool = True  # tails call finalize once every replica revealed or the deadline passed
     verify_weights: bool = True  # check local weights against the ModelRegistry root at start
 

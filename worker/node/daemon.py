@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import torch
 
 from chain.client import TesseraChain
+from chain.clock import ChainClock
 from chain.cliutil import make_web3, resolve_account
 from chain.deploy import load_deployment
 from chain.events import EventFollower
@@ -61,6 +61,7 @@ class NodeDaemon:
         self.deployment = load_deployment(self.cfg.deployment)
         self.chain = TesseraChain(w3, self.deployment, account)
         self.me = account.address
+        self.clock = ChainClock(w3)
         rec = self.chain.get_node()
         self.model_dir = resolve(self.wcfg.model_dir or self.wcfg.model)
         self.manifest = load_manifest(self.model_dir)
@@ -124,6 +125,7 @@ class NodeDaemon:
     def _run_head(self, job_id: int, replica: int) -> None:
         req = self.view.request(job_id)
         route = self.view.route(job_id)
+        backoff = self.cfg.retry_backoff_s
         for attempt in range(1, self.cfg.head_retries + 1):
             if self.stop_event.is_set() or self._now() > req.commit_deadline:
                 break
@@ -138,7 +140,8 @@ class NodeDaemon:
             except (TesseraError, grpc.RpcError) as exc:
                 msg = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
                 logger.warning("job %s replica %s: attempt %d failed: %s", job_id, replica, attempt, msg)
-                self.stop_event.wait(self.cfg.retry_backoff_s)
+                self.stop_event.wait(backoff)
+                backoff = min(2 * backoff, 30.0)
         self.book.update(job_id, note=f"replica {replica} could not run")
 
     def _on_output(self, job_id: int, replica: int, output: bytes) -> None:
@@ -151,7 +154,7 @@ class NodeDaemon:
 
     # -------------------------------------------------------------- settlement
     def _now(self) -> int:
-        return max(int(time.time()), self.chain.w3.eth.get_block("latest")["timestamp"])
+        return self.clock.now()
 
     def _tick_loop(self) -> None:
         while not self.stop_event.wait(self.cfg.poll_interval_s):

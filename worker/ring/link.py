@@ -25,7 +25,10 @@ class Channels:
 
     def __init__(self, max_message_bytes: int = 64 << 20):
         self._opts = [("grpc.max_send_message_length", max_message_bytes),
-                      ("grpc.max_receive_message_length", max_message_bytes)]
+                      ("grpc.max_receive_message_length", max_message_bytes),
+                      # a restarted peer is reachable again within ~1 s, not after gRPC's 120 s backoff
+                      ("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
+                      ("grpc.max_reconnect_backoff_ms", 1000)]
         self._lock = threading.Lock()
         self._stubs: dict[str, pb_grpc.WorkerServiceStub] = {}
         self._channels: list[grpc.Channel] = []

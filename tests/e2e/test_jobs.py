@@ -1,0 +1,144 @@
+"""The product end to end: on-chain jobs served by sharded workers, settled by majority.
+
+Nodes of ``lm_cluster`` (see conftest): positions 0, 2, 4 serve the first half
+of SmolLM2, 1, 3, 5 the second; each replica is one of each.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from chain.devnet import advance_time
+from tessera import requester
+from tessera.types import decode_output
+
+pytestmark = pytest.mark.e2e
+
+PROMPT = "The capital of France is"
+TOKENS = 12
+FEE = 3 * 10**16
+
+
+def _replicas(c, *pairs):
+    return c.plan(*[[c.nodes[a], c.nodes[b]] for a, b in pairs])
+
+
+def _reference_tokens(model_dir, prompt: str, n: int) -> list[int]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=n, do_sample=False)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def _earnings(c) -> dict[str, int]:
+    return {n.address: c.client().get_node(n.address).earnings for n in c.nodes}
+
+
+def test_honest_job_via_cli_is_unanimous_and_matches_transformers(lm_cluster):
+    c = lm_cluster
+    before = _earnings(c)
+    env = {**c.env, "TESSERA_RPC_URL": c.net.rpc_url}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tessera.cli.main", "job", "submit", "--model", c.model, "--prompt", PROMPT,
+         "--max-tokens", str(TOKENS), "--replicas", "3", "--fee", "0.03", "--codec", "fp32", "--account", "9",
+         "--wait", "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["outcome"] == "majority" and res["winners"] == [0, 1, 2]
+    ids = decode_output(bytes.fromhex(res["output_hex"]))
+    assert ids == _reference_tokens(c.manifest.directory, PROMPT, TOKENS)
+    assert "Paris" in res["text"]
+    after = _earnings(c)
+    paid = {a: after[a] - before[a] for a in after}
+    assert all(v > 0 for v in paid.values()), paid  # all six nodes served and were paid
+    assert sum(paid.values()) == FEE
+
+
+def test_corrupt_node_is_outvoted_unpaid_and_loses_reputation(lm_cluster):
+    c = lm_cluster
+    bad = c.add_node(c.nodes[1].span, byzantine=True)
+    try:
+        requester_ = c.client()
+        plan = c.plan([c.nodes[0], c.nodes[1]], [c.nodes[2], c.nodes[3]], [c.nodes[4], bad])
+        rep_before = requester_.get_node(bad.address).reputation
+        job = requester_.submit_job(plan, PROMPT.encode(), TOKENS, FEE, codec="int8-outlier")
+        res = requester.wait(requester_, job, timeout_s=300)
+        assert res.outcome == "majority" and res.winners == (0, 1)
+        assert bad.address not in res.payouts and c.nodes[4].address not in res.payouts
+        assert requester_.get_node(bad.address).reputation == pytest.approx(rep_before * 0.8)
+        honest = _reference_tokens(c.manifest.directory, PROMPT, TOKENS)
+        assert decode_output(res.output) == honest
+        assert res.reveals[2] != res.output_hash  # the corrupt replica revealed something else
+    finally:
+        c.stop_node(bad)
+
+
+def test_node_killed_mid_job_still_settles_and_locks_nothing(lm_cluster):
+    c = lm_cluster
+    cl = c.client()
+    victim = c.nodes[5]  # tail of replica 2
+    plan = _replicas(c, (0, 1), (2, 3), (4, 5))
+    c.kill_node(victim)
+    try:
+        market_before = cl.balance(c.deployment.job_market)
+        job = cl.submit_job(plan, PROMPT.encode(), TOKENS, FEE, commit_window_s=120, reveal_window_s=60)
+        t_end = time.monotonic() + 300
+        while requester.progress(cl, job).committed < 2 and time.monotonic() < t_end:
+            time.sleep(0.5)
+        assert requester.progress(cl, job).committed == 2
+        advance_time(c.w3, 121)  # the dead tail never commits: let the commit window close
+        while requester.progress(cl, job).revealed < 2 and time.monotonic() < t_end:
+            time.sleep(0.5)  # the live tails reveal
+        advance_time(c.w3, 61)  # and the reveal window closes: anyone may finalize
+        res = requester.wait(cl, job, timeout_s=120)
+        assert res.outcome == "majority" and res.winners == (0, 1)
+        assert sum(res.payouts.values()) == FEE
+        assert cl.balance(c.deployment.job_market) == market_before  # the whole fee left escrow
+        assert cl.get_job(job).status == "finalized"
+    finally:
+        c.start_node(victim)
+
+
+def test_restarted_worker_misses_no_job_and_runs_none_twice(lm_cluster):
+    c = lm_cluster
+    cl = c.client()
+    head = c.nodes[0]
+    plan = _replicas(c, (0, 1), (2, 3), (4, 5))
+    first = cl.submit_job(plan, PROMPT.encode(), 4, FEE)
+    assert requester.wait(cl, first, timeout_s=300).winners == (0, 1, 2)
+    c.stop_node(head)
+    queued = [cl.submit_job(plan, p.encode(), 4, FEE) for p in ("One, two,", "Water boils at")]
+    c.start_node(head)
+    for job in queued:
+        assert requester.wait(cl, job, timeout_s=300).winners == (0, 1, 2)
+    log = head.log.read_text()
+    for job in (first, *queued):
+        assert log.count(f"job {job} replica 0: head done") == 1, f"job {job} ran {log.count(f'job {job} replica 0: head done')} times"
+
+
+def test_image_job_through_sharded_classifier(vision_cluster):
+    from worker.vision.data import digits_test_split, encode_images
+    from worker.shard import load_full
+
+    c = vision_cluster
+    images, labels = digits_test_split()
+    cl = c.client()
+    plan = _replicas(c, (0, 1), (2, 3), (4, 5))
+    job = cl.submit_job(plan, encode_images(images[:4]), 1, FEE, codec="int8-outlier")
+    res = requester.wait(cl, job, timeout_s=300)
+    assert res.outcome == "majority" and res.winners == (0, 1, 2)
+    whole = load_full(c.manifest.directory)
+    with torch.inference_mode():
+        expect = whole(images[:4]).argmax(-1).tolist()
+    assert decode_output(res.output) == expect
+    assert sum(e == int(l) for e, l in zip(expect, labels[:4])) >= 3  # a trained classifier, not noise
