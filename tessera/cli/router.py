@@ -55,16 +55,18 @@ def plan(model, replicas, mode, weights, as_json, snapshot, rpc_url, no_probe) -
 
 
 @router.command()
-@click.option("--port", default=8547, show_default=True, type=click.IntRange(0, 65535), help="Port on 127.0.0.1.")
+@click.option("--port", default=8547, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind (0.0.0.0 only inside a container network).")
 @snapshot_opt
 @rpc_opt
 @no_probe_opt
-def serve(port, snapshot, rpc_url, no_probe) -> None:
-    """Serve POST /plan and GET /advise over HTTP on 127.0.0.1."""
+def serve(port, host, snapshot, rpc_url, no_probe) -> None:
+    """Serve POST /plan and GET /advise over HTTP (127.0.0.1 by default)."""
     from router.server import RouterServer
     from router.source import make_source
 
-    srv = RouterServer(make_source(snapshot, rpc_url, probe=not no_probe), port=port)
+    srv = RouterServer(make_source(snapshot, rpc_url, probe=not no_probe), port=port, host=host)
     click.echo(f"router listening on {srv.url} (POST /plan, GET /advise?model=M); Ctrl-C stops it", err=True)
     try:
         srv.serve_forever()

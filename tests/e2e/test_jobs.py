@@ -64,6 +64,39 @@ def test_honest_job_via_cli_is_unanimous_and_matches_transformers(lm_cluster):
     assert sum(paid.values()) == FEE
 
 
+def test_example_requester_script_with_router_over_http(lm_cluster):
+    """examples/requester.py: plain web3 + a plan from `tessera router serve`."""
+    import urllib.request
+
+    from chain.devnet import dev_key, free_port
+
+    c = lm_cluster
+    port = free_port()
+    env = {**c.env, "TESSERA_RPC_URL": c.net.rpc_url}
+    router = subprocess.Popen([sys.executable, "-m", "tessera.cli.main", "router", "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        t_end = time.monotonic() + 60
+        while time.monotonic() < t_end:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                assert router.poll() is None, router.stderr.read()
+                time.sleep(0.2)
+        out = subprocess.run(
+            [sys.executable, "examples/requester.py", "--rpc-url", c.net.rpc_url, "--deployment",
+             c.env["TESSERA_DEPLOYMENT"], "--router", f"http://127.0.0.1:{port}", "--key", dev_key(9),
+             "--prompt", PROMPT, "--max-tokens", "6", "--tokenizer",
+             str(c.manifest.directory / "tokenizer.json")], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "output: ' Paris." in out.stdout
+        assert "agreed by replicas [0, 1, 2] of 3" in out.stdout
+    finally:
+        router.terminate()
+        router.wait(10)
+
+
 def test_corrupt_node_is_outvoted_unpaid_and_loses_reputation(lm_cluster):
     c = lm_cluster
     bad = c.add_node(c.nodes[1].span, byzantine=True)
