@@ -62,6 +62,7 @@ def test_honest_job_via_cli_is_unanimous_and_matches_transformers(lm_cluster):
     paid = {a: after[a] - before[a] for a in after}
     assert all(v > 0 for v in paid.values()), paid  # all six nodes served and were paid
     assert sum(paid.values()) == FEE
+    assert {a: str(v) for a, v in paid.items()} == res["payouts"]  # what we print is what the chain paid
 
 
 def test_example_requester_script_with_router_over_http(lm_cluster):
