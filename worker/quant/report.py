@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from worker.quant.linear import QuantConfig
 from worker.quant.memory import resident_bytes
 
 
@@ -54,14 +55,16 @@ def english_ids(tokenizer, n_tokens: int) -> torch.Tensor:
     return ids
 
 
-def report(model: str, n_tokens: int = 512, device: str = "cpu") -> QuantReport:
+def report(model: str, n_tokens: int = 512, device: str = "cpu", cfg: QuantConfig = QuantConfig()) -> QuantReport:
     """Score ``model`` (stored name or dir) with fp32 and int8-mixed weights."""
+    from worker.quant import quantize_stage
     from worker.shard import load_stage
     from worker.store import load_manifest
 
     t0 = time.time()
     m = load_manifest(model)
-    stages = {w: load_stage(m.directory, 0, m.num_blocks, device=device, weights=w) for w in ("fp32", "int8-mixed")}
+    stages = {w: load_stage(m.directory, 0, m.num_blocks, device=device) for w in ("fp32", "int8-mixed")}
+    quantize_stage(stages["int8-mixed"], cfg)
     if m.kind == "causal-lm":
         from transformers import AutoTokenizer
 
@@ -85,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model")
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--max-frac", type=float, default=QuantConfig().max_frac,
+                    help="largest share of input features kept in 16 bits (0: plain int8)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    r = report(args.model, args.tokens, args.device)
+    r = report(args.model, args.tokens, args.device, QuantConfig(max_frac=args.max_frac))
     print(json.dumps(asdict(r)) if args.json else "\n".join(f"{k}: {v}" for k, v in asdict(r).items()))
     return 0
 
