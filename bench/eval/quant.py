@@ -1,0 +1,43 @@
+"""int8-mixed weights against fp32 on every stored model: memory, top-1 agreement, perplexity or accuracy.
+
+A thin loop over :func:`worker.quant.report.report` (the whole model as one
+stage; weight quantization does not depend on where the model is cut).
+
+    python -m bench.eval.quant --json [--models smollm2-135m,digits-cnn,digits-vit] [--tokens 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.eval.quant", description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="smollm2-135m,digits-cnn,digits-vit")
+    ap.add_argument("--tokens", type=int, default=1024, help="English tokens scored for language models")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--save")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    from worker.quant.report import report
+
+    torch.set_num_threads(args.threads)
+    rows = {}
+    for m in [v for v in args.models.split(",") if v]:
+        rows[m] = asdict(report(m, args.tokens))
+        print(f"{m}: {rows[m]}", file=sys.stderr)
+    result = {"bench": "quant", "weights": "int8-mixed", "models": rows}
+    if args.save:
+        Path(args.save).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
