@@ -103,3 +103,23 @@ def test_int8_layer_runs_on_gpu():
     cpu = Int8MixedLinear.from_linear(lin)(x)
     gpu = Int8MixedLinear.from_linear(lin.cuda())(x.cuda())
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
+
+
+def test_stored_outliers_are_used_by_the_blocks_they_name(tmp_path):
+    import json
+
+    d = save_tiny_model("llama", tmp_path)
+    (d / "int8_outliers.json").write_text(json.dumps({"format": 1, "layers": {"2/mlp.down_proj": [3, 7]}}))
+    stage = load_stage(d, 1, 3, weights="int8-mixed")  # block 2 is the stage's layer 1
+    assert stage.base.layers[1].mlp.down_proj.outlier_idx.tolist() == [3, 7]
+    assert stage.base.layers[0].mlp.down_proj.outlier_idx.tolist() != [3, 7]
+
+
+def test_smollm2_calibration_finds_activation_outliers():
+    from worker.quant.calibrate import calibrate_outliers
+
+    d = store.fetch("smollm2-135m").directory
+    layers = calibrate_outliers(d)
+    assert len(layers) == 30 * 7  # q, k, v, o, gate, up, down in every block
+    assert sum(len(v) for v in layers.values()) > 30  # real models have |x| >= 6 features
+    assert all(len(v) <= 1536 // 32 for v in layers.values())

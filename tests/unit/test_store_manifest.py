@@ -127,3 +127,15 @@ def test_unsupported_directories_are_refused(home, tmp_path):
     with pytest.raises(ModelError, match="config.json"):
         store.import_dir(tmp_path)
     assert not [p for p in (home / "models").iterdir()]  # nothing half-written left behind
+
+
+def test_tampered_int8_calibration_is_refused(home, tiny_src, tmp_path):
+    src = tmp_path / "with-outliers"
+    shutil.copytree(tiny_src, src)
+    (src / "int8_outliers.json").write_text('{"format": 1, "layers": {"0/mlp.c_fc": [1]}}')
+    m = store.import_dir(src, name="tiny")
+    assert m.int8_outliers_hash == keccak((src / "int8_outliers.json").read_bytes())
+    store.verify_span(m, 0, 1, m.weights_root)
+    (m.directory / "int8_outliers.json").write_text('{"format": 1, "layers": {"0/mlp.c_fc": [2]}}')
+    with pytest.raises(WeightHashMismatch, match="int8_outliers"):
+        store.verify_span(m, 0, 1, m.weights_root)

@@ -32,11 +32,13 @@ def _linear_like(m: nn.Module) -> bool:
 
 
 def quantize_module(module: nn.Module, skip: tuple[str, ...] = SKIP,
-                    calibration: dict[str, torch.Tensor] | None = None, cfg: QuantConfig = QuantConfig()) -> int:
+                    calibration: dict[str, torch.Tensor] | None = None, cfg: QuantConfig = QuantConfig(),
+                    outliers: dict[str, list[int]] | None = None) -> int:
     """Replace every Linear (and GPT-2 Conv1D) in ``module`` by :class:`Int8MixedLinear`.
 
     ``skip``: last name components left untouched. ``calibration``: per-module
     (qualified name) absmax of its input features, from :func:`collect_act_absmax`.
+    ``outliers``: per-module feature indices fixed beforehand (wins over both).
     Returns the number of layers replaced.
     """
     targets = [(name, m) for name, m in module.named_modules()
@@ -46,14 +48,33 @@ def quantize_module(module: nn.Module, skip: tuple[str, ...] = SKIP,
             parent_name, _, attr = name.rpartition(".")
             parent = module.get_submodule(parent_name) if parent_name else module
             act = None if calibration is None else calibration.get(name)
-            setattr(parent, attr, Int8MixedLinear.from_linear(m, act, cfg))
+            fixed = None if outliers is None else outliers.get(name)
+            setattr(parent, attr, Int8MixedLinear.from_linear(m, act, cfg, outliers=fixed))
     logger.info("quantized %d linear layers to int8-mixed", len(targets))
     return len(targets)
 
 
-def quantize_stage(stage: nn.Module, cfg: QuantConfig = QuantConfig()) -> int:
-    """Quantize a loaded stage in place (its blocks' Linear weights; heads stay fp)."""
-    return quantize_module(stage, cfg=cfg)
+def quantize_stage(stage: nn.Module, cfg: QuantConfig = QuantConfig(),
+                   outliers: dict[str, list[int]] | None = None) -> int:
+    """Quantize a loaded stage in place (its blocks' Linear weights; heads stay fp).
+
+    ``outliers``: the model's stored calibration (:mod:`worker.quant.calibrate`,
+    keys ``"{block}/{path}"``); layers it does not list choose from their weights.
+    """
+    by_name = None
+    family = getattr(stage, "family", None)
+    if outliers is not None and family is not None:
+        from worker.quant.calibrate import block_key
+
+        prefix = f"base.{family.blocks_attr}."
+        by_name = {}
+        for name, _ in stage.named_modules():
+            if name.startswith(prefix):
+                j, _, path = name[len(prefix):].partition(".")
+                key = block_key(stage.spec.start + int(j), path)
+                if key in outliers:
+                    by_name[name] = outliers[key]
+    return quantize_module(stage, cfg=cfg, outliers=by_name)
 
 
 def collect_act_absmax(module: nn.Module, run) -> dict[str, torch.Tensor]:

@@ -75,10 +75,16 @@ class Int8MixedLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, lin: nn.Module, act_absmax: torch.Tensor | None = None,
-                    cfg: QuantConfig = QuantConfig()) -> "Int8MixedLinear":
-        """From ``nn.Linear`` or transformers' ``Conv1D`` (GPT-2, weight stored ``(in, out)``)."""
+                    cfg: QuantConfig = QuantConfig(), outliers: list[int] | None = None) -> "Int8MixedLinear":
+        """From ``nn.Linear`` or transformers' ``Conv1D`` (GPT-2, weight stored ``(in, out)``).
+
+        ``outliers``: feature indices chosen beforehand (e.g. stored calibration);
+        otherwise chosen from ``act_absmax`` or the weights.
+        """
         w = lin.weight if isinstance(lin, nn.Linear) else lin.weight.t()
-        return cls(w, lin.bias, select_outliers(w, act_absmax, cfg), cfg)
+        idx = (torch.tensor(sorted(outliers), dtype=torch.long, device=w.device) if outliers is not None
+               else select_outliers(w, act_absmax, cfg))
+        return cls(w, lin.bias, idx, cfg)
 
     def dequantized(self) -> torch.Tensor:
         """The weight this layer computes with, ``(out, in)`` float32 (for inspection and tests)."""

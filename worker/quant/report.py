@@ -55,8 +55,14 @@ def english_ids(tokenizer, n_tokens: int) -> torch.Tensor:
     return ids
 
 
-def report(model: str, n_tokens: int = 512, device: str = "cpu", cfg: QuantConfig = QuantConfig()) -> QuantReport:
-    """Score ``model`` (stored name or dir) with fp32 and int8-mixed weights."""
+def report(model: str, n_tokens: int = 512, device: str = "cpu", cfg: QuantConfig = QuantConfig(),
+           calibrated: bool = True) -> QuantReport:
+    """Score ``model`` (stored name or dir) with fp32 and int8-mixed weights.
+
+    ``calibrated``: use the model's stored outlier features (as ``load_stage``
+    does) where it has them; otherwise choose them from the weights with ``cfg``.
+    """
+    from worker.quant.calibrate import read_outliers
     from worker.quant import quantize_stage
     from worker.shard import load_stage
     from worker.store import load_manifest
@@ -64,7 +70,7 @@ def report(model: str, n_tokens: int = 512, device: str = "cpu", cfg: QuantConfi
     t0 = time.time()
     m = load_manifest(model)
     stages = {w: load_stage(m.directory, 0, m.num_blocks, device=device) for w in ("fp32", "int8-mixed")}
-    quantize_stage(stages["int8-mixed"], cfg)
+    quantize_stage(stages["int8-mixed"], cfg, outliers=read_outliers(m.directory) if calibrated else None)
     if m.kind == "causal-lm":
         from transformers import AutoTokenizer
 
@@ -90,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--max-frac", type=float, default=QuantConfig().max_frac,
                     help="largest share of input features kept in 16 bits (0: plain int8)")
+    ap.add_argument("--weight-outliers", action="store_true",
+                    help="ignore the stored calibration; choose outliers from the weights")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    r = report(args.model, args.tokens, args.device, QuantConfig(max_frac=args.max_frac))
+    r = report(args.model, args.tokens, args.device, QuantConfig(max_frac=args.max_frac),
+               calibrated=not args.weight_outliers)
     print(json.dumps(asdict(r)) if args.json else "\n".join(f"{k}: {v}" for k, v in asdict(r).items()))
     return 0
 

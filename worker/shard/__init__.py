@@ -72,8 +72,9 @@ def load_stage(model_dir: Path | str, start: int, end: int, device: str | torch.
         stage = build_decoder_stage(model_dir, layout, fam, spec, device, dtype)
     if weights == "int8-mixed":
         from worker.quant import quantize_stage
+        from worker.quant.calibrate import read_outliers
 
-        quantize_stage(stage)
+        quantize_stage(stage, outliers=read_outliers(model_dir))
     return stage
 
 

@@ -88,6 +88,12 @@ def verify_span(manifest: Manifest, start: int, end: int, onchain_root: bytes | 
         raise WeightHashMismatch(
             f"weights on disk for {', '.join(bad)} of {manifest.name} do not match the manifest; the files in "
             f"{manifest.directory} were modified or corrupted: delete the directory and fetch/import it again")
+    from worker.store.hashing import file_hash
+    from worker.store.manifest import OUTLIERS_FILE
+
+    if file_hash(manifest.directory / OUTLIERS_FILE) != manifest.int8_outliers_hash:
+        raise WeightHashMismatch(f"{OUTLIERS_FILE} of {manifest.name} does not match the manifest; "
+                                 "fetch or import the model again")
     logger.info("verified %s blocks [%d, %d) against root 0x%s", manifest.name, start, end, root.hex()[:16])
     return got
 

@@ -89,6 +89,7 @@ def install(name: str, build: Callable[[Path], str], force: bool = False) -> Man
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=paths.models_dir()))
     try:
         source = build(tmp)
+        _calibrate_int8(tmp)
         write_manifest(tmp, build_manifest(tmp, name, source=source))
         if target.exists():
             shutil.rmtree(target)
@@ -98,6 +99,17 @@ def install(name: str, build: Callable[[Path], str], force: bool = False) -> Man
             shutil.rmtree(tmp, ignore_errors=True)
     logger.info("stored %s in %s", name, target)
     return read_manifest(target)
+
+
+def _calibrate_int8(model_dir: Path) -> None:
+    """Store int8 outlier features of a causal LM with a tokenizer (see worker.quant.calibrate)."""
+    from worker.shard.layout import family_of, read_config
+
+    if family_of(read_config(model_dir)) is None or not (model_dir / "tokenizer.json").is_file():
+        return
+    from worker.quant.calibrate import write_outliers
+
+    write_outliers(model_dir)
 
 
 def fetch(name: str, force: bool = False, progress=None) -> Manifest:

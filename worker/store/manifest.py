@@ -23,6 +23,7 @@ from worker.store.hashing import file_hash, stage_hashes, weights_root
 MANIFEST = "manifest.json"
 FORMAT = 1
 TOKENIZER_FILE = "tokenizer.json"
+OUTLIERS_FILE = "int8_outliers.json"  # worker.quant.calibrate
 
 
 def _hex(b: bytes) -> str:
@@ -50,6 +51,7 @@ class Manifest:
     tokenizer_hash: bytes  # keccak of tokenizer.json, zero when there is none
     config_hash: bytes  # keccak of config.json
     source: str = ""  # where the weights came from (free text)
+    int8_outliers_hash: bytes = bytes(32)  # keccak of int8_outliers.json, zero when there is none
     directory: Path | None = field(default=None, compare=False)  # where it was loaded from
 
     @property
@@ -77,6 +79,7 @@ class Manifest:
                              "output": _hex(self.output_hash)},
             "weights_root": _hex(self.weights_root), "tokenizer_hash": _hex(self.tokenizer_hash),
             "config_hash": _hex(self.config_hash), "source": self.source,
+            "int8_outliers_hash": _hex(self.int8_outliers_hash),
         }
 
     @classmethod
@@ -87,7 +90,8 @@ class Manifest:
                     num_blocks=int(d["num_blocks"]), input_hash=_unhex(sh["input"]),
                     block_hashes=tuple(_unhex(h) for h in sh["blocks"]), output_hash=_unhex(sh["output"]),
                     weights_root=_unhex(d["weights_root"]), tokenizer_hash=_unhex(d["tokenizer_hash"]),
-                    config_hash=_unhex(d["config_hash"]), source=d.get("source", ""), directory=directory)
+                    config_hash=_unhex(d["config_hash"]), source=d.get("source", ""),
+                    int8_outliers_hash=_unhex(d.get("int8_outliers_hash", "0x" + "00" * 32)), directory=directory)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"manifest in {directory} is malformed ({exc}); re-import the model") from exc
         if len(m.block_hashes) != m.num_blocks:
@@ -112,7 +116,7 @@ def build_manifest(model_dir: Path, name: str, source: str = "", layout: StageLa
         num_blocks=layout.num_blocks, input_hash=hs["input"], block_hashes=blocks,
         output_hash=hs["output"], weights_root=weights_root([hs["input"], *blocks, hs["output"]]),
         tokenizer_hash=file_hash(model_dir / TOKENIZER_FILE), config_hash=file_hash(model_dir / "config.json"),
-        source=source, directory=model_dir,
+        source=source, int8_outliers_hash=file_hash(model_dir / OUTLIERS_FILE), directory=model_dir,
     )
 
 
