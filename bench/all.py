@@ -1,0 +1,161 @@
+"""Run every benchmark, write bench/results/*.json, the figures and bench/REPORT.md.
+
+``python -m bench.all`` (what ``make bench`` runs) runs each benchmark as its
+own process (``python -m bench.<x> --json``), keeps the JSON object on the
+last line of its stdout, adds a ``meta`` record (the exact command, the
+machine, wall seconds, UTC date) and writes ``bench/results/<stem>.json``.
+Then it draws the figures (:mod:`bench.plots`) and writes ``bench/REPORT.md``
+(:mod:`bench.eval.report`) from every result file present, including ones an
+earlier run left (e.g. a GPU run).
+
+``--device cuda`` runs only the pipeline and disagreement studies on the GPU
+and writes ``pipeline-gpu-<card>.json`` and ``disagree-gpu-<card>.json``.
+``--report-only`` redraws figures and the report without running anything.
+Defaults fit in about 30 minutes on 2 CPU cores; ``--quick`` is a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.eval.machine import machine_info
+
+logger = logging.getLogger(__name__)
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+
+
+@dataclass(frozen=True)
+class Step:
+    stem: str  # result file stem under bench/results/
+    module: str  # python -m <module>
+    args: tuple[str, ...]  # arguments besides --json
+
+
+def cpu_steps(a: argparse.Namespace) -> list[Step]:
+    q = a.quick
+    return [
+        Step("codec-cpu", "bench.codec", ("--tokens", str(256 if q else a.codec_tokens), "--window", "256" if q else "512",
+                                          "--cuts", "1,3,29")),
+        Step("codec-block4096-cpu", "bench.codec", ("--tokens", str(256 if q else a.codec_tokens), "--window",
+                                                    "256" if q else "512", "--cuts", "1,3,29", "--block", "4096",
+                                                    "--codecs", "int8-absmax,int8-outlier,int8-dynamic")),
+        Step("quant-cpu", "bench.eval.quant", ("--tokens", "128" if q else "1024")),
+        Step("minilm-cpu", "bench.eval.minilm", ("--sentences", "16" if q else "100")),
+        Step("memory", "bench.eval.memory", ("--stages", "1,3")),
+        Step("pipeline-cpu", "bench.pipeline", ("--tokens", "8" if q else "64", "--repeats", "1" if q else "2")),
+        Step("gas", "bench.gas", ()),
+        Step("gas-replicas", "bench.eval.gas_replicas", ("--replicas", "1,3,5")),
+        Step("routing", "bench.routing", ("--runs", "3", "--seeds", "2") if q else ()),
+        Step("disagree-cpu", "bench.eval.disagree", ("--prompts", "3" if q else str(a.prompts),
+                                                     "--tokens", "4" if q else str(a.tokens))),
+    ]
+
+
+def card_slug(name: str) -> str:
+    """``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3`` (pure)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def gpu_steps(a: argparse.Namespace) -> list[Step]:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no GPU is visible to torch; run on a GPU machine or use --device cpu")
+    slug = card_slug(torch.cuda.get_device_name())
+    return [Step(f"pipeline-gpu-{slug}", "bench.pipeline", ("--device", "cuda", "--tokens", "8" if a.quick else "64")),
+            Step(f"disagree-gpu-{slug}", "bench.eval.disagree", ("--device", "cuda", "--prompts",
+                                                                 "3" if a.quick else str(a.prompts),
+                                                                 "--tokens", "4" if a.quick else str(a.tokens)))]
+
+
+def last_json(stdout: str) -> dict:
+    """The JSON object on the last non-empty line of ``stdout`` (pure)."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("the benchmark printed nothing on stdout")
+    obj = json.loads(lines[-1])
+    if not isinstance(obj, dict):
+        raise ValueError("the last line of the benchmark's stdout is not a JSON object")
+    return obj
+
+
+def run_step(step: Step, results: Path, machine: dict, timeout_s: float) -> bool:
+    """Run one benchmark process and write its result file; False (and a message) on failure."""
+    cmd = [sys.executable, "-m", step.module, *step.args, "--json"]
+    shown = " ".join(["python", "-m", step.module, *step.args, "--json"])
+    print(f"== {step.stem}: {shown}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout_s)
+        res = last_json(proc.stdout) if proc.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError) as e:
+        print(f"!! {step.stem} failed: {e}", file=sys.stderr)
+        return False
+    if res is None:
+        print(f"!! {step.stem} exited with {proc.returncode}; no result written", file=sys.stderr)
+        return False
+    secs = time.perf_counter() - t0
+    res["meta"] = {"command": shown, "machine": machine, "seconds": round(secs, 1),
+                   "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    (results / f"{step.stem}.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(f"== {step.stem}: done in {secs:.0f} s", file=sys.stderr, flush=True)
+    return True
+
+
+def write_report(results: Path, figures: Path, report: Path) -> None:
+    from bench import plots
+    from bench.eval.report import render
+
+    res = plots.load_results(results)
+    figs = plots.make_all(res, figures)
+    report.write_text(render(res, figs, report.parent))
+    print(f"wrote {report} with {len(figs)} figures", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.all", description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="cpu: every benchmark; cuda: pipeline and disagreement on the GPU")
+    ap.add_argument("--only", help="comma-separated result stems to run (e.g. gas,routing)")
+    ap.add_argument("--skip", help="comma-separated result stems to leave out")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, not a measurement")
+    ap.add_argument("--prompts", type=int, default=50, help="disagreement study: prompts")
+    ap.add_argument("--tokens", type=int, default=32, help="disagreement study: greedy tokens per prompt")
+    ap.add_argument("--codec-tokens", type=int, default=2048, help="codec study: tokens of text scored")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per benchmark")
+    ap.add_argument("--results", default=str(BENCH / "results"), help="folder for result JSON files")
+    ap.add_argument("--figures", default=str(BENCH / "figures"), help="folder for PNG figures")
+    ap.add_argument("--report", default=str(BENCH / "REPORT.md"))
+    ap.add_argument("--report-only", action="store_true", help="only redraw figures and the report")
+    args = ap.parse_args(argv)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    failed = []
+    if not args.report_only:
+        steps = gpu_steps(args) if args.device.startswith("cuda") else cpu_steps(args)
+        only = set(args.only.split(",")) if args.only else None
+        skip = set(args.skip.split(",")) if args.skip else set()
+        machine = machine_info(args.device)
+        t0 = time.perf_counter()
+        for s in steps:
+            if (only is None or s.stem in only) and s.stem not in skip:
+                if not run_step(s, results, machine, args.timeout):
+                    failed.append(s.stem)
+        print(f"benchmarks took {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    write_report(results, Path(args.figures), Path(args.report))
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
