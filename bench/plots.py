@@ -65,6 +65,8 @@ def fig_language(res: dict, out: Path) -> Figure | None:
     if q:
         a.axhline(100 * (q["int8_metric"] / q["fp32_metric"] - 1), color="k", ls=":", label="int8-mixed weights")
         b.axhline(100 * q["top1_agreement"], color="k", ls=":", label="int8-mixed weights")
+    if q:
+        a.legend(handles=a.get_lines()[-1:], fontsize=7)
     for ax, yl in ((a, "perplexity vs fp32 (%)"), (b, "top-1 agreement with fp32 (%)")):
         ax.set_xscale("log")
         ax.set_xlabel("cuts (activations through the codec)")
@@ -242,6 +244,7 @@ def fig_disagree(res: dict, out: Path, stem: str) -> Figure | None:
     a.bar(list(pairs), [100 * p["differ_frac"] for p in pairs.values()], color="tab:red")
     for i, p in enumerate(pairs.values()):
         a.text(i, 100 * p["differ_frac"], f"{p['differ']}/{p['prompts']}", ha="center", va="bottom", fontsize=8)
+    a.set_ylim(0, max(5, 110 * max(p["differ_frac"] for p in pairs.values())))
     a.set_ylabel(f"prompts whose {d['tokens']} token ids differ (%)")
     a.tick_params(axis="x", rotation=20, labelsize=8)
     a.set_title(f"vs {d['reference']['name']} reference on {d['device_name']}")
