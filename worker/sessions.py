@@ -35,6 +35,9 @@ class Session:
     finished: bool = False  # the tail has produced the whole output
     outbound: Any = None  # stream to the next hop (None on the tail)
     cache_bytes: int = 0  # memory held by ``cache``, bytes
+    compute_s: float = 0.0  # time in the stage's forward, seconds
+    wait_s: float = 0.0  # time waiting for the next hop's answers, seconds
+    busy_s: float = 0.0  # time handling steps (decode, compute, encode, sign, wait), seconds
 
     def close(self) -> None:
         if self.outbound is not None:

@@ -9,6 +9,7 @@ With a single hop (head == tail) it samples locally and no network is used.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Sequence
 
 import torch
@@ -54,13 +55,16 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
     link = None
     ids: list[int] = []
     output = b""
+    compute_s = wait_s = 0.0  # seconds in the head's forward / waiting for the ring
     try:
         if len(hops) > 1:
             link = Link(channels.stub(hops[1].endpoint), hops[1].node, config.hop_timeout_s)
             link.call(signer.sign(message(job, replica, 0, 0, pb.KIND_OPEN)))
         for step in range(steps):
+            t0 = time.perf_counter()
             with torch.inference_mode():
                 y = stage.forward(x, cache)
+            compute_s += time.perf_counter() - t0
             if config.byzantine:
                 y = corrupt(y, config.byzantine_noise, step)
             if link is None:
@@ -69,7 +73,10 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
             else:
                 p = route.params
                 msg = message(job, replica, 0, step, pb.KIND_STEP, payload=codec.encode(y, p.codec, p.block))
-                resp = link.call(signer.sign(msg))
+                signer.sign(msg)
+                t1 = time.perf_counter()
+                resp = link.call(msg)
+                wait_s += time.perf_counter() - t1
                 new, output = list(resp.ids), resp.output
             ids.extend(new)
             if output:  # the tail is done (max_tokens or end of sequence)
@@ -86,7 +93,9 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
         raise ProtocolError(f"tail of replica {replica} reported an output that does not match its tokens")
     if link is None and on_output is not None:
         on_output(job, replica, output)
-    logger.info("job %s replica %s: %d ids through %d hop(s)", job, replica, len(ids), len(hops))
+    logger.info("job %s replica %s: %d ids through %d hop(s); head %.1f ms/step compute, %.1f ms/step "
+                "waiting for the ring", job, replica, len(ids), len(hops), 1e3 * compute_s / max(len(ids), 1),
+                1e3 * wait_s / max(len(ids), 1))
     return ids
 
 

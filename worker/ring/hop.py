@@ -56,6 +56,9 @@ class HopRuntime:
             s = self.sessions.get(key)
             if s.outbound is not None:
                 s.outbound.call(self.signer.sign(message(key[0], key[1], pos, msg.step, pb.KIND_CLOSE)))
+            logger.info("closed job %s replica %s at hop %d: %d steps, %.1f ms/step compute, "
+                        "%.1f ms/step waiting for the next hop, %.1f ms/step total", key[0], key[1], pos,
+                        s.next_step, *(1e3 * v / max(s.next_step, 1) for v in (s.compute_s, s.wait_s, s.busy_s)))
             self.sessions.close(key)
         else:
             raise ProtocolError(f"message kind {msg.kind} is not OPEN, STEP or CLOSE")
@@ -97,22 +100,29 @@ class HopRuntime:
         if msg.step != s.next_step:
             raise ProtocolError(f"expected step {s.next_step} of job {msg.job_id}, got step {msg.step} "
                                 "(replayed or out of order)")
+        t_in = time.perf_counter()
         x = payload_of(msg, self.config.max_payload_bytes).to(self.stage.device, self.stage.dtype)
         t0 = time.perf_counter()
         with torch.inference_mode():
             y = self.stage.forward(x, s.cache)
+        s.compute_s += time.perf_counter() - t0
         self._measure(x, time.perf_counter() - t0)
         s.next_step += 1
         self.sessions.account(s, self.stage.cache_bytes(s.cache))
         if self.config.byzantine:
             y = corrupt(y, self.config.byzantine_noise, msg.step)
         if s.outbound is None:
-            return self._tail(route, pos, msg, s, y)
-        p = route.params
-        out = message(int(msg.job_id), msg.replica, pos, msg.step, pb.KIND_STEP,
-                      payload=codec.encode(y, p.codec, p.block))
-        resp = s.outbound.call(self.signer.sign(out))
-        return self._answer(msg, pos, ids=resp.ids, output=resp.output)
+            answer = self._tail(route, pos, msg, s, y)
+        else:
+            p = route.params
+            out = self.signer.sign(message(int(msg.job_id), msg.replica, pos, msg.step, pb.KIND_STEP,
+                                           payload=codec.encode(y, p.codec, p.block)))
+            t1 = time.perf_counter()
+            resp = s.outbound.call(out)
+            s.wait_s += time.perf_counter() - t1
+            answer = self._answer(msg, pos, ids=resp.ids, output=resp.output)
+        s.busy_s += time.perf_counter() - t_in
+        return answer
 
     def _tail(self, route: JobRoute, pos: int, msg: pb.HopMessage, s: Session, y: torch.Tensor) -> pb.HopMessage:
         if s.finished:
