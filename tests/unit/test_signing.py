@@ -151,3 +151,17 @@ def test_steps_past_max_tokens_are_refused(tail):
         tail.handle(_step(t))
     with pytest.raises(ProtocolError, match="past the end"):
         tail.handle(_step(3))
+
+
+def test_a_classifier_tail_answers_the_argmax_class_of_every_image():
+    hops = (HopRoute(NodeId(ADDR[1]), "-", 0, 2), HopRoute(NodeId(ADDR[2]), "-", 2, 4))
+    route = JobRoute(JobId(9), "toy", 4, (hops,), GenParams(codec=codec.FP32), kind="classifier")
+    outputs = []
+    rt = HopRuntime(WorkerConfig(), LinearTail(), StaticPlanView([route]), Signer(KEYS[2]),
+                    on_output=lambda *a: outputs.append(a))
+    x = torch.randn(3, 1, 8, generator=torch.Generator().manual_seed(5))  # 3 images' features
+    rt.handle(_open(hop=0, job=9))
+    resp = rt.handle(Signer(KEYS[1]).sign(message(9, 0, 0, 0, pb.KIND_STEP, payload=codec.encode(x, codec.FP32))))
+    want = (x @ LinearTail().w)[:, -1].argmax(-1).tolist()
+    assert list(resp.ids) == want and decode_output(resp.output) == want
+    assert outputs == [(9, 0, resp.output)]
