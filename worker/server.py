@@ -39,6 +39,7 @@ from worker.ring.hop import HopRuntime, OnOutput
 from worker.sessions import SessionError
 from worker.signing import Signer, load_key
 from worker.stage import Stage
+from worker.stagepool import Loader
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +111,14 @@ class RunningWorker:
 
 
 def start(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnOutput | None = None,
-          signer: Signer | None = None) -> RunningWorker:
-    """Start serving ``stage`` on ``config.host:config.port`` (0 picks a free port)."""
+          signer: Signer | None = None, loader: Loader | None = None) -> RunningWorker:
+    """Start serving ``stage`` on ``config.host:config.port`` (0 picks a free port).
+
+    ``loader(start, end)`` loads a sub-span stage when a plan gives this node less
+    than the span it loaded (see :mod:`worker.stagepool`); without one such plans are refused.
+    """
     signer = signer or load_key(config.key_file, config.private_key)
-    runtime = HopRuntime(config, stage, planview, signer, on_output)
+    runtime = HopRuntime(config, stage, planview, signer, on_output, loader=loader)
     opts = [("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.max_receive_message_length", config.max_message_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.grpc_workers), options=opts)
@@ -179,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         config = WorkerConfig.from_toml(args.config, **values) if args.config else WorkerConfig.build(**values)
         torch.set_num_threads(config.threads)
         stage = load_stage(config, args.loader)
-        running = start(config, stage, StaticPlanView.from_file(args.plan_file))
+        running = start(config, stage, StaticPlanView.from_file(args.plan_file),
+                        loader=lambda a, b: load_stage(config.model_copy(update={"start": a, "end": b}), args.loader))
     except TesseraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -38,6 +38,7 @@ class Session:
     compute_s: float = 0.0  # time in the stage's forward, seconds
     wait_s: float = 0.0  # time waiting for the next hop's answers, seconds
     busy_s: float = 0.0  # time handling steps (decode, compute, encode, sign, wait), seconds
+    stage: Any = None  # the stage running this session's planned span (worker.stagepool)
 
     def close(self) -> None:
         if self.outbound is not None:

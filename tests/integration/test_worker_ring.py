@@ -13,6 +13,7 @@ from eth_account import Account
 
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
+from tessera.errors import ProtocolError
 from tessera.types import JobId, NodeId, encode_output
 from worker import codec
 from worker.config import WorkerConfig
@@ -72,7 +73,7 @@ def ring(tmp_path_factory):
         for p in procs:
             line = p.stdout.readline()
             assert line.startswith("READY"), f"worker did not start: {line!r}"
-        yield {"view": view, "keys": keys, "ports": ports, "model": TinyLM().eval()}
+        yield {"view": view, "keys": keys, "ports": ports, "model": TinyLM().eval(), "plan": plan}
     finally:
         for p in procs:
             p.terminate()
@@ -139,3 +140,20 @@ def test_info_and_ping_describe_the_worker(ring):
     assert info.node == Account.from_key(ring["keys"][1]).address
     assert codec.INT8_OUTLIER in info.codecs
     assert _stub(ring, 1).Ping(pb.PingRequest(sent_unix_ns=123)).sent_unix_ns == 123
+
+
+def test_a_node_runs_the_sub_span_the_plan_gives_it(ring, tmp_path):
+    """The worker that loaded [2, 5) is planned for [3, 5) only: it loads that sub-span and
+    the replica still reproduces the unsplit greedy tokens; a span outside what it serves
+    is refused."""
+    keys, ports = ring["keys"], ring["ports"]
+    spans = [(0, 3), (3, 5), (5, 6)]
+    route = _route(7, keys, ports, GenParams(max_tokens=8, codec=codec.FP32), spans=spans)
+    ring["view"].add(route)
+    bad = _route(8, keys, ports, GenParams(max_tokens=8, codec=codec.FP32), spans=[(0, 1), (1, 5), (5, 6)])
+    ring["view"].add(bad)
+    ring["view"].to_file(ring["plan"])
+    got = run_replica(TinyStage(ring["model"], 0, 3), route, 0, PROMPT, Signer(keys[0]))
+    assert got == ring["model"].greedy(PROMPT, 8)
+    with pytest.raises(ProtocolError, match=r"blocks \[1, 5\) but it serves \[2, 5\)"):
+        run_replica(TinyStage(ring["model"], 0, 1), bad, 0, PROMPT, Signer(keys[0]))

@@ -81,7 +81,8 @@ class NodeDaemon:
         self.book = JobBook(self.cfg.state_path(self.me))
         self.view = ChainPlanView(self.chain, self.manifest, self.model_dir)
         self.signer = Signer(account.key)
-        self.running = server.start(self.wcfg, self.stage, self.view, on_output=self._on_output, signer=self.signer)
+        self.running = server.start(self.wcfg, self.stage, self.view, on_output=self._on_output, signer=self.signer,
+                                    loader=self._load_sub_span)
         self.follower = EventFollower(w3, [self.chain.market], self.book.dir.parent / "cursor.json",
                                       self.deployment.block, names=["JobSubmitted"])
         for job in self.book.open_jobs():  # resume what a previous run left
@@ -93,6 +94,9 @@ class NodeDaemon:
         logger.info("node %s serves %s [%d, %d) on port %d", self.me, self.manifest.name, self.wcfg.start, end,
                     self.running.port)
         return self.running.port
+
+    def _load_sub_span(self, start: int, end: int):
+        return server.load_stage(self.wcfg.model_copy(update={"start": start, "end": end}))
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -131,7 +135,9 @@ class NodeDaemon:
                 break
             try:
                 inputs = head_inputs(route.kind, self.model_dir, req.input)
-                ids = run_replica(self.stage, route, replica, inputs, self.signer, config=self.wcfg,
+                head = route.hop(replica, 0)
+                stage = self.running.runtime.stages.get(head.start, head.end)
+                ids = run_replica(stage, route, replica, inputs, self.signer, config=self.wcfg,
                                   on_output=self._on_output, channels=self.running.runtime.channels)
                 job = self.book.get(job_id)
                 self.book.update(job_id, head_done=job.head_done + (replica,), note=f"ran replica {replica}")

@@ -26,6 +26,7 @@ from worker.sampling import argmax_classes, sample
 from worker.sessions import Session, SessionTable
 from worker.signing import Signer, verify
 from worker.stage import Stage
+from worker.stagepool import Loader, StagePool
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,10 @@ class HopRuntime:
     """Executes the hops this worker is planned for."""
 
     def __init__(self, config: WorkerConfig, stage: Stage, planview: PlanView, signer: Signer,
-                 on_output: OnOutput | None = None, channels: Channels | None = None):
+                 on_output: OnOutput | None = None, channels: Channels | None = None,
+                 loader: Loader | None = None):
         self.config, self.stage, self.planview, self.signer = config, stage, planview, signer
+        self.stages = StagePool(stage, loader)  # the loaded span and planned sub-spans of it
         self.on_output = on_output
         self.channels = channels or Channels(config.max_message_bytes)
         self.sessions = SessionTable(config.session_ttl_s, config.session_max_bytes, config.max_sessions)
@@ -82,10 +85,9 @@ class HopRuntime:
     # ------------------------------------------------------------------ kinds
     def _open(self, route: JobRoute, pos: int, msg: pb.HopMessage, key) -> None:
         hop = route.hop(msg.replica, pos)
-        if (hop.start, hop.end) != (self.stage.spec.start, self.stage.spec.end):
-            raise ProtocolError(f"plan gives this node blocks [{hop.start}, {hop.end}) but it serves "
-                                f"[{self.stage.spec.start}, {self.stage.spec.end})")
-        s = self.sessions.open(key, self.stage.new_cache())
+        stage = self.stages.get(hop.start, hop.end)
+        s = self.sessions.open(key, stage.new_cache())
+        s.stage = stage
         if pos + 1 < len(route.replicas[msg.replica]):
             nxt = route.hop(msg.replica, pos + 1)
             try:
@@ -101,14 +103,15 @@ class HopRuntime:
             raise ProtocolError(f"expected step {s.next_step} of job {msg.job_id}, got step {msg.step} "
                                 "(replayed or out of order)")
         t_in = time.perf_counter()
-        x = payload_of(msg, self.config.max_payload_bytes).to(self.stage.device, self.stage.dtype)
+        stage = s.stage
+        x = payload_of(msg, self.config.max_payload_bytes).to(stage.device, stage.dtype)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            y = self.stage.forward(x, s.cache)
+            y = stage.forward(x, s.cache)
         s.compute_s += time.perf_counter() - t0
         self._measure(x, time.perf_counter() - t0)
         s.next_step += 1
-        self.sessions.account(s, self.stage.cache_bytes(s.cache))
+        self.sessions.account(s, stage.cache_bytes(s.cache))
         if self.config.byzantine:
             y = corrupt(y, self.config.byzantine_noise, msg.step)
         if s.outbound is None:
