@@ -57,7 +57,7 @@ def cpu_steps(a: argparse.Namespace) -> list[Step]:
         Step("gas-replicas", "bench.eval.gas_replicas", ("--replicas", "1,3,5")),
         Step("routing", "bench.routing", ("--runs", "3", "--seeds", "2") if q else ()),
         Step("disagree-cpu", "bench.eval.disagree", ("--prompts", "3" if q else str(a.prompts),
-                                                     "--tokens", "4" if q else str(a.tokens))),
+                                                     "--tokens", "4" if q else str(a.tokens), "--control")),
     ]
 
 
@@ -75,7 +75,8 @@ def gpu_steps(a: argparse.Namespace) -> list[Step]:
     return [Step(f"pipeline-gpu-{slug}", "bench.pipeline", ("--device", "cuda", "--tokens", "8" if a.quick else "64")),
             Step(f"disagree-gpu-{slug}", "bench.eval.disagree", ("--device", "cuda", "--prompts",
                                                                  "3" if a.quick else str(a.prompts),
-                                                                 "--tokens", "4" if a.quick else str(a.tokens)))]
+                                                                 "--tokens", "4" if a.quick else str(a.tokens),
+                                                                 "--control"))]
 
 
 def last_json(stdout: str) -> dict:

@@ -250,13 +250,15 @@ def fig_disagree(res: dict, out: Path, stem: str) -> Figure | None:
     a.set_title(f"vs {d['reference']['name']} reference on {d['device_name']}")
     for i, (name, p) in enumerate(pairs.items()):
         if p["first_steps"]:
-            b.scatter(p["first_steps"], p["ref_margin_at_divergence"], label=name, s=18, color=f"C{i}")
+            b.scatter(p["first_steps"], [max(m, 1e-4) for m in p["ref_margin_at_divergence"]], label=name, s=18,
+                      color=f"C{i}")
     q = next(iter(pairs.values()))["ref_margin_all_steps_q"]
     b.axhline(q["p50"], color="k", ls=":", lw=0.8, label=f"median margin, all steps ({q['p50']:.2f})")
     b.set_xlabel("first divergent step")
     b.set_ylabel("reference top-1 minus top-2 logit there")
     b.set_xlim(-1, d["tokens"])
-    b.set_ylim(bottom=0)
+    b.set_yscale("log")
+    b.set_ylim(1e-4, 10)
     b.grid(alpha=0.3)
     b.legend(fontsize=7)
     name = f"{stem}.png"

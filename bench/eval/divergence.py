@@ -60,12 +60,16 @@ def compare(ref: Sequence[Run], other: Sequence[Run]) -> dict:
     margin over every step of every prompt, for scale. ``steps_below_max_divergence_margin``:
     share of all reference steps whose margin is at most the largest margin at
     which a divergence happened (how rare such near-ties are).
+    ``margin_drift_max``: largest difference of the two replicas' margins at
+    steps both computed from the same context (0.0: bitwise-equal top logits).
     """
     if len(ref) != len(other):
         raise ValueError(f"{len(ref)} reference runs but {len(other)} runs to compare")
-    firsts, at_ref, at_other = [], [], []
+    firsts, at_ref, at_other, drift = [], [], [], 0.0
     for r, o in zip(ref, other):
         k = first_divergence(r.ids, o.ids)
+        shared = len(r.ids) if k is None else k  # steps both computed from the same context
+        drift = max([drift, *(abs(a - b) for a, b in zip(r.margins[:shared], o.margins[:shared]))])
         if k is not None:
             firsts.append(k)
             at_ref.append(r.margins[k])
@@ -84,6 +88,7 @@ def compare(ref: Sequence[Run], other: Sequence[Run]) -> dict:
         "ref_margin_at_divergence_q": _quantiles(at_ref),
         "ref_margin_all_steps_q": _quantiles(all_margins, (0.01, 0.05, 0.5)),
         "steps_below_max_divergence_margin": round(below, 4),
+        "margin_drift_max": drift,
     }
 
 

@@ -20,7 +20,11 @@ def pair_sentence(name: str, p: dict) -> str:
     """One sentence on one pair of replicas."""
     n = p["prompts"]
     if not p["differ"]:
-        return f"**{name}**: the same {p['steps']} token ids as the reference on all {n} prompts."
+        drift = p.get("margin_drift_max")
+        how = ("" if drift is None else " with bitwise-equal top-two margins" if drift == 0 else
+               f"; its logits are not bitwise equal (top-two margins differ by up to {drift:.2g}), yet no step was "
+               "close enough to a tie to flip")
+        return f"**{name}**: the same {p['steps']} token ids as the reference on all {n} prompts{how}."
     steps = sorted(p["first_steps"])
     return (f"**{name}**: {p['differ']}/{n} prompts ({_pct(p['differ_frac'])}) differ, first at step "
             f"{steps[0]}–{steps[-1]} (median {p['first_step_median']:g}); the reference's top-two logit margin at "
@@ -56,7 +60,7 @@ def conclusions(d: dict) -> list[str]:
         f"{_pct(worst['differ_frac'])} of these jobs (worst: {worst_name}, {d['tokens']} tokens per job; longer "
         f"outputs diverge more often). Every one of the {len(margins)} divergences began at a step where the "
         f"reference's top two logits were within {max(margins):.3f} of each other, i.e. at a near-tie, never at a "
-        "confident step." + (f" Replicas that differ only in {', '.join(clean)} agreed exactly." if clean else ""))
+        "confident step." + (f" {', '.join(clean)} agreed with the reference on every prompt." if clean else ""))
     out.append(
         "**Consequence for the protocol**: a mismatched output hash is not evidence of cheating when replicas may "
         "differ in dtype, codec or kernels. Either pin what a job's replicas must run (the plan already names the "
@@ -76,7 +80,8 @@ def disagree_section(d: dict, stem: str) -> str:
         q = p["ref_margin_at_divergence_q"]
         margin = "–" if q["p50"] is None else f"{q['p50']:.3f} / {q['p100']:.3f}"
         step = "–" if p["first_step_median"] is None else f"{p['first_step_median']:g}"
-        rows.append(f"| {name} | {p['differ']}/{p['prompts']} ({_pct(p['differ_frac'])}) | {step} | {margin} |")
+        drift = "–" if p.get("margin_drift_max") is None else f"{p['margin_drift_max']:.2g}"
+        rows.append(f"| {name} | {p['differ']}/{p['prompts']} ({_pct(p['differ_frac'])}) | {step} | {margin} | {drift} |")
     below = ", ".join(f"<= {t}: {_pct(v)}" for t, v in d["ref_prompts_with_margin_below"].items())
     allq = next(iter(d["pairs"].values()))["ref_margin_all_steps_q"] if d["pairs"] else {}
     return "\n".join([
@@ -85,8 +90,8 @@ def disagree_section(d: dict, stem: str) -> str:
         f"x {d['tokens']} greedy tokens. Reference: {ref['name']} ({ref['dtype']}, {ref['threads']} thread(s), "
         f"{ref['device']}, unsplit). Each other replica is compared with it prompt by prompt.\n",
         "| replica vs reference | prompts with different token ids | first divergent step (median) "
-        "| reference top-2 margin there (median / max) |",
-        "|---|---|---|---|", *rows, "",
+        "| reference top-2 margin there (median / max) | largest margin difference before divergence |",
+        "|---|---|---|---|---|", *rows, "",
         f"Reference top-two margin over all steps: 1st percentile {allq.get('p1')}, 5th {allq.get('p5')}, "
         f"median {allq.get('p50')}. Prompts with at least one step whose margin is {below}.\n",
         *[f"- {s}" for s in conclusions(d)], ""])

@@ -45,6 +45,7 @@ def test_near_tie_flip_is_found_at_its_step_with_the_reference_margin():
     assert res["first_steps"] == [11]
     assert res["ref_margin_at_divergence"] == [pytest.approx(0.004, abs=1e-4)]
     assert res["other_margin_at_divergence"] == [pytest.approx(0.006, abs=1e-4)]
+    assert res["margin_drift_max"] == 0.0  # identical logits until the tie
     # only the near-tie step (once in each of the two reference prompts) is that close: 2 of 64 steps
     assert res["steps_below_max_divergence_margin"] == pytest.approx(2 / 64, abs=1e-4)
 
@@ -68,3 +69,14 @@ def test_margin_threshold_rate_counts_prompts_with_a_close_step():
     assert margin_threshold_rate(runs, 0.1) == pytest.approx(1 / 3)
     assert margin_threshold_rate(runs, 0.25) == pytest.approx(2 / 3)
     assert margin_threshold_rate([], 1.0) == 0.0
+
+
+def test_margin_drift_measures_logit_noise_that_flips_nothing():
+    torch.manual_seed(1)
+    ref = torch.randn(16, 20)
+    ref[:, 4] += 10  # confident everywhere
+    noisy = ref + 1e-3 * torch.randn(16, 20)
+    res = compare([run_of(ref)], [run_of(noisy)])
+    assert res["differ"] == 0
+    assert 0 < res["margin_drift_max"] < 0.01
+    assert compare([run_of(ref)], [run_of(ref.clone())])["margin_drift_max"] == 0.0

@@ -28,12 +28,16 @@ def disagree(pairs, device_name="cpu", prompts=4):
 
 
 def test_conclusions_follow_the_numbers():
-    d = disagree({"fp32-2threads": pair([], []), "bf16": pair([5, 20], [0.031, 0.125])})
+    d = disagree({"fp32-2threads": pair([], []), "bf16": pair([5, 20], [0.031, 0.125]), "fp16": pair([], [])})
+    d["pairs"]["fp32-2threads"]["margin_drift_max"] = 0.0
+    d["pairs"]["fp16"]["margin_drift_max"] = 0.002
     text = "\n".join(conclusions(d))
+    assert "prompts with bitwise-equal top-two margins" in text
+    assert "not bitwise equal (top-two margins differ by up to 0.002)" in text
     assert "**fp32-2threads**: the same 32 token ids as the reference on all 4 prompts" in text
     assert "2/4 prompts (50%) differ" in text and "at most 0.125" in text
     assert "up to 50% of these jobs (worst: bf16" in text
-    assert "fp32-2threads agreed exactly" in text
+    assert "fp32-2threads agreed with the reference on every prompt" in text
 
 
 def test_conclusions_without_any_divergence_do_not_claim_one():
