@@ -37,7 +37,7 @@ def test_conclusions_follow_the_numbers():
     assert "**fp32-2threads**: the same 32 token ids as the reference on all 4 prompts" in text
     assert "2/4 prompts (50%) differ" in text and "at most 0.125" in text
     assert "up to 50% of these jobs (worst: bf16" in text
-    assert "fp32-2threads agreed with the reference on every prompt" in text
+    assert "fp32-2threads, fp16 agreed with the reference on every prompt" in text
 
 
 def test_conclusions_without_any_divergence_do_not_claim_one():
