@@ -87,13 +87,13 @@ def fig_minilm(res: dict, out: Path) -> Figure | None:
     series: dict[str, list] = {}
     for r in m["rows"]:
         series.setdefault(f"{r['codec']} (block {r['block']})" if r["codec"].startswith("int8") else r["codec"],
-                          []).append((r["cuts"], max(1e-7, 1 - r["cosine_mean"])))
+                          []).append((r["cuts"], max(1e-9, 1 - r["cosine_mean"])))
     for label, pts in series.items():
         ax.plot(*zip(*sorted(pts)), "--s" if "4096" in label else "-o", label=label)
-    ax.axhline(max(1e-7, 1 - m["int8_mixed_weights"]["cosine_mean"]), color="k", ls=":", label="int8-mixed weights")
+    ax.axhline(max(1e-9, 1 - m["int8_mixed_weights"]["cosine_mean"]), color="k", ls=":", label="int8-mixed weights")
     ax.set_yscale("log")
     ax.set_xlabel(f"cuts (of {m['layers'] - 1} possible)")
-    ax.set_ylabel("1 - mean cosine to fp32 embedding")
+    ax.set_ylabel("1 - mean cosine to fp32 embedding (floor 1e-9)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(f"all-MiniLM-L6-v2, {m['sentences']} sentences")
@@ -182,6 +182,7 @@ def fig_pipeline(res: dict, out: Path) -> Figure | None:
                 label=f"ring over gRPC, {p['codec']} ({stem})")
         mono = [p["stages"][s].get("monolithic_tokens_per_s", p.get("monolithic_tokens_per_s")) for s in st]
         ax.plot([int(s) for s in st], mono, ":", color=color, label=f"monolithic ceiling ({stem})")
+    ax.set_xticks(sorted({int(s) for p in runs.values() for s in p["stages"]}))
     ax.set_xlabel("stages (processes)")
     ax.set_ylabel("decode tokens/s")
     ax.set_ylim(bottom=0)

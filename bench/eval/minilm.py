@@ -60,7 +60,7 @@ class CodecHooks:
 def cosine_stats(ref: torch.Tensor, test: torch.Tensor) -> dict:
     """Mean and min per-sentence cosine of two normalised embedding matrices (pure)."""
     cos = (ref * test).sum(-1)
-    return {"cosine_mean": round(float(cos.mean()), 6), "cosine_min": round(float(cos.min()), 6)}
+    return {"cosine_mean": round(float(cos.mean()), 9), "cosine_min": round(float(cos.min()), 9)}
 
 
 def main(argv: list[str] | None = None) -> int:
