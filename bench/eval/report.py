@@ -75,10 +75,10 @@ def accuracy_section(res: dict) -> str:
     if m:
         cuts = sorted({r["cuts"] for r in m["rows"]})
         keyed = {(r["codec"], r["block"], r["cuts"]): r for r in m["rows"]}
-        rows = [[c, b] + [f"{keyed[(c, b, k)]['cosine_mean']:.6f} ({keyed[(c, b, k)]['cosine_min']:.6f})" for k in cuts]
+        rows = [[c, b] + [f"{keyed[(c, b, k)]['cosine_mean']:.7f} ({keyed[(c, b, k)]['cosine_min']:.7f})" for k in cuts]
                 for c, b in dict.fromkeys((r["codec"], r["block"]) for r in m["rows"])]
         w = m["int8_mixed_weights"]
-        rows.append(["int8-mixed weights", "–"] + [f"{w['cosine_mean']:.6f} ({w['cosine_min']:.6f})"] * len(cuts))
+        rows.append(["int8-mixed weights", "–"] + [f"{w['cosine_mean']:.7f} ({w['cosine_min']:.7f})"] * len(cuts))
         out.append(f"all-MiniLM-L6-v2 ({m['layers']} layers), {m['sentences']} English sentences, mean-pooled and "
                    "normalised embeddings. Cell: mean (min) cosine to the fp32 embedding.\n")
         out.append(table(["scheme", "block"] + [f"cuts: {k}" for k in cuts], rows) + "\n")
