@@ -24,7 +24,7 @@ Every hop's cost therefore splits into three parts, which the flow gadget of
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,17 +34,21 @@ from tessera.types import Hop
 HOP_EPS = 1e-6  # mode units per hop: makes every hop cost > 0, so ties prefer fewer hops
 PRICE_TIE_MS = 1e-6  # price mode: gwei charged per ms of latency, only to break ties
 MAX_REPUTATION = 10.0  # reputation is clamped to [0.1, 10] on chain
+# Assumed speed of a node that advertised none and has not been measured yet (a fresh
+# worker's Info reports 0 until it served): SmolLM2-135M on one CPU thread, block-tokens/s.
+UNKNOWN_THROUGHPUT = 500.0
 
 
 def eligible(snapshot: Snapshot) -> list[NodeView]:
-    """Nodes a plan may use: alive, serving this model, with a sane span and speed."""
+    """Nodes a plan may use: alive, serving this model, with a sane span (an unknown
+    speed is taken as :data:`UNKNOWN_THROUGHPUT`)."""
     out = []
     for n in snapshot.nodes:
-        if not n.alive or n.model != snapshot.model or n.throughput <= 0:
+        if not n.alive or n.model != snapshot.model:
             continue
         if not (0 <= n.start < n.end <= snapshot.num_blocks):
             continue
-        out.append(n)
+        out.append(n if n.throughput > 0 else replace(n, throughput=UNKNOWN_THROUGHPUT))
     return out
 
 

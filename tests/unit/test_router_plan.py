@@ -221,3 +221,13 @@ def test_bad_input_is_a_clear_error():
     assert Weights.parse("price=1, stake=0.5,reputation=2") == Weights(1.0, 0.5, 2.0)
     with pytest.raises(RoutingError, match="no alive node"):
         plan_replicas(Snapshot(model="nope", num_blocks=2, nodes=snap.nodes), 1)
+
+
+def test_a_fresh_node_without_advertised_speed_is_still_planned():
+    """A node registered without --throughput (and not yet measured) is usable, at an assumed speed."""
+    fresh = node(0, 0, 4, throughput=0.0, latency_ms=1.0)
+    rp = plan_replicas(Snapshot(model=MODEL, num_blocks=4, nodes=(fresh,)), 1)
+    assert [h.node for h in rp.plan.replicas[0].hops] == [fresh.node]
+    fast = node(1, 0, 4, throughput=10 * costmod.UNKNOWN_THROUGHPUT, latency_ms=1.0)
+    rp = plan_replicas(Snapshot(model=MODEL, num_blocks=4, nodes=(fresh, fast)), 1)
+    assert rp.plan.replicas[0].hops[0].node == fast.node  # a measured fast node beats the assumption
