@@ -57,10 +57,10 @@ def conclusions(d: dict) -> list[str]:
     clean = [k for k, v in honest.items() if v["differ"] == 0]
     out.append(
         f"**Hash consensus**: comparing output hashes would have declared an honest replica wrong in up to "
-        f"{_pct(worst['differ_frac'])} of these jobs (worst: {worst_name}, {d['tokens']} tokens per job; longer "
-        f"outputs diverge more often). Every one of the {len(margins)} divergences began at a step where the "
-        f"reference's top two logits were within {max(margins):.3f} of each other, i.e. at a near-tie, never at a "
-        "confident step." + (f" {', '.join(clean)} agreed with the reference on every prompt." if clean else ""))
+        f"{_pct(worst['differ_frac'])} of these jobs (worst: {worst_name}, {d['tokens']} tokens per job; every "
+        f"further token is one more chance of a near-tie). Every one of the {len(margins)} divergences began at a "
+        f"step where the reference's top two logits were within {max(margins):.3f} of each other, i.e. at a "
+        "near-tie, never at a confident step." + (f" {', '.join(clean)} agreed with the reference on every prompt." if clean else ""))
     out.append(
         "**Consequence for the protocol**: a mismatched output hash is not evidence of cheating when replicas may "
         "differ in dtype, codec or kernels. Either pin what a job's replicas must run (the plan already names the "
