@@ -67,8 +67,10 @@ def fig_language(res: dict, out: Path) -> Figure | None:
         b.axhline(100 * q["top1_agreement"], color="k", ls=":", label="int8-mixed weights")
     if q:
         a.legend(handles=a.get_lines()[-1:], fontsize=7)
-    for ax, yl in ((a, "perplexity vs fp32 (%)"), (b, "top-1 agreement with fp32 (%)")):
+    a.set_yscale("symlog", linthresh=0.5)  # small changes readable beside block-4096 absmax's collapse
+    for ax, yl in ((a, "perplexity vs fp32 (%, symlog)"), (b, "top-1 agreement with fp32 (%)")):
         ax.set_xscale("log")
+        ax.set_xticks([int(k) for k in cuts], [str(k) for k in cuts])
         ax.set_xlabel("cuts (activations through the codec)")
         ax.set_ylabel(yl)
         ax.grid(alpha=0.3)
