@@ -14,7 +14,6 @@ through the CNN and the ViT, cut at every stage boundary.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -25,6 +24,7 @@ import torch
 
 from bench._procs import even_spans
 from worker import codec
+from bench._out import emit
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         r = lang["cuts"]["3"]["int8-outlier"]
         result["target_met"] = (r["bytes_vs_fp32"] <= 0.30 and abs(r["perplexity_vs_fp32_pct"]) <= 0.5
                                 and r["top1_agreement"] >= 0.99)
-    if args.save:
-        Path(args.save).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    return 0
+    return emit(result, args.save, args.json)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ programs on a shared machine hits both alike.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -32,6 +31,7 @@ from worker.config import WorkerConfig
 from worker.planview import GenParams
 from worker.ring import Channels, run_replica
 from worker.signing import Signer
+from bench._out import emit
 
 logger = logging.getLogger(__name__)
 PROMPT = "The capital of France is Paris. Write a short story about a lighthouse keeper who"
@@ -128,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
               "target": "3 stages >= 0.85 of monolithic"}
     if "3" in rows:
         result["target_met"] = rows["3"]["vs_monolithic"] >= 0.85
-    if args.save:
-        Path(args.save).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    return 0
+    return emit(result, args.save, args.json)
 
 
 if __name__ == "__main__":

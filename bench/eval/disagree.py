@@ -17,7 +17,6 @@ an fp32 CPU replica joins the comparison (same weights, other hardware).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -28,6 +27,7 @@ import torch
 from bench.eval.decode import Pipeline, Replica
 from bench.eval.divergence import Run, compare, margin_threshold_rate
 from bench.eval.prompts import english_prompts
+from bench._out import emit
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
               "ref_prompts_with_margin_below": {str(t): round(margin_threshold_rate(ref_runs, t), 4)
                                                 for t in (0.05, 0.1, 0.25, 0.5)},
               "pairs": pairs}
-    if args.save:
-        Path(args.save).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    return 0
+    return emit(result, args.save, args.json)
 
 
 if __name__ == "__main__":

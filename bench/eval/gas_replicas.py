@@ -13,14 +13,13 @@ output, so finalize pays every node (the honest, unanimous case).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from eth_account import Account
 from web3 import Web3
 
 from bench.gas import SPANS, _gas
+from bench._out import emit
 
 
 def _fund(w3: Web3, keys: list[str], wei: int) -> None:
@@ -97,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"R={r}: {rows[-1]['calls']} total {rows[-1]['total']:,}", file=sys.stderr)
     result = {"bench": "gas_replicas", "output_tokens": 32, "rows": rows,
               "counted": "steady-state job: submitJob + R commits + R reveals + finalize (commit/reveal summed over replicas)"}
-    if args.save:
-        Path(args.save).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    return 0
+    return emit(result, args.save, args.json)
 
 
 if __name__ == "__main__":

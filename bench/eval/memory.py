@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from bench._procs import even_spans
+from bench._out import emit
 
 SCHEMES = {"fp32": (torch.float32, "fp32"), "fp16": (torch.float16, "fp32"), "bf16": (torch.bfloat16, "fp32"),
            "int8-mixed": (torch.float32, "int8-mixed")}
@@ -63,10 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         splits[str(s)] = shards
     result = {"bench": "memory", "model": args.model, "blocks": n, "splits": splits,
               "counted": "parameters + buffers resident after load (tied embeddings once)"}
-    if args.save:
-        Path(args.save).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    return 0
+    return emit(result, args.save, args.json)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ weights (:mod:`worker.quant`) with lossless activations.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from bench._procs import even_spans
 from bench.eval.prompts import english_prompts
 from worker import codec
+from bench._out import emit
 
 
 def model_dir() -> Path:
@@ -103,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = {"weights": "int8-mixed", **cosine_stats(ref, embed(model, batch))}
     result = {"bench": "minilm", "model": "all-MiniLM-L6-v2", "layers": n, "sentences": args.sentences,
               "rows": rows, "int8_mixed_weights": weights}
-    if args.save:
-        Path(args.save).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    return 0
+    return emit(result, args.save, args.json)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ stage; weight quantization does not depend on where the model is cut).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
+from bench._out import emit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,10 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[m] = asdict(report(m, args.tokens))
         print(f"{m}: {rows[m]}", file=sys.stderr)
     result = {"bench": "quant", "weights": "int8-mixed", "models": rows}
-    if args.save:
-        Path(args.save).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    return 0
+    return emit(result, args.save, args.json)
 
 
 if __name__ == "__main__":

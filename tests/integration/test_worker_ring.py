@@ -14,7 +14,7 @@ from eth_account import Account
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
 from tessera.errors import ProtocolError
-from tessera.types import JobId, NodeId, encode_output
+from tessera.types import JobId, NodeId
 from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
