@@ -71,3 +71,42 @@ def test_payouts_are_pro_rata_by_blocks_and_sum_to_the_fee():
     assert payouts(plan, fee, ()) == {}
     only = payouts(plan, fee, (1,))
     assert set(only) == {plan.replicas[1].hops[0].node, plan.replicas[1].tail.node}
+
+
+class _View:
+    """PlanView stand-in: job 5, where this node is the tail of replica 0 and heads replica 1."""
+
+    def __init__(self, me: str):
+        from types import SimpleNamespace
+
+        from worker.planview import HopRoute, JobRoute
+
+        self.req = SimpleNamespace(job_id=5, commit_deadline=100, reveal_deadline=200)
+        self._route = JobRoute(5, "m", 4, ((HopRoute(f"0x{1:040x}", "-", 0, 2), HopRoute(me, "-", 2, 4)),
+                                           (HopRoute(me, "-", 0, 4),)))
+
+    def request(self, job_id):
+        return self.req
+
+    def route(self, job_id):
+        return self._route
+
+
+def test_a_tail_keeps_an_output_that_arrives_before_the_job_event(tmp_path):
+    """Regression: a fast replica can finish at the tail before the tail's own event follower
+    has seen JobSubmitted; the output must be kept (and committed later), and the replica
+    this node heads must still be started exactly once."""
+    from worker.node.daemon import NodeDaemon
+
+    me = "0x" + "a" * 40
+    d = NodeDaemon.__new__(NodeDaemon)
+    d.me, d.book, d.view = me, JobBook(tmp_path), _View(me)
+    started = []
+    d._pool = type("Pool", (), {"submit": lambda self, fn, *a: started.append(a)})()
+    d._on_output(5, 0, b"\0\0\0\7")
+    job = d.book.get(5)
+    assert job.outputs == {"0": "00000007"} and len(job.salts["0"]) == 64 and job.tails == (0, 1)
+    d._admit(d.view.request(5))  # the event arrives afterwards
+    assert started == [(5, 1)]  # head of replica 1 started once, not twice
+    d._on_output(5, 0, b"\0\0\0\x08")  # a second output for the same replica is ignored
+    assert d.book.get(5).outputs == {"0": "00000007"}

@@ -108,18 +108,26 @@ class NodeDaemon:
         req = request_from_event(ev.args, ev.block)
         if req.model_id != self.manifest.model_id:
             return
-        route = self.view.add_request(req)
+        self.view.add_request(req)
+        self._admit(req)
+
+    def _admit(self, req) -> JobEntry | None:
+        """Write a job this node is planned in to the ledger (and start the replicas it
+        heads) the first time it is seen; returns its entry, None if not planned.
+
+        Called from the event follower and from ``_on_output``: a tail can finish a
+        replica before its own follower has seen the job's event."""
+        route = self.view.route(req.job_id)
         roles = tuple((r, i) for r, hops in enumerate(route.replicas) for i, h in enumerate(hops)
                       if h.node.lower() == self.me.lower())
         if not roles:
-            return
+            return None
         tails = tuple(r for r, i in roles if i == len(route.replicas[r]) - 1)
-        entry = JobEntry(int(req.job_id), roles, tails, req.commit_deadline, req.reveal_deadline,
-                         note="planned")
+        entry = JobEntry(int(req.job_id), roles, tails, req.commit_deadline, req.reveal_deadline, note="planned")
         if self.book.add(entry):
-            logger.info("job %s: planned as %s", req.job_id,
-                        ", ".join(f"replica {r} hop {i}" for r, i in roles))
+            logger.info("job %s: planned as %s", req.job_id, ", ".join(f"replica {r} hop {i}" for r, i in roles))
             self._launch_heads(entry)
+        return self.book.get(req.job_id)
 
     def _launch_heads(self, job: JobEntry) -> None:
         for r in job.heads:
@@ -152,7 +160,7 @@ class NodeDaemon:
 
     def _on_output(self, job_id: int, replica: int, output: bytes) -> None:
         """The tail's output: saved with a fresh salt; the settle loop commits it."""
-        job = self.book.get(job_id)
+        job = self.book.get(job_id) or self._admit(self.view.request(job_id))
         if job is None or replica not in job.tails or str(replica) in job.outputs:
             return
         self.book.update(job_id, outputs={**job.outputs, str(replica): output.hex()},
