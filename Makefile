@@ -46,12 +46,12 @@ test-sol: contracts
 	bash contracts/test.sh
 
 test-py: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=10 tests
 
 test: setup
 	bash contracts/test.sh
 	$(PY) -m proto.generate --check
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=10 tests
 
 demo: setup
 	$(TESSERA) demo
