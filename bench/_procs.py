@@ -11,6 +11,7 @@ from pathlib import Path
 
 from eth_account import Account
 
+from tessera.procs import stop_processes
 from tessera.types import JobId, NodeId
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
 
@@ -64,10 +65,4 @@ def workers(model_dir: Path, spans, ports, routes: list[JobRoute], workdir: Path
                 raise RuntimeError(f"a worker failed to start; see {workdir}/worker*.log")
         yield procs
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)

@@ -26,6 +26,7 @@ from chain import devnet
 from chain.client import TesseraChain
 from chain.deploy import DeployParams, deploy, save_deployment
 from tessera.errors import TesseraError
+from tessera.procs import stop_processes
 from tessera.types import Hop, NodeId, Plan, Replica
 
 logger = logging.getLogger(__name__)
@@ -162,13 +163,8 @@ class DevCluster:
             node.proc.wait(10)
 
     def stop_node(self, node: NodeProc, timeout_s: float = 10.0) -> None:
-        if node.alive:
-            node.proc.terminate()
-            try:
-                node.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait(5)
+        if node.proc is not None:
+            stop_processes([node.proc], timeout_s)
 
     def node_by_address(self, address: str) -> NodeProc:
         return next(n for n in self.nodes if n.address.lower() == address.lower())

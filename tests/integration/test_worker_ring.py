@@ -14,6 +14,7 @@ from eth_account import Account
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
 from tessera.errors import ProtocolError
+from tessera.procs import stop_processes
 from tessera.types import JobId, NodeId
 from worker import codec
 from worker.config import WorkerConfig
@@ -75,13 +76,7 @@ def ring(tmp_path_factory):
             assert line.startswith("READY"), f"worker did not start: {line!r}"
         yield {"view": view, "keys": keys, "ports": ports, "model": TinyLM().eval(), "plan": plan}
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 def _head(ring, job, config=None):
