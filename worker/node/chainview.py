@@ -22,11 +22,6 @@ from worker.planview import GenParams, HopRoute, JobRoute
 logger = logging.getLogger(__name__)
 
 
-def request_from_event(args: dict, block: int) -> JobRequest:
-    """A JobRequest from a follower's JobSubmitted event."""
-    return TesseraChain._request_from_log({"args": args, "blockNumber": block})
-
-
 class ChainPlanView:
     """PlanView over the JobMarket for one model."""
 

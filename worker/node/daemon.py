@@ -32,11 +32,12 @@ from chain.clock import ChainClock
 from chain.cliutil import make_web3, resolve_account
 from chain.deploy import load_deployment
 from chain.events import EventFollower
+from chain.records import JobRequest
 from tessera.errors import ConfigError, ContractError, TesseraError
 from worker import server
 from worker.config import WorkerConfig
 from worker.node.book import JobBook, JobEntry
-from worker.node.chainview import ChainPlanView, request_from_event
+from worker.node.chainview import ChainPlanView
 from worker.node.config import NodeConfig
 from worker.node.payload import head_inputs
 from worker.ring import run_replica
@@ -105,7 +106,7 @@ class NodeDaemon:
 
     # ------------------------------------------------------------------ events
     def _on_event(self, ev) -> None:
-        req = request_from_event(ev.args, ev.block)
+        req = JobRequest.from_event(ev.args, ev.block)
         if req.model_id != self.manifest.model_id:
             return
         self.view.add_request(req)
