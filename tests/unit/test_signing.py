@@ -95,6 +95,40 @@ def test_signatures_are_standard_personal_sign_signatures():
 
     msg = _step(0)
     assert Account.recover_message(encode_defunct(primitive=digest(msg)), signature=msg.signature) == ADDR[1]
+    # byte for byte what eth-account signs (same RFC 6979 nonce, low s)
+    assert Account.sign_message(encode_defunct(primitive=digest(msg)), KEYS[1]).signature == msg.signature
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_digest_is_the_abi_encoding_eth_abi_gives(seed):
+    """The hand-written encoder in ``digest`` equals eth_abi's ``abi.encode`` of the same values."""
+    import random
+
+    from eth_abi import encode as abi_encode
+    from eth_hash.auto import keccak
+
+    from worker.signing import DOMAIN, TYPES
+
+    rnd = random.Random(seed)
+    msg = pb.HopMessage(job_id=str(rnd.choice([0, 7, 2**256 - 1, rnd.getrandbits(200)])),
+                        replica=rnd.getrandbits(32), hop=rnd.getrandbits(8), step=rnd.getrandbits(32),
+                        kind=rnd.choice([pb.KIND_OPEN, pb.KIND_STEP, pb.KIND_CLOSE]), upstream=rnd.random() < 0.5,
+                        payload_hash=rnd.randbytes(32) if rnd.random() < 0.5 else b"",
+                        ids=[rnd.getrandbits(32) for _ in range(rnd.randrange(4))],
+                        output=rnd.randbytes(rnd.randrange(40)), error=rnd.choice(["", "boom", "é"]),
+                        sender=ADDR[seed % 4].lower() if seed % 2 else ADDR[seed % 4])
+    values = [DOMAIN, int(msg.job_id), msg.replica, msg.hop, msg.step, int(msg.kind), msg.upstream,
+              msg.payload_hash or b"\x00" * 32, list(msg.ids), keccak(msg.output), keccak(msg.error.encode()),
+              ADDR[seed % 4]]
+    assert digest(msg) == keccak(abi_encode(TYPES, values))
+
+
+@pytest.mark.parametrize("sender", ["", "0x1234", "1" * 42, "0x" + "zz" * 20])
+def test_a_malformed_sender_is_refused(sender):
+    msg = _step(0)
+    msg.sender = sender
+    with pytest.raises(ProtocolError, match="not a 0x-prefixed"):
+        verify(msg, ADDR[1])
 
 
 def test_tail_accepts_its_predecessor_and_answers_signed_tokens(tail):
