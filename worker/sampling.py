@@ -28,11 +28,13 @@ def uniform(seed: int, step: int) -> float:
 
 def sample(logits: torch.Tensor, temperature_milli: int, seed: int, step: int) -> int:
     """Token id for one position from its logits row ``(V,)``."""
-    row = logits.detach().to("cpu", torch.float64).flatten().numpy()
-    if row.size == 0 or not np.isfinite(row).all():
-        raise TesseraError("logits are empty or hold NaN/Inf; the model produced invalid output")
     if temperature_milli < 0:
         raise TesseraError(f"temperature_milli must be >= 0, got {temperature_milli}")
+    # greedy needs no float64 copy: widening is exact, so the argmax (and its tie-break) is the same
+    dtype = torch.float32 if temperature_milli == 0 else torch.float64
+    row = logits.detach().to("cpu", dtype).flatten().numpy()
+    if row.size == 0 or not np.isfinite(row).all():
+        raise TesseraError("logits are empty or hold NaN/Inf; the model produced invalid output")
     if temperature_milli == 0:
         return int(np.argmax(row))
     z = row / (temperature_milli / 1000.0)

@@ -64,9 +64,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         opened: set[tuple[int, int]] = set()
         try:
             for msg in request_iterator:
-                resp = self.runtime.handle(msg)
+                resp = self.runtime.handle(msg, opened)
                 if msg.kind == pb.KIND_OPEN:
-                    opened.add((int(msg.job_id), msg.replica))
                     logger.info("session job %s replica %s opened by %s", msg.job_id, msg.replica, msg.sender)
                 yield resp
         except TesseraError as exc:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import coincurve
@@ -31,6 +33,7 @@ ZERO32 = b"\x00" * 32
 TYPES = ["bytes32", "uint256", "uint256", "uint256", "uint256", "uint8", "bool", "bytes32",
          "uint256[]", "bytes32", "bytes32", "address"]  # what ``digest`` abi-encodes, in order
 _IDS_OFFSET = (32 * len(TYPES)).to_bytes(32, "big")  # the one dynamic value follows the 12 head words
+_KECCAK_EMPTY = keccak(b"")  # output and error are empty on most messages
 
 
 def digest(msg: pb.HopMessage) -> bytes:
@@ -52,8 +55,12 @@ def digest(msg: pb.HopMessage) -> bytes:
     ids = msg.ids
     head = b"".join((DOMAIN, job.to_bytes(32, "big"), _word(msg.replica), _word(msg.hop), _word(msg.step),
                      _word(int(msg.kind)), _word(int(msg.upstream)), msg.payload_hash or ZERO32, _IDS_OFFSET,
-                     keccak(msg.output), keccak(msg.error.encode()), bytes(12) + sender, _word(len(ids))))
+                     _hash(msg.output), _hash(msg.error.encode()), bytes(12) + sender, _word(len(ids))))
     return keccak(head + b"".join(_word(i) for i in ids))
+
+
+def _hash(b: bytes) -> bytes:
+    return keccak(b) if b else _KECCAK_EMPTY
 
 
 def _word(v: int) -> bytes:
@@ -127,6 +134,25 @@ def verify(msg: pb.HopMessage, expected: str) -> None:
         raise ProtocolError(f"message claims sender {msg.sender} but was signed by {_checksum(signer)}")
     if signer != _address_bytes(expected):
         raise ProtocolError(f"message from {_checksum(signer)}, but the plan names {expected} at hop {msg.hop}")
+
+
+_verifier: ThreadPoolExecutor | None = None
+_verifier_lock = threading.Lock()
+
+
+def verify_later(msg: pb.HopMessage, expected: str) -> Future:
+    """Start :func:`verify` on this process's verifier thread; ``result()`` raises its ProtocolError.
+
+    A hop overlaps checking a signature (ECDSA recovery, which frees the GIL)
+    with the compute it may start on the message, and joins before anything
+    derived from the message leaves the process, so nothing unverified is
+    ever forwarded, answered or returned.
+    """
+    global _verifier
+    with _verifier_lock:
+        if _verifier is None:
+            _verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hop-verify")
+    return _verifier.submit(verify, msg, expected)
 
 
 def load_key(key_file: str | Path | None = None, private_key: str | None = None) -> Signer:

@@ -10,8 +10,8 @@ Tensors that flow through ``Stage.forward``:
 * head stage input: token ids ``(B, T)`` int64 for language models, the raw
   input tensor (e.g. images ``(B, 1, 8, 8)`` float32) for others;
 * between stages: hidden states, e.g. ``(B, T, C)``, in the stage's dtype;
-* tail stage output: logits, ``(B, T, V)`` for language models, ``(B, K)`` for
-  classifiers.
+* tail stage output: logits, ``(B, T, V)`` for language models (``(B, 1, V)``
+  with ``last=True``), ``(B, K)`` for classifiers.
 
 Decoders keep a per-session cache returned by ``new_cache()`` and passed to
 every ``forward`` call of that session; the cache knows how many positions it
@@ -55,8 +55,14 @@ class Stage(Protocol):
     def cache_len(self, cache: Any | None) -> int:
         """Number of positions already held in ``cache`` (0 for None)."""
 
-    def forward(self, x: torch.Tensor, cache: Any | None = None) -> torch.Tensor:
-        """Run the served span on ``x``; appends to ``cache`` if given."""
+    def forward(self, x: torch.Tensor, cache: Any | None = None, *, last: bool = False) -> torch.Tensor:
+        """Run the served span on ``x``; appends to ``cache`` if given.
+
+        ``last``: the caller needs the output of the last position only (a
+        generating tail samples from it), so a tail may compute its head for
+        that position alone, as transformers' ``generate`` does. Other stages
+        ignore it: the next stage needs every position.
+        """
 
     def cache_bytes(self, cache: Any | None) -> int:
         """Memory held by ``cache`` in bytes (for the session memory cap)."""

@@ -76,7 +76,7 @@ class TinyStage:
     def cache_bytes(self, cache) -> int:
         return 0 if cache["x"] is None else cache["x"].numel() * cache["x"].element_size()
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, *, last=False):
         cache = cache if cache is not None else self.new_cache()
         new = x.shape[1]
         cache["x"] = x if cache["x"] is None else torch.cat([cache["x"], x], dim=1)
@@ -87,7 +87,7 @@ class TinyStage:
             h = b(h)
         if self.spec.is_tail:
             h = self.model.head(self.model.norm(h))
-        return h[:, -new:]
+        return h[:, -1:] if last and self.spec.is_tail else h[:, -new:]
 
 
 def save(model_dir: Path) -> Path:

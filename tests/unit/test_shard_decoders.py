@@ -59,6 +59,20 @@ def test_cached_decoding_matches_generate(tiny):
     assert stages[1].cache_bytes(stages[1].new_cache()) == 0
 
 
+def test_a_tail_asked_for_the_last_position_computes_only_its_logits(tiny):
+    """What the ring's tail samples from: the last row of the full logits, as generate computes it."""
+    d, full = tiny
+    head, tail = load_stage(d, 0, 2), load_stage(d, 2, 4)
+    ids = _ids(2, 9, seed=3)
+    h = head(ids, head.new_cache(), last=True)  # a non-tail stage ignores ``last``
+    assert h.shape[:2] == (2, 9)
+    out = tail(h, tail.new_cache(), last=True)
+    with torch.no_grad():
+        want = full(ids, logits_to_keep=1).logits
+    assert out.shape == (2, 1, want.shape[-1])
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-5)
+
+
 def test_stage_holds_only_its_own_weights(tiny):
     d, full = tiny
     mid = load_stage(d, 1, 3)

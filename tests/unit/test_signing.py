@@ -39,7 +39,7 @@ class LinearTail:
     def cache_bytes(self, cache):
         return 4 * len(cache)
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, *, last=False):
         cache.extend(range(x.shape[1]))
         return x @ self.w
 
@@ -177,6 +177,30 @@ def test_payload_that_does_not_match_its_hash_is_refused(tail):
     msg.payload.data = codec.encode(torch.zeros(1, 1, 8), codec.FP32).data  # swapped after signing
     with pytest.raises(ProtocolError, match="payload hash"):
         tail.handle(msg)
+
+
+def test_a_session_takes_steps_only_from_the_stream_that_opened_it(tail):
+    mine, other = set(), set()
+    tail.handle(_open(), mine)
+    assert mine == {(7, 0)}
+    with pytest.raises(ProtocolError, match="no session opened on this stream"):
+        tail.handle(_step(0), other)
+    assert len(tail.handle(_step(0), mine).ids) == 1  # the owner's session did not move
+    tail.handle(Signer(KEYS[1]).sign(message(7, 0, 1, 1, pb.KIND_CLOSE)), mine)
+    assert mine == set() and len(tail.sessions) == 0
+
+
+@pytest.mark.parametrize("also_malformed", [False, True])
+def test_on_a_stream_a_forged_step_is_refused_as_forged(tail, also_malformed):
+    """The signature is checked while the stage runs; nothing is answered and the refusal names the forgery."""
+    stream = set()
+    tail.handle(_open(), stream)
+    forged = _step(0, key=KEYS[0])  # the head, signing as itself, skipping hop 1
+    if also_malformed:
+        forged.payload.shape[:] = [1, 1, 9]  # would be a codec error on its own
+    with pytest.raises(ProtocolError, match="plan names"):
+        tail.handle(forged, stream)
+    assert tail.outputs == []
 
 
 def test_steps_past_max_tokens_are_refused(tail):

@@ -56,6 +56,7 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
     ids: list[int] = []
     output = b""
     compute_s = wait_s = 0.0  # seconds in the head's forward / waiting for the ring
+    signature = None  # the check of the last answer's signature, overlapped with the next step's compute
     try:
         if len(hops) > 1:
             link = Link(channels.stub(hops[1].endpoint), hops[1].node, config.hop_timeout_s)
@@ -63,8 +64,10 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
         for step in range(steps):
             t0 = time.perf_counter()
             with torch.inference_mode():
-                y = stage.forward(x, cache)
+                y = stage.forward(x, cache, last=link is None and route.kind == "causal-lm")
             compute_s += time.perf_counter() - t0
+            if signature is not None:
+                signature.result()  # the token this step ran on came from the planned successor
             if config.byzantine:
                 y = corrupt(y, config.byzantine_noise, step)
             if link is None:
@@ -75,13 +78,15 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
                 msg = message(job, replica, 0, step, pb.KIND_STEP, payload=codec.encode(y, p.codec, p.block))
                 signer.sign(msg)
                 t1 = time.perf_counter()
-                resp = link.call(msg)
+                resp, signature = link.call_deferred(msg)
                 wait_s += time.perf_counter() - t1
                 new, output = list(resp.ids), resp.output
             ids.extend(new)
             if output:  # the tail is done (max_tokens or end of sequence)
                 break
             x = torch.tensor([new], dtype=torch.long, device=stage.device)
+        if signature is not None:
+            signature.result()
         if link is not None:
             link.call(signer.sign(message(job, replica, 0, len(ids), pb.KIND_CLOSE)))
     finally:

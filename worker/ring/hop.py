@@ -4,27 +4,30 @@
 authenticates the sender against the plan (signature, planned predecessor,
 step order), runs the stage on the session's cache, and then either forwards
 the activations to the next hop and relays its answer, or, on the tail,
-samples the next token (or the class ids) and answers with it.
+samples the next token (or the class ids) and answers with it. The signature
+of a step is checked on a second thread while the stage runs, and joined
+before the activations are forwarded or the token answered.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from typing import Callable
 
 import torch
 
 from proto.tessera.v1 import worker_pb2 as pb
-from tessera.errors import ProtocolError
+from tessera.errors import ProtocolError, TesseraError
 from tessera.types import JobId, encode_output
 from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import JobRoute, PlanView
 from worker.ring.link import Channels, Link, corrupt, message, payload_of
 from worker.sampling import argmax_classes, sample
-from worker.sessions import Session, SessionTable
-from worker.signing import Signer, verify
+from worker.sessions import Session, SessionKey, SessionTable
+from worker.signing import Signer, verify, verify_later
 from worker.stage import Stage
 from worker.stagepool import Loader, StagePool
 
@@ -47,14 +50,32 @@ class HopRuntime:
         self.tokens_per_second = 0.0  # moving average over decode steps
 
     # ------------------------------------------------------------------ entry
-    def handle(self, msg: pb.HopMessage) -> pb.HopMessage:
-        """Answer one request; raises TesseraError families on refusal."""
-        route, pos = self._authenticate(msg)
-        key = (int(msg.job_id), msg.replica)
+    def handle(self, msg: pb.HopMessage, stream: set[SessionKey] | None = None) -> pb.HopMessage:
+        """Answer one request; raises TesseraError families on refusal.
+
+        ``stream``: the sessions opened on the gRPC stream this request came
+        on (the servicer passes one set per stream). With it, a session takes
+        steps and CLOSE only from the stream that opened it, and a step's
+        signature is checked while the stage runs on it, since a refusal then
+        ends the stream and the session with it. Without it (direct calls),
+        every signature is checked first.
+        """
+        key = (int(msg.job_id), msg.replica) if msg.job_id.isdigit() else (-1, msg.replica)
+        if stream is not None and msg.kind != pb.KIND_OPEN and key not in stream:
+            raise ProtocolError(f"job {msg.job_id} replica {msg.replica} has no session opened on this stream")
+        step = msg.kind == pb.KIND_STEP
+        route, pos, signature = self._authenticate(msg, defer_signature=step and stream is not None)
         if msg.kind == pb.KIND_OPEN:
             self._open(route, pos, msg, key)
-        elif msg.kind == pb.KIND_STEP:
-            return self._step(route, pos, msg, self.sessions.get(key))
+            if stream is not None:
+                stream.add(key)
+        elif step:
+            try:
+                return self._step(route, pos, msg, self.sessions.get(key), signature)
+            except TesseraError:
+                if signature is not None:
+                    signature.result()  # a forged message is refused as forged, whatever else is wrong
+                raise
         elif msg.kind == pb.KIND_CLOSE:
             s = self.sessions.get(key)
             if s.outbound is not None:
@@ -63,11 +84,14 @@ class HopRuntime:
                         "%.1f ms/step waiting for the next hop, %.1f ms/step total", key[0], key[1], pos,
                         s.next_step, *(1e3 * v / max(s.next_step, 1) for v in (s.compute_s, s.wait_s, s.busy_s)))
             self.sessions.close(key)
+            if stream is not None:
+                stream.discard(key)
         else:
             raise ProtocolError(f"message kind {msg.kind} is not OPEN, STEP or CLOSE")
         return self._answer(msg, pos)
 
-    def _authenticate(self, msg: pb.HopMessage) -> tuple[JobRoute, int]:
+    def _authenticate(self, msg: pb.HopMessage, defer_signature: bool = False) -> tuple[JobRoute, int, Future | None]:
+        """(route, this node's position, the signature check if deferred, else None)."""
         if msg.upstream:
             raise ProtocolError("a response was sent as a request")
         route = self.planview.route(JobId(int(msg.job_id)) if msg.job_id.isdigit() else -1)
@@ -75,8 +99,11 @@ class HopRuntime:
         if pos == 0 or msg.hop != pos - 1:
             raise ProtocolError(f"this node is hop {pos} of replica {msg.replica}; it accepts only hop "
                                 f"{pos - 1}, not hop {msg.hop}")
-        verify(msg, route.hop(msg.replica, pos - 1).node)
-        return route, pos
+        sender = route.hop(msg.replica, pos - 1).node
+        if defer_signature:
+            return route, pos, verify_later(msg, sender)
+        verify(msg, sender)
+        return route, pos, None
 
     def _answer(self, msg: pb.HopMessage, pos: int, ids=(), output: bytes = b"") -> pb.HopMessage:
         return self.signer.sign(message(int(msg.job_id), msg.replica, pos, msg.step, msg.kind,
@@ -98,7 +125,8 @@ class HopRuntime:
                 raise
         logger.info("opened job %s replica %s at hop %d [%d, %d)", key[0], key[1], pos, hop.start, hop.end)
 
-    def _step(self, route: JobRoute, pos: int, msg: pb.HopMessage, s: Session) -> pb.HopMessage:
+    def _step(self, route: JobRoute, pos: int, msg: pb.HopMessage, s: Session,
+              signature: Future | None = None) -> pb.HopMessage:
         if msg.step != s.next_step:
             raise ProtocolError(f"expected step {s.next_step} of job {msg.job_id}, got step {msg.step} "
                                 "(replayed or out of order)")
@@ -106,15 +134,18 @@ class HopRuntime:
         stage = s.stage
         x = payload_of(msg, self.config.max_payload_bytes).to(stage.device, stage.dtype)
         t0 = time.perf_counter()
+        tail = s.outbound is None
         with torch.inference_mode():
-            y = stage.forward(x, s.cache)
+            y = stage.forward(x, s.cache, last=tail and route.kind == "causal-lm")
         s.compute_s += time.perf_counter() - t0
         self._measure(x, time.perf_counter() - t0)
+        if signature is not None:
+            signature.result()  # before anything computed from the message leaves this node
         s.next_step += 1
         self.sessions.account(s, stage.cache_bytes(s.cache))
         if self.config.byzantine:
             y = corrupt(y, self.config.byzantine_noise, msg.step)
-        if s.outbound is None:
+        if tail:
             answer = self._tail(route, pos, msg, s, y)
         else:
             p = route.params

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from concurrent.futures import Future
 
 import grpc
 import torch
@@ -13,7 +14,7 @@ from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
 from tessera.errors import ProtocolError
 from worker import codec
-from worker.signing import Signer, verify
+from worker.signing import Signer, verify, verify_later
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,19 @@ class Link:
             yield item
 
     def call(self, msg: pb.HopMessage) -> pb.HopMessage:
+        """Send ``msg``; return the answer once its signature is checked."""
+        resp = self._exchange(msg)
+        verify(resp, self.peer)
+        return resp
+
+    def call_deferred(self, msg: pb.HopMessage) -> tuple[pb.HopMessage, Future]:
+        """Send ``msg``; return the answer and its signature check, still running
+        (``result()`` raises ProtocolError). Join it before acting on the answer
+        outside this process."""
+        resp = self._exchange(msg)
+        return resp, verify_later(resp, self.peer)
+
+    def _exchange(self, msg: pb.HopMessage) -> pb.HopMessage:
         self._q.put(msg)
         try:
             resp = next(self._responses)
@@ -77,7 +91,6 @@ class Link:
         except grpc.RpcError as exc:
             raise ProtocolError(f"next hop {self.peer} refused step {msg.step}: "
                                 f"{exc.code().name} {exc.details()}") from None
-        verify(resp, self.peer)
         if not resp.upstream or resp.job_id != msg.job_id or resp.replica != msg.replica \
                 or resp.step != msg.step or resp.kind != msg.kind:
             raise ProtocolError(f"next hop {self.peer} answered step {resp.step} kind {resp.kind} "

@@ -88,15 +88,18 @@ class DecoderStage(nn.Module):
         return cache_bytes(cache)
 
     @torch.inference_mode()
-    def forward(self, x: torch.Tensor, cache: Any | None = None) -> torch.Tensor:
-        """Token ids ``(B, T)`` (head) or hidden states ``(B, T, C)`` in; hidden or logits ``(B, T, V)`` out."""
+    def forward(self, x: torch.Tensor, cache: Any | None = None, *, last: bool = False) -> torch.Tensor:
+        """Token ids ``(B, T)`` (head) or hidden states ``(B, T, C)`` in; hidden or logits ``(B, T, V)`` out
+        (``(B, 1, V)`` on a tail with ``last``: the LM head runs on the last position only)."""
         x = x.to(self.device)
         if self.spec.is_head:
             h = getattr(self.base, self.family.input_modules[0])(x.long())  # (B, T, C)
         else:
             h = x.to(self.dtype)
         h = self.base(inputs_embeds=h, past_key_values=cache, use_cache=cache is not None).last_hidden_state
-        return self.lm_head(h) if self.lm_head is not None else h
+        if self.lm_head is None:
+            return h
+        return self.lm_head(h[:, -1:] if last else h)
 
 
 def _fix_nonpersistent(base: nn.Module, config, device: torch.device) -> None:

@@ -203,8 +203,9 @@ class FxStage(nn.Module):
         return 0
 
     @torch.inference_mode()
-    def forward(self, x: torch.Tensor, cache: Any | None = None) -> torch.Tensor:
-        """Raw input (head) or the previous stage's tensor in; next tensor or logits ``(B, K)`` out."""
+    def forward(self, x: torch.Tensor, cache: Any | None = None, *, last: bool = False) -> torch.Tensor:
+        """Raw input (head) or the previous stage's tensor in; next tensor or logits ``(B, K)`` out.
+        ``last`` is ignored: these models have no positions."""
         x = x.to(self.device)
         return self.gm(x.to(self.dtype) if x.is_floating_point() else x)
 
