@@ -117,9 +117,13 @@ def encode(x: torch.Tensor, codec: int, block: int = 64) -> Encoded:
         if not torch.isfinite(x).all():
             raise CodecError("tensor holds NaN or Inf; the stage produced invalid activations")
         return Encoded(codec, shape, block, x.to(torch.bfloat16).view(torch.int16).numpy().astype("<i2").tobytes())
-    a = x.detach().to("cpu", torch.float32).contiguous().numpy()
-    if not np.isfinite(a).all():
-        raise CodecError("tensor holds NaN or Inf; the stage produced invalid activations")
+    t = x.detach() if x.requires_grad else x
+    if t.device.type != "cpu" or t.dtype != torch.float32:
+        t = t.to("cpu", torch.float32)
+    a = np.ascontiguousarray(t.numpy())
+    if codec == INT8_OUTLIER:  # checks finiteness on the way
+        return Encoded(codec, shape, block, _outlier_pack(a.reshape(-1, shape[-1]), block))
+    _check_finite(a)
     if codec == FP32:
         data = a.astype("<f4").tobytes()
     elif codec == FP16:
@@ -128,51 +132,71 @@ def encode(x: torch.Tensor, codec: int, block: int = 64) -> Encoded:
         data = a.astype("<f2").tobytes()
     elif codec == INT8_ABSMAX:
         data = _absmax_pack(a.reshape(-1), block)
-    elif codec == INT8_OUTLIER:
-        data = _outlier_pack(a.reshape(-1, shape[-1]), block)
     else:
         data = _dynamic_pack(torch.from_numpy(a).flatten(), block)
     return Encoded(codec, shape, block, data)
 
 
-def _absmax_pack(flat: np.ndarray, block: int) -> bytes:
-    scales, blocks = _block_scales(flat, block)
+def _check_finite(a: np.ndarray) -> None:
+    if not np.isfinite(a).all():
+        raise CodecError("tensor holds NaN or Inf; the stage produced invalid activations")
+
+
+def _absmax_pack(flat: np.ndarray, block: int, mag: np.ndarray | None = None) -> bytes:
+    """``mag``: ``abs(flat)`` if the caller has it."""
+    scales, blocks = _block_scales(flat, block, mag)
     codes = np.rint(blocks / np.maximum(scales, _TINY)[:, None] * _127).astype(np.int8)
     return scales.astype("<f4").tobytes() + codes.reshape(-1)[: flat.size].tobytes()
 
 
-def _block_scales(flat: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+def _block_scales(flat: np.ndarray, block: int, mag: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(absmax of each block, the blocks as a (nb, block) array zero-padded at the end)."""
     n = flat.size
     nb = -(-n // block)
     if n != nb * block:
-        padded = np.zeros(nb * block, np.float32)
-        padded[:n] = flat
-        flat = padded
+        flat, mag = _pad(flat, nb * block), None
     blocks = flat.reshape(nb, block)
-    return np.abs(blocks).max(axis=1), blocks
+    return (np.abs(blocks) if mag is None else mag.reshape(nb, block)).max(axis=1), blocks
+
+
+def _pad(v: np.ndarray, size: int) -> np.ndarray:
+    """``v`` as float32, zero-padded to ``size`` values."""
+    out = np.zeros(size, np.float32)
+    out[: v.size] = v
+    return out
 
 
 def _outlier_pack(rows: np.ndarray, block: int) -> bytes:
+    # Written for few numpy calls: a decode step encodes one row, right after the
+    # stage's compute has pushed this code out of the CPU caches.
     body = rows.copy()  # (N, C)
-    row_abs = np.abs(body).max(axis=1)
-    row_idx = np.empty(0, np.int64)
+    head = _NO_ROWS
     if body.shape[0] >= 2:
+        row_abs = np.abs(body).max(axis=1)
+        _check_finite(row_abs)  # outlier rows leave the body before its check below
         k = (row_abs.size - 1) // 2  # the lower median, as torch.median takes
         median = np.partition(row_abs, k)[k]
         row_idx = np.flatnonzero(row_abs > np.float32(ROW_RATIO) * max(median, _TINY))
-    out_rows = body[row_idx].reshape(-1)
-    body[row_idx] = 0.0
+        if row_idx.size:
+            head = _u32(row_idx) + _wide(body[row_idx].reshape(-1))
+            body[row_idx] = 0.0
     flat = body.reshape(-1)
-    rms = float(np.sqrt(np.mean(np.square(flat))))
+    # np.mean's float32 arithmetic (pairwise float32 sum, then / n) without its Python wrapper
+    with np.errstate(over="ignore", invalid="ignore"):
+        rms = float(np.sqrt(np.add.reduce(np.square(flat)) / flat.size))
+    if not math.isfinite(rms):  # NaN/Inf in the tensor, or squares past float32's range
+        _check_finite(flat)
     mag = np.abs(flat)
     cand = np.flatnonzero(mag > np.float32(ELEM_RATIO * max(rms, 1e-30)))
     cap = int(MAX_ELEM_FRACTION * flat.size)
     if cand.size > cap:  # keep the largest ``cap`` (ties: the lower index), in index order
         cand = np.sort(cand[np.argsort(-mag[cand], kind="stable")[:cap]])
-    elems = flat[cand]  # fancy indexing copies
-    flat[cand] = 0.0
-    return _u32(row_idx) + _wide(out_rows) + _u32(cand) + _wide(elems) + _absmax_pack(flat, block)
+    sparse = _NO_ROWS
+    if cand.size:
+        sparse = _u32(cand) + _wide(flat[cand])  # fancy indexing copies
+        flat[cand] = 0.0
+        mag[cand] = 0.0
+    return head + sparse + _absmax_pack(flat, block, mag)
 
 
 def _dynamic_pack(flat: torch.Tensor, block: int) -> bytes:
@@ -202,6 +226,9 @@ def dynamic_map() -> torch.Tensor:
 
 def _f32(t: torch.Tensor) -> bytes:
     return t.numpy().astype("<f4").tobytes()
+
+
+_NO_ROWS = struct.pack("<IB", 0, 0)  # an empty index list and its (f16) width flag
 
 
 def _u32(idx: np.ndarray) -> bytes:
@@ -276,24 +303,22 @@ def _take(d: bytes, off: int, size: int) -> bytes:
 
 
 def _scales(d: bytes, off: int, nb: int) -> np.ndarray:
-    scales = np.frombuffer(_take(d, off, 4 * nb), "<f4").astype(np.float32)
+    scales = np.frombuffer(_take(d, off, 4 * nb), "<f4")
     if not np.isfinite(scales).all() or (scales < 0).any():
         raise ValueError("block scales must be finite and non-negative")
     return scales
 
 
 def _blocks(values: np.ndarray, n: int, nb: int, block: int) -> np.ndarray:
-    """``values`` (n,) as (nb, block) float32, zero-padded at the end."""
-    out = np.zeros(nb * block, np.float32)
-    out[:n] = values
-    return out.reshape(nb, block)
+    """``values`` (n,) as (nb, block), zero-padded at the end (as float32 if padded)."""
+    return (values if n == nb * block else _pad(values, nb * block)).reshape(nb, block)
 
 
 def _absmax_unpack(d: bytes, off: int, n: int, block: int) -> tuple[np.ndarray, int]:
     nb = -(-n // block)
     scales = _scales(d, off, nb)
     codes = _blocks(np.frombuffer(_take(d, off + 4 * nb, n), np.int8), n, nb, block)
-    flat = (codes * (scales[:, None] / _127)).reshape(-1)[:n]
+    flat = (codes * (scales[:, None] / _127)).reshape(-1)[:n]  # int8 x float32 -> float32, exactly
     return flat, off + 4 * nb + n
 
 
@@ -311,8 +336,10 @@ def _outlier_unpack(d: bytes, n: int, cols: int, block: int) -> tuple[np.ndarray
     elem_idx, off = _idx(d, off, n)
     elems, off = _wide_unpack(d, off, elem_idx.size)
     flat, off = _absmax_unpack(d, off, n, block)
-    flat[elem_idx] += elems
-    flat.reshape(-1, cols)[row_idx] = rows.reshape(-1, cols)
+    if elem_idx.size:
+        flat[elem_idx] += elems
+    if row_idx.size:
+        flat.reshape(-1, cols)[row_idx] = rows.reshape(-1, cols)
     return flat, off
 
 

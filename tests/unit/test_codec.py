@@ -115,6 +115,23 @@ def test_nan_inf_and_empty_tensors_are_refused_both_ways():
         C.decode(_corrupt(bad_scale, data=torch.tensor([math.inf]).numpy().tobytes() + bad_scale.data[4:]))
 
 
+@pytest.mark.parametrize("cid", sorted(C.NAMES))
+def test_every_codec_refuses_nan_and_inf_wherever_they_sit(cid):
+    for where in ((0, 0), (3, 5)):  # row 0 is the attention-sink outlier row of _acts
+        for bad in (math.nan, math.inf, -math.inf):
+            x = _acts(rows=4, cols=64)
+            x[0, where[0], where[1]] = bad
+            with pytest.raises(CodecError, match="NaN or Inf"):
+                C.encode(x, cid)
+
+
+def test_int8_outlier_takes_finite_values_whose_squares_overflow_float32():
+    x = _acts(rows=1, cols=64)  # one row: no outlier rows, the value stays in the body
+    x[0, 0, 30] = 1e20  # finite; its square is not
+    y = C.decode(C.encode(x, C.INT8_OUTLIER))
+    assert torch.isfinite(y).all() and abs(float(y[0, 0, 30]) - 1e20) / 1e20 < 1e-3
+
+
 def test_out_of_range_outlier_index_is_refused():
     enc = C.encode(_acts(rows=4, cols=64), C.INT8_OUTLIER)
     data = bytearray(enc.data)
