@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--codec", default="int8-outlier", help="activation codec name or id")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs per configuration; the best counts")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per configuration; the best counts")
     ap.add_argument("--prompt-ids", help="comma-separated prompt token ids (for models without a tokenizer)")
     ap.add_argument("--save", help="also write the JSON result to this file")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
