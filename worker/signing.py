@@ -140,19 +140,34 @@ _verifier: ThreadPoolExecutor | None = None
 _verifier_lock = threading.Lock()
 
 
-def verify_later(msg: pb.HopMessage, expected: str) -> Future:
-    """Start :func:`verify` on this process's verifier thread; ``result()`` raises its ProtocolError.
+class PendingCheck:
+    """A signature check overlapped with the compute that runs on the message.
 
-    A hop overlaps checking a signature (ECDSA recovery, which frees the GIL)
-    with the compute it may start on the message, and joins before anything
-    derived from the message leaves the process, so nothing unverified is
-    ever forwarded, answered or returned.
+    ``start()`` hands :func:`verify` to this process's verifier thread; call it
+    right before the stage runs, when the thread mostly waits inside torch ops
+    and the check does not compete with it for the GIL. ``result()`` waits for
+    it (or checks here and now if it never started) and raises its
+    ProtocolError; call it before anything derived from the message leaves the
+    process, so nothing unverified is ever forwarded, answered or returned.
     """
-    global _verifier
-    with _verifier_lock:
-        if _verifier is None:
-            _verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hop-verify")
-    return _verifier.submit(verify, msg, expected)
+
+    def __init__(self, msg: pb.HopMessage, expected: str):
+        self.msg, self.expected = msg, expected
+        self._future: Future | None = None
+
+    def start(self) -> None:
+        global _verifier
+        if self._future is None:
+            with _verifier_lock:
+                if _verifier is None:
+                    _verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hop-verify")
+            self._future = _verifier.submit(verify, self.msg, self.expected)
+
+    def result(self) -> None:
+        if self._future is None:
+            verify(self.msg, self.expected)
+        else:
+            self._future.result()
 
 
 def load_key(key_file: str | Path | None = None, private_key: str | None = None) -> Signer:

@@ -22,7 +22,7 @@ from worker.config import WorkerConfig
 from worker.planview import JobRoute
 from worker.ring.hop import OnOutput, tail_choose
 from worker.ring.link import Channels, Link, corrupt, message
-from worker.signing import Signer
+from worker.signing import PendingCheck, Signer
 from worker.stage import Stage
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
             link = Link(channels.stub(hops[1].endpoint), hops[1].node, config.hop_timeout_s)
             link.call(signer.sign(message(job, replica, 0, 0, pb.KIND_OPEN)))
         for step in range(steps):
+            if signature is not None:
+                signature.start()
             t0 = time.perf_counter()
             with torch.inference_mode():
                 y = stage.forward(x, cache, last=link is None and route.kind == "causal-lm")
@@ -78,7 +80,8 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
                 msg = message(job, replica, 0, step, pb.KIND_STEP, payload=codec.encode(y, p.codec, p.block))
                 signer.sign(msg)
                 t1 = time.perf_counter()
-                resp, signature = link.call_deferred(msg)
+                resp = link.exchange(msg)
+                signature = PendingCheck(resp, link.peer)
                 wait_s += time.perf_counter() - t1
                 new, output = list(resp.ids), resp.output
             ids.extend(new)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future
 from typing import Callable
 
 import torch
@@ -27,7 +26,7 @@ from worker.planview import JobRoute, PlanView
 from worker.ring.link import Channels, Link, corrupt, message, payload_of
 from worker.sampling import argmax_classes, sample
 from worker.sessions import Session, SessionKey, SessionTable
-from worker.signing import Signer, verify, verify_later
+from worker.signing import PendingCheck, Signer, verify
 from worker.stage import Stage
 from worker.stagepool import Loader, StagePool
 
@@ -90,7 +89,8 @@ class HopRuntime:
             raise ProtocolError(f"message kind {msg.kind} is not OPEN, STEP or CLOSE")
         return self._answer(msg, pos)
 
-    def _authenticate(self, msg: pb.HopMessage, defer_signature: bool = False) -> tuple[JobRoute, int, Future | None]:
+    def _authenticate(self, msg: pb.HopMessage, defer_signature: bool = False
+                      ) -> tuple[JobRoute, int, PendingCheck | None]:
         """(route, this node's position, the signature check if deferred, else None)."""
         if msg.upstream:
             raise ProtocolError("a response was sent as a request")
@@ -101,7 +101,7 @@ class HopRuntime:
                                 f"{pos - 1}, not hop {msg.hop}")
         sender = route.hop(msg.replica, pos - 1).node
         if defer_signature:
-            return route, pos, verify_later(msg, sender)
+            return route, pos, PendingCheck(msg, sender)
         verify(msg, sender)
         return route, pos, None
 
@@ -126,7 +126,7 @@ class HopRuntime:
         logger.info("opened job %s replica %s at hop %d [%d, %d)", key[0], key[1], pos, hop.start, hop.end)
 
     def _step(self, route: JobRoute, pos: int, msg: pb.HopMessage, s: Session,
-              signature: Future | None = None) -> pb.HopMessage:
+              signature: PendingCheck | None = None) -> pb.HopMessage:
         if msg.step != s.next_step:
             raise ProtocolError(f"expected step {s.next_step} of job {msg.job_id}, got step {msg.step} "
                                 "(replayed or out of order)")
@@ -135,6 +135,8 @@ class HopRuntime:
         x = payload_of(msg, self.config.max_payload_bytes).to(stage.device, stage.dtype)
         t0 = time.perf_counter()
         tail = s.outbound is None
+        if signature is not None:
+            signature.start()
         with torch.inference_mode():
             y = stage.forward(x, s.cache, last=tail and route.kind == "causal-lm")
         s.compute_s += time.perf_counter() - t0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from concurrent.futures import Future
 
 import grpc
 import torch
@@ -14,7 +13,7 @@ from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
 from tessera.errors import ProtocolError
 from worker import codec
-from worker.signing import Signer, verify, verify_later
+from worker.signing import Signer, verify
 
 logger = logging.getLogger(__name__)
 
@@ -71,18 +70,13 @@ class Link:
 
     def call(self, msg: pb.HopMessage) -> pb.HopMessage:
         """Send ``msg``; return the answer once its signature is checked."""
-        resp = self._exchange(msg)
+        resp = self.exchange(msg)
         verify(resp, self.peer)
         return resp
 
-    def call_deferred(self, msg: pb.HopMessage) -> tuple[pb.HopMessage, Future]:
-        """Send ``msg``; return the answer and its signature check, still running
-        (``result()`` raises ProtocolError). Join it before acting on the answer
-        outside this process."""
-        resp = self._exchange(msg)
-        return resp, verify_later(resp, self.peer)
-
-    def _exchange(self, msg: pb.HopMessage) -> pb.HopMessage:
+    def exchange(self, msg: pb.HopMessage) -> pb.HopMessage:
+        """Send ``msg``; return the answer with its signature NOT yet checked (the caller
+        checks it, e.g. with a ``PendingCheck``), everything else checked."""
         self._q.put(msg)
         try:
             resp = next(self._responses)
