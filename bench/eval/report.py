@@ -147,6 +147,13 @@ def pipeline_section(res: dict) -> str:
         out.append(table(["stages", "tokens/s", "monolithic tokens/s", "ratio", "same tokens"], pipeline_rows(p)) + "\n")
         if "target_met" in p:
             out.append(f"Target ({p['target']}): **{'met' if p['target_met'] else 'MISSED'}**.\n")
+    h = res.get("hop-cpu")
+    if h:
+        out.append(f"What a hop's own CPU work costs per token (`hop-cpu`, codec {h['codec']}, {h['wire_bytes']} bytes "
+                   f"on the wire per step): median microseconds, warm and right after sweeping {h['sweep_mb']} MB "
+                   "(about one stage's weights, which is what a stage's compute does to the caches just before).\n")
+        out.append(table(["piece", "warm us", "cold us"],
+                         [[k, v["warm_us"], v["cold_us"]] for k, v in h["pieces"].items()]) + "\n")
     return "\n".join(out)
 
 

@@ -15,6 +15,7 @@ BENCHES = {
     "pipeline": "Decode tokens/s through 1, 2, 3 stages over loopback gRPC vs monolithic.",
     "codec": "Wire bytes, perplexity and top-1 agreement of each activation codec.",
     "routing": "Planning time and plan quality of the router on simulated networks.",
+    "hop": "CPU cost of each piece of a hop's own work per token, warm and right after compute.",
     "all": "Run every benchmark; write bench/results/*.json and bench/REPORT.md (make bench).",
 }
 
