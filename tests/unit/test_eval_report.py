@@ -100,3 +100,15 @@ def test_last_json_takes_the_final_line():
 
 def test_card_slug():
     assert card_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+
+
+def test_hop_bench_times_every_piece_and_the_report_shows_them(tmp_path, capsys):
+    from bench import hop
+
+    assert hop.main(["--repeats", "4", "--sweep-mb", "1", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["wire_bytes"] > 0 and set(res["pieces"]) >= {"encode", "verify signature", "check payload hash + decode"}
+    assert all(v["warm_us"] > 0 and v["cold_us"] > 0 for v in res["pieces"].values())
+    md = render({"hop-cpu": res, "pipeline-cpu": {"model": "m", "tokens": 8, "prompt_tokens": 4, "codec": "int8-outlier",
+                                                  "repeats": 1, "thread_budget": "1 thread", "stages": {}}}, [], tmp_path)
+    assert "| verify signature |" in md and "right after sweeping 1 MB" in md
