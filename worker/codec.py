@@ -112,11 +112,6 @@ def encode(x: torch.Tensor, codec: int, block: int = 64) -> Encoded:
     if not 1 <= block <= MAX_BLOCK:
         raise CodecError(f"block size {block} out of range [1, {MAX_BLOCK}]")
     shape = tuple(int(s) for s in x.shape)
-    if codec == BF16:
-        x = x.detach().to("cpu").contiguous()
-        if not torch.isfinite(x).all():
-            raise CodecError("tensor holds NaN or Inf; the stage produced invalid activations")
-        return Encoded(codec, shape, block, x.to(torch.bfloat16).view(torch.int16).numpy().astype("<i2").tobytes())
     t = x.detach() if x.requires_grad else x
     if t.device.type != "cpu" or t.dtype != torch.float32:
         t = t.to("cpu", torch.float32)
@@ -130,6 +125,8 @@ def encode(x: torch.Tensor, codec: int, block: int = 64) -> Encoded:
         if np.abs(a).max() > FP16_MAX:
             raise CodecError("values exceed the float16 range; use codec bf16 or int8-outlier")
         data = a.astype("<f2").tobytes()
+    elif codec == BF16:
+        data = torch.from_numpy(a).to(torch.bfloat16).view(torch.int16).numpy().astype("<i2").tobytes()
     elif codec == INT8_ABSMAX:
         data = _absmax_pack(a.reshape(-1), block)
     else:
@@ -261,17 +258,13 @@ def decode(enc: Encoded, max_bytes: int = 1 << 30) -> torch.Tensor:
         flat = _unpack(enc, n)
     except (struct.error, ValueError) as exc:
         raise CodecError(f"malformed {NAMES[enc.codec]} payload for shape {enc.shape}: {exc}") from exc
-    if isinstance(flat, np.ndarray):
-        finite, flat = bool(np.isfinite(flat).all()), torch.from_numpy(flat)
-    else:
-        finite = bool(torch.isfinite(flat).all())
-    if not finite:
+    if not np.isfinite(flat).all():
         raise CodecError("payload decodes to NaN or Inf; refusing it")
-    return flat.view(enc.shape)
+    return torch.from_numpy(flat).view(enc.shape)
 
 
-def _unpack(enc: Encoded, n: int):
-    """The flat float32 values: a numpy array (a torch tensor for bf16, which numpy lacks)."""
+def _unpack(enc: Encoded, n: int) -> np.ndarray:
+    """The flat float32 values."""
     c, d = enc.codec, enc.data
     if c in (FP32, FP16, BF16):
         width = 4 if c == FP32 else 2
@@ -280,7 +273,8 @@ def _unpack(enc: Encoded, n: int):
             return np.frombuffer(d, "<f4").astype(np.float32)
         if c == FP16:
             return np.frombuffer(d, "<f2").astype(np.float32)
-        return torch.from_numpy(np.frombuffer(d, "<i2").astype(np.int16)).view(torch.bfloat16).float()
+        # numpy has no bfloat16: widen through torch
+        return torch.from_numpy(np.frombuffer(d, "<i2").astype(np.int16)).view(torch.bfloat16).float().numpy()
     if c == INT8_ABSMAX:
         flat, used = _absmax_unpack(d, 0, n, enc.block)
     elif c == INT8_DYNAMIC:

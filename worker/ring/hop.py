@@ -63,7 +63,7 @@ class HopRuntime:
         if stream is not None and msg.kind != pb.KIND_OPEN and key not in stream:
             raise ProtocolError(f"job {msg.job_id} replica {msg.replica} has no session opened on this stream")
         step = msg.kind == pb.KIND_STEP
-        route, pos, signature = self._authenticate(msg, defer_signature=step and stream is not None)
+        route, pos, signature = self._authenticate(msg, key[0], defer_signature=step and stream is not None)
         if msg.kind == pb.KIND_OPEN:
             self._open(route, pos, msg, key)
             if stream is not None:
@@ -89,12 +89,13 @@ class HopRuntime:
             raise ProtocolError(f"message kind {msg.kind} is not OPEN, STEP or CLOSE")
         return self._answer(msg, pos)
 
-    def _authenticate(self, msg: pb.HopMessage, defer_signature: bool = False
+    def _authenticate(self, msg: pb.HopMessage, job: int, defer_signature: bool = False
                       ) -> tuple[JobRoute, int, PendingCheck | None]:
-        """(route, this node's position, the signature check if deferred, else None)."""
+        """(route, this node's position, the signature check if deferred, else None); ``job``
+        is the message's job id, -1 if it is not a decimal number."""
         if msg.upstream:
             raise ProtocolError("a response was sent as a request")
-        route = self.planview.route(JobId(int(msg.job_id)) if msg.job_id.isdigit() else -1)
+        route = self.planview.route(JobId(job))
         pos = route.position(msg.replica, self.signer.address)
         if pos == 0 or msg.hop != pos - 1:
             raise ProtocolError(f"this node is hop {pos} of replica {msg.replica}; it accepts only hop "
