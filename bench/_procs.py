@@ -11,8 +11,8 @@ from pathlib import Path
 
 from eth_account import Account
 
+from proto.types import JobId, NodeId
 from tessera.procs import stop_processes
-from tessera.types import JobId, NodeId
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
 
 REPO = Path(__file__).resolve().parent.parent

@@ -27,7 +27,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from bench import plots
 from bench.eval.machine import machine_info
+from bench.eval.report import render
 
 logger = logging.getLogger(__name__)
 BENCH = Path(__file__).resolve().parent
@@ -68,8 +72,6 @@ def card_slug(name: str) -> str:
 
 
 def gpu_steps(a: argparse.Namespace) -> list[Step]:
-    import torch
-
     if not torch.cuda.is_available():
         raise SystemExit("--device cuda: no GPU is visible to torch; run on a GPU machine or use --device cpu")
     slug = card_slug(torch.cuda.get_device_name())
@@ -115,9 +117,6 @@ def run_step(step: Step, results: Path, machine: dict, timeout_s: float) -> bool
 
 
 def write_report(results: Path, figures: Path, report: Path) -> None:
-    from bench import plots
-    from bench.eval.report import render
-
     res = plots.load_results(results)
     figs = plots.make_all(res, figures)
     report.write_text(render(res, figs, report.parent))

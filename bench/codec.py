@@ -19,20 +19,23 @@ import math
 import sys
 import time
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import torch
+from transformers import AutoTokenizer
 
+from bench._out import emit
 from bench._procs import even_spans
 from worker import codec
-from bench._out import emit
+from worker.shard import load_stage
+from worker.store import load_manifest, resolve
+from worker.vision import digits_test_split
 
 logger = logging.getLogger(__name__)
 
 
 def english_tokens(tokenizer, n: int) -> torch.Tensor:
     """The first ``n`` tokens of pydoc_data's topics (sorted by topic name)."""
-    from pydoc_data.topics import topics
-
     text = "\n\n".join(topics[k] for k in sorted(topics))
     ids = tokenizer(text[: 12 * n])["input_ids"]
     if len(ids) < n:
@@ -49,8 +52,6 @@ class Chain:
     """One-block stages; ``run`` applies a codec at the given boundaries and counts bytes."""
 
     def __init__(self, model_dir: Path, num_blocks: int):
-        from worker.shard import load_stage
-
         self.stages = [load_stage(model_dir, i, i + 1) for i in range(num_blocks)]
         self.wire = self.raw = 0
 
@@ -88,10 +89,6 @@ def text_metrics(chain: Chain, windows: torch.Tensor, cuts: set[int], cid: int, 
 
 
 def language(args, codecs: list[int]) -> dict:
-    from transformers import AutoTokenizer
-
-    from worker.store import load_manifest, resolve
-
     model_dir = resolve(args.model)
     n = load_manifest(model_dir).num_blocks
     ids = english_tokens(AutoTokenizer.from_pretrained(model_dir), args.tokens)
@@ -118,9 +115,6 @@ def language(args, codecs: list[int]) -> dict:
 
 
 def vision(name: str, codecs: list[int], block: int) -> dict:
-    from worker.store import load_manifest, resolve
-    from worker.vision import digits_test_split
-
     model_dir = resolve(name)
     n = load_manifest(model_dir).num_blocks
     x, y = digits_test_split()

@@ -19,6 +19,12 @@ import sys
 from eth_account import Account
 from web3 import Web3
 
+from chain import devnet
+from chain.client import TesseraChain
+from chain.deploy import DeployParams, deploy
+from chain.devnet import dev_key
+from proto.types import Hop, Plan, Replica, encode_output
+
 TARGET_GAS = 600_000
 SPANS = ((0, 10), (10, 20), (20, 30))  # a 30-block model cut into 3 hops
 
@@ -64,11 +70,6 @@ def _capture(client, action):
 
 
 def measure(w3: Web3) -> dict:
-    from chain.client import TesseraChain
-    from chain.deploy import DeployParams, deploy
-    from chain.devnet import dev_key
-    from tessera.types import Hop, Plan, Replica, encode_output
-
     dep = deploy(w3, Account.from_key(dev_key(0)), DeployParams())
     req = TesseraChain(w3, dep, Account.from_key(dev_key(0)))
     req.register_model("bench-model", 30, b"\x01" * 32)
@@ -105,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print only the JSON result line")
     ap.add_argument("--chain", choices=["anvil", "embedded"], default="anvil")
     args = ap.parse_args(argv)
-    from chain import devnet
 
     net = None
     if args.chain == "embedded":

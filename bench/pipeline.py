@@ -24,14 +24,17 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
+from bench._out import emit
 from bench._procs import bench_key, even_spans, free_port, ring_route, workers
 from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import GenParams
 from worker.ring import Channels, run_replica
+from worker.shard import load_full, load_stage
 from worker.signing import Signer
-from bench._out import emit
+from worker.store import load_manifest, resolve
 
 logger = logging.getLogger(__name__)
 PROMPT = "The capital of France is Paris. Write a short story about a lighthouse keeper who"
@@ -41,8 +44,6 @@ class Monolithic:
     """transformers' generate on the unsplit model, in this process."""
 
     def __init__(self, model_dir: Path, ids: list[int], tokens: int, device: str):
-        from worker.shard import load_full
-
         self.model = load_full(model_dir, device=device)
         self.model.generation_config.eos_token_id = None  # the ring generates exactly `tokens` too
         self.x, self.tokens = torch.tensor([ids], device=device), tokens
@@ -60,9 +61,6 @@ def ring(model_dir: Path, ids: list[int], tokens: int, stages: int, cid: int, th
          device: str, repeats: int, mono: Monolithic) -> tuple[float, float, list[int]]:
     """(best ring seconds, best monolithic seconds, ring ids), timed alternately so that
     load from other programs on a shared machine hits both sides alike."""
-    from worker.shard import load_stage
-    from worker.store import load_manifest
-
     n = load_manifest(model_dir).num_blocks
     spans = even_spans(n, stages)
     stage = load_stage(model_dir, *spans[0], device=device)
@@ -97,9 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save", help="also write the JSON result to this file")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = ap.parse_args(argv)
-    from transformers import AutoTokenizer
-
-    from worker.store import resolve
 
     torch.set_num_threads(args.threads)
     model_dir = resolve(args.model)

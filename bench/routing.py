@@ -25,11 +25,11 @@ import statistics
 import sys
 import time
 
+from proto.errors import RoutingError
+from proto.types import NodeId
 from router import cost as costmod
 from router.plan import plan_replicas
 from router.types import Mode, NodeView, Snapshot, Weights
-from tessera.errors import RoutingError
-from tessera.types import NodeId
 
 
 def simulate(n_nodes: int, num_blocks: int, seed: int, model: str = "sim") -> Snapshot:

@@ -14,7 +14,7 @@ from eth_abi import decode as abi_decode
 from eth_utils import function_signature_to_4byte_selector, to_hex
 
 from chain.build import CONTRACT_NAMES, load_artifact
-from tessera.errors import ChainError, ContractError
+from proto.errors import ChainError, ContractError
 
 ETH = 10**18
 

@@ -18,8 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tessera.errors import ChainError
-from tessera.paths import REPO_ROOT
+from proto.errors import ChainError
+from proto.paths import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 

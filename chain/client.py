@@ -3,7 +3,7 @@
     chain = TesseraChain.connect("http://127.0.0.1:8545", load_deployment(), account)
     job = chain.submit_job(plan, b"hello", max_tokens=32, fee_wei=10**16)
 
-Reverts raise :class:`tessera.errors.ContractError` decoded from the ABI.
+Reverts raise :class:`proto.errors.ContractError` decoded from the ABI.
 """
 
 from __future__ import annotations
@@ -13,18 +13,19 @@ import os
 
 from eth_abi import encode as abi_encode
 from eth_account import Account
-from eth_hash.auto import keccak
 from eth_account.signers.local import LocalAccount
+from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.logs import DISCARD
 
 from chain.abi import abi_of
 from chain.deploy import Deployment
-from chain.records import (JOB_STATUS, Codec, JobRecord, JobRequest, ModelRecord, NodeRecord, pack_plan)
+from chain.events import EventFollower
+from chain.records import JOB_STATUS, JobRecord, JobRequest, ModelRecord, NodeRecord
 from chain.tx import Sender, call_or_raise
-from tessera.errors import ChainError, ConfigError
-from tessera.types import JobId, ModelId, Plan, model_id
+from proto.errors import ChainError, ConfigError
+from proto.types import Codec, JobId, ModelId, Plan, model_id, pack_plan
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _mid(model: "str | bytes") -> ModelId:
 
 
 def commitment(job_id: int, replica: int, out_hash: bytes, salt: bytes, tail: str) -> bytes:
-    """keccak256(abi.encode(jobId, replica, outputHash, salt, tail)) as in tessera/types.py."""
+    """keccak256(abi.encode(jobId, replica, outputHash, salt, tail)) as in proto/types.py."""
     return keccak(abi_encode(["uint256", "uint256", "bytes32", "bytes32", "address"],
                              [job_id, replica, out_hash, salt, tail]))
 
@@ -196,8 +197,6 @@ class TesseraChain:
 
     def follower(self, cursor_file, names=None, ws_url: str | None = None, confirmations: int = 0):
         """An EventFollower over all three contracts from the deployment block (see chain.events)."""
-        from chain.events import EventFollower
-
         return EventFollower(self.w3, [self.models, self.nodes, self.market], cursor_file, self.deployment.block,
                              names=names, confirmations=confirmations, ws_url=ws_url)
 

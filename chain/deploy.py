@@ -1,6 +1,6 @@
 """Deploy the three contracts and read/write the deployment file.
 
-The deployment file (``tessera.paths.deployment_file()``) holds the chain id,
+The deployment file (``proto.paths.deployment_file()``) holds the chain id,
 the contract addresses and the block of deployment; every other command reads
 it.
 """
@@ -18,8 +18,8 @@ from web3 import Web3
 from chain.abi import abi_of
 from chain.build import load_artifact
 from chain.tx import Sender
-from tessera import paths
-from tessera.errors import ChainError
+from proto import paths
+from proto.errors import ChainError
 
 logger = logging.getLogger(__name__)
 

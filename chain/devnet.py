@@ -23,8 +23,8 @@ from pathlib import Path
 from eth_account import Account
 from web3 import Web3
 
-from tessera import paths
-from tessera.errors import ChainError
+from proto import paths
+from proto.errors import ChainError
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def clear_record() -> None:
 
 def embedded_web3() -> Web3:
     """A Web3 on an in-process py-evm chain with the dev accounts funded."""
-    from web3 import EthereumTesterProvider
+    from web3 import EthereumTesterProvider  # lazy: eth-tester is a dev extra, absent in a plain install
 
     w3 = Web3(EthereumTesterProvider())
     funder = w3.eth.accounts[0]

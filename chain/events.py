@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Sequence
 from eth_utils import event_abi_to_log_topic
 from web3 import Web3
 from web3.contract import Contract
+from websockets.sync.client import connect
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +147,6 @@ class EventFollower:
 
     def _watch_heads(self, stop: threading.Event) -> None:
         try:
-            from websockets.sync.client import connect
-
             with connect(self.ws_url, open_timeout=3) as ws:
                 ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}))
                 logger.info("event follower: subscribed to new heads on %s", self.ws_url)

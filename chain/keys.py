@@ -14,9 +14,10 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
 
-from tessera import paths
-from tessera.errors import ConfigError
+from proto import paths
+from proto.errors import ConfigError
 
 PASSWORD_ENV = "TESSERA_KEY_PASSWORD"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -71,8 +72,6 @@ def list_keys() -> list[KeyInfo]:
             addr = "0x" + json.loads(p.read_text())["address"].removeprefix("0x")
         except (ValueError, KeyError):
             continue
-        from eth_utils import to_checksum_address
-
         out.append(KeyInfo(p.stem, to_checksum_address(addr), p))
     return out
 

@@ -1,40 +1,14 @@
-"""Typed records read from the contracts, and the packed plan encoding.
-
-A hop travels as one uint256: node address in bits 0-159, start in 160-175,
-end in 176-191, replica index in 192-199 (see JobMarket.sol).
-"""
+"""Typed records read from the contracts (the packed plan encoding is in :mod:`proto.types`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
 
 from eth_utils import to_checksum_address
 
-from tessera.types import Hop, JobId, ModelId, NodeId, Plan, Replica
+from proto.types import Codec, JobId, ModelId, NodeId, Plan, unpack_plan
 
 REP_ONE = 10**18  # reputation fixed point (NodeRegistry.REP_ONE)
-
-
-class Codec(IntEnum):
-    """Activation codec ids named per job on chain."""
-
-    FP32 = 0
-    FP16 = 1
-    BF16 = 2
-    INT8_ABSMAX = 3
-    INT8_OUTLIER = 4
-    INT8_DYNAMIC = 5
-
-    @classmethod
-    def parse(cls, v: "int | str | Codec") -> "Codec":
-        if isinstance(v, str):
-            return cls[v.upper().replace("-", "_")]
-        return cls(int(v))
-
-    @property
-    def label(self) -> str:
-        return self.name.lower().replace("_", "-")
 
 
 NODE_STATUS = {0: "none", 1: "active", 2: "unbonding", 3: "exited", 4: "understaked"}
@@ -141,26 +115,3 @@ class JobRequest:
                    tuple(args["hops"]), bytes(get("input")), bytes(get("inputHash")), get("inputUri"),
                    get("maxTokens"), get("temperatureMilli") / 1000, get("seed"), Codec(get("codec")),
                    args["commitDeadline"], args["revealDeadline"], block)
-
-
-def pack_hop(node: str, start: int, end: int, replica: int) -> int:
-    return int(node, 16) | (start << 160) | (end << 176) | (replica << 192)
-
-
-def pack_plan(plan: Plan) -> list[int]:
-    return [pack_hop(h.node, h.start, h.end, r) for r, rep in enumerate(plan.replicas) for h in rep.hops]
-
-
-def unpack_hop(word: int) -> tuple[NodeId, int, int, int]:
-    node = NodeId(to_checksum_address((word & ((1 << 160) - 1)).to_bytes(20, "big")))
-    return node, (word >> 160) & 0xFFFF, (word >> 176) & 0xFFFF, (word >> 192) & 0xFF
-
-
-def unpack_plan(hops: "list[int] | tuple[int, ...]", model: str, num_blocks: int) -> Plan:
-    reps: list[list[Hop]] = []
-    for w in hops:
-        node, s, e, r = unpack_hop(w)
-        while len(reps) <= r:
-            reps.append([])
-        reps[r].append(Hop(node, s, e))
-    return Plan(model, num_blocks, tuple(Replica(tuple(r)) for r in reps))

@@ -8,7 +8,7 @@ from web3 import Web3
 from chain import devnet
 from chain.client import TesseraChain
 from chain.deploy import DeployParams, deploy
-from tessera.types import Hop, Plan, Replica
+from proto.types import Hop, Plan, Replica
 
 # Short unbonding so tests can move the clock past it.
 TEST_PARAMS = DeployParams(min_stake_wei=10**18, unbonding_period_s=3600, slash_wei=10**17, max_job_duration_s=3600)

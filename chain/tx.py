@@ -19,7 +19,7 @@ from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCErro
 from web3.types import TxReceipt
 
 from chain.abi import decode_revert
-from tessera.errors import ChainError
+from proto.errors import ChainError
 
 logger = logging.getLogger(__name__)
 

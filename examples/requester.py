@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from eth_account import Account
+from tokenizers import Tokenizer
 from web3 import Web3
 
 ABI = Path(__file__).resolve().parent.parent / "contracts" / "out" / "JobMarket.json"
@@ -78,8 +79,6 @@ def main() -> None:
     output = next(bytes(e["args"]["output"]) for e in reveals if e["args"]["replica"] == winners[0])
     ids = [struct.unpack(">I", output[i:i + 4])[0] for i in range(0, len(output), 4)]
     if args.tokenizer:
-        from tokenizers import Tokenizer
-
         print("output:", repr(Tokenizer.from_file(args.tokenizer).decode(ids)))
     else:
         print("output token ids:", ids)

@@ -29,8 +29,9 @@ def protos() -> list[Path]:
 
 def generate(out: Path) -> list[Path]:
     """Compile every proto into ``out`` (mirroring the repo layout); return written files."""
-    from grpc_tools import protoc
+    # lazy: grpcio-tools is a dev extra; nodes and requesters never generate code
     import grpc_tools
+    from grpc_tools import protoc
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     files = [str(p) for p in protos()]

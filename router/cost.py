@@ -28,8 +28,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from proto.types import Hop
 from router.types import Mode, NodeView, ReplicaCost, Snapshot, Weights
-from tessera.types import Hop
 
 HOP_EPS = 1e-6  # mode units per hop: makes every hop cost > 0, so ties prefer fewer hops
 PRICE_TIE_MS = 1e-6  # price mode: gwei charged per ms of latency, only to break ties

@@ -21,13 +21,13 @@ import math
 
 import numpy as np
 
+from proto.errors import RoutingError
+from proto.types import Hop, NodeId, Plan, Replica
 from router import cost as costmod
 from router.advise import block_capacity
 from router.search import SearchResult, search
 from router.types import Mode, ReplicaCost, RoutedPlan, Snapshot, Weights
 from router.widest import cover, limits, split, widest
-from tessera.errors import RoutingError
-from tessera.types import Hop, NodeId, Plan, Replica
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+from proto.errors import RoutingError, TesseraError
 from router.advise import block_capacity, suggest_span
 from router.plan import plan_replicas
 from router.source import Source
 from router.types import Mode, Snapshot, Weights
-from tessera.errors import RoutingError, TesseraError
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from chain.client import TesseraChain
+from chain.deploy import load_deployment
+from proto.errors import ConfigError
 from router.types import Snapshot
 from router.view import NetworkView, grpc_prober
-from tessera.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +41,6 @@ def file_source(path: str | Path) -> Source:
 
 def chain_source(rpc_url: str | None = None, ttl_s: float = 30.0, probe: bool = True) -> Source:
     """Nodes from the NodeRegistry (via the deployment file), probed over gRPC."""
-    from chain.client import TesseraChain
-    from chain.deploy import load_deployment
-
     dep = load_deployment()
     rpc = rpc_url or os.environ.get("TESSERA_RPC_URL") or dep.rpc_url or "http://127.0.0.1:8545"
     chain = TesseraChain.connect(rpc, dep)

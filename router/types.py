@@ -11,8 +11,8 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass, field, fields
 
-from tessera.errors import ConfigError
-from tessera.types import NodeId, Plan
+from proto.errors import ConfigError
+from proto.types import NodeId, Plan
 
 
 class Mode(str, enum.Enum):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from router.cost import CostModel
+from router.search import search
 
 Chain = list[tuple[int, int, int]]
 
@@ -89,8 +90,6 @@ def split(cm: CostModel, replicas: int, windows: list[tuple[int, int, int]]) -> 
 
 def widest(cm: CostModel, replicas: int, max_nodes: int = 8) -> tuple[float, list[Chain], bool] | None:
     """The best bottleneck ``tau``, a valid plan achieving it, and whether ``tau`` is proven optimal."""
-    from router.search import search  # search imports nothing from here; keep the module graph acyclic
-
     cands = sorted({n.throughput / k for n in cm.nodes for k in range(1, n.blocks + 1)}, reverse=True)
     lo, hi = 0, len(cands) - 1  # the lowest candidate lets every node serve its whole span
     if cover(cm, replicas, limits(cm, cands[hi])) is None:

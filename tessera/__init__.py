@@ -1,8 +1,6 @@
-"""Tessera: decentralized, verifiable sharded inference.
-
-This package holds what every component shares (errors, typed ids, the plan
-record, canonical encodings) and the ``tessera`` command line. The components
-themselves live in the top-level packages ``chain``, ``worker``, ``router``.
+"""Tessera's application floor: the ``tessera`` command line, the requester library and
+the dev cluster. The protocol's vocabulary is in ``proto``; the components are
+``chain``, ``worker`` and ``router``.
 """
 
 __version__ = "0.1.0"

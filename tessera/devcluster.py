@@ -21,13 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomli_w
+from eth_account import Account
+from web3 import Web3
 
 from chain import devnet
 from chain.client import TesseraChain
 from chain.deploy import DeployParams, deploy, save_deployment
-from tessera.errors import TesseraError
+from proto.errors import TesseraError
+from proto.types import Hop, NodeId, Plan, Replica
 from tessera.procs import stop_processes
-from tessera.types import Hop, NodeId, Plan, Replica
+from worker.store import fetch, load_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +82,6 @@ class DevCluster:
         self.close()
 
     def start(self, on_step=lambda s: None) -> "DevCluster":
-        from worker.store import fetch, load_manifest
-
         on_step("starting anvil")
         self.net = devnet.start_anvil(log_file=self.workdir / "anvil.log")
         self.w3 = devnet_w3(self.net)
@@ -195,12 +196,8 @@ def _halves(num_blocks: int) -> list[tuple[int, int]]:
 
 
 def _acct(index: int):
-    from eth_account import Account
-
     return Account.from_key(devnet.dev_key(index))
 
 
 def devnet_w3(net: devnet.Devnet):
-    from web3 import Web3
-
     return Web3(Web3.HTTPProvider(net.rpc_url, request_kwargs={"timeout": 30}))

@@ -1,4 +1,4 @@
-"""The requester's side of a job: plan, submit with escrow, follow, read the result.
+"""The requester's side of a job: follow it on chain and read its result.
 
 Used by ``tessera job``, ``tessera demo`` and the end-to-end tests. Everything
 here reads the chain only; the output travels in the reveal's calldata and
@@ -14,8 +14,8 @@ from typing import Callable
 
 from chain.client import TesseraChain
 from chain.clock import ChainClock
-from tessera.errors import ContractError, JobError
-from tessera.types import Plan
+from proto.errors import ContractError, JobError
+from proto.types import Plan
 
 logger = logging.getLogger(__name__)
 

@@ -44,13 +44,14 @@ import numpy as np
 import torch
 from eth_hash.auto import keccak
 
-from tessera.errors import CodecError
+from proto.errors import CodecError
+from proto.types import Codec
 
 logger = logging.getLogger(__name__)
 
-FP32, FP16, BF16, INT8_ABSMAX, INT8_OUTLIER, INT8_DYNAMIC = 0, 1, 2, 3, 4, 5
-NAMES = {FP32: "fp32", FP16: "fp16", BF16: "bf16", INT8_ABSMAX: "int8-absmax",
-         INT8_OUTLIER: "int8-outlier", INT8_DYNAMIC: "int8-dynamic"}
+# The ids are the protocol's (proto.types.Codec); these names keep the math below short.
+FP32, FP16, BF16, INT8_ABSMAX, INT8_OUTLIER, INT8_DYNAMIC = (int(c) for c in Codec)
+NAMES = {int(c): c.label for c in Codec}
 BY_NAME = {v: k for k, v in NAMES.items()}
 
 ROW_RATIO = 8.0  # a row is an outlier above this multiple of the median row absmax
@@ -213,7 +214,7 @@ def dynamic_map() -> torch.Tensor:
     global _DYNAMIC
     if _DYNAMIC is None:
         try:
-            from bitsandbytes.functional import create_dynamic_map
+            from bitsandbytes.functional import create_dynamic_map  # lazy: optional; slow to import
         except ImportError as exc:
             raise CodecError("codec int8-dynamic needs the 'bitsandbytes' package: "
                              "pip install bitsandbytes==0.50.2, or pick codec int8-outlier") from exc

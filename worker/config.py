@@ -13,13 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tessera.errors import ConfigError
+from proto.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
 class WorkerConfig(BaseModel):
-    """Settings of the gRPC worker; the on-chain daemon extends this model."""
+    """Settings of the gRPC worker (the `[worker]` table of node.toml; `[node]` is `worker.node.config.NodeConfig`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from tessera.errors import ProtocolError
-from tessera.types import JobId, NodeId
+from proto.errors import ProtocolError
+from proto.types import JobId, NodeId
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Greedy (temperature 0) takes the argmax, the lowest index on ties. Temperature
 sampling draws the uniform for step ``t`` from the chain-visible seed,
 ``u = uint256(keccak256(abi.encode(uint256 seed, uint256 t))) / 2**256``
-(tessera.types), and inverts the CDF of the float64 softmax of
+(proto.types), and inverts the CDF of the float64 softmax of
 ``logits / (temperature_milli / 1000)``: the first index whose running sum
 exceeds ``u``. No framework RNG is ever used.
 """
@@ -15,7 +15,7 @@ import torch
 from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak
 
-from tessera.errors import TesseraError
+from proto.errors import TesseraError
 
 
 def uniform(seed: int, step: int) -> float:

@@ -29,9 +29,9 @@ from importlib.metadata import PackageNotFoundError, version
 import grpc
 import torch
 
+from proto.errors import CodecError, ConfigError, ProtocolError, TesseraError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
-from tessera.errors import CodecError, ConfigError, ProtocolError, TesseraError
 from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import PlanView, StaticPlanView
@@ -40,6 +40,7 @@ from worker.sessions import SessionError
 from worker.signing import Signer, load_key
 from worker.stage import Stage
 from worker.stagepool import Loader
+from worker.store import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,6 @@ def load_stage(config: WorkerConfig, loader: str = "worker.shard:load_stage") ->
         mod = importlib.import_module(mod_name)
     model_dir = config.model_dir
     if model_dir is None:
-        from worker.store import resolve
         model_dir = resolve(config.model)
     if config.end is None:
         raise ConfigError("say which blocks to serve: --start S --end E (half-open)")

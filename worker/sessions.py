@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tessera.errors import TesseraError
+from proto.errors import TesseraError
 
 logger = logging.getLogger(__name__)
 

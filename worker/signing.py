@@ -22,8 +22,8 @@ from eth_account import Account
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
+from proto.errors import ConfigError, ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
-from tessera.errors import ConfigError, ProtocolError
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from typing import Callable
 
-from tessera.errors import ProtocolError
+from proto.errors import ProtocolError
 from worker.stage import Stage
 
 logger = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ import torch
 from bench._procs import even_spans
 from bench.eval.divergence import Run, top2_margin
 from worker import codec
+from worker.shard import load_stage
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,6 @@ class Pipeline:
     """The stages of one replica, loaded once and reused for every prompt."""
 
     def __init__(self, model_dir: Path, num_blocks: int, rep: Replica):
-        from worker.shard import load_stage
-
         self.rep, self.cid = rep, codec.codec_id(rep.codec)
         spans = even_spans(num_blocks, rep.cuts + 1)
         self.stages = [load_stage(model_dir, a, b, device=rep.device, dtype=DTYPES[rep.dtype]) for a, b in spans]

@@ -23,11 +23,13 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
+from bench._out import emit
 from bench.eval.decode import Pipeline, Replica
 from bench.eval.divergence import Run, compare, margin_threshold_rate
 from bench.eval.prompts import english_prompts
-from bench._out import emit
+from worker.store import load_manifest, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save", help="also write the JSON result to this file")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = ap.parse_args(argv)
-    from transformers import AutoTokenizer
-
-    from worker.store import load_manifest, resolve
 
     model_dir = resolve(args.model)
     n = load_manifest(model_dir).num_blocks

@@ -18,13 +18,16 @@ import sys
 from eth_account import Account
 from web3 import Web3
 
-from bench.gas import SPANS, _gas
 from bench._out import emit
+from bench.gas import SPANS, _gas
+from chain import devnet
+from chain.client import TesseraChain
+from chain.deploy import DeployParams, deploy
+from chain.devnet import dev_key
+from proto.types import Hop, Plan, Replica, encode_output
 
 
 def _fund(w3: Web3, keys: list[str], wei: int) -> None:
-    from chain.devnet import dev_key
-
     src = Account.from_key(dev_key(0))
     for k in keys:
         addr = Account.from_key(k).address
@@ -54,11 +57,6 @@ def job_gas(req, nodes, plan, replicas: int, out: bytes) -> dict[str, int]:
 
 
 def measure(w3: Web3, replicas: int) -> dict:
-    from chain.client import TesseraChain
-    from chain.deploy import DeployParams, deploy
-    from chain.devnet import dev_key
-    from tessera.types import Hop, Plan, Replica, encode_output
-
     hops = len(SPANS)
     keys = [dev_key(i + 1) for i in range(replicas * hops)]
     _fund(w3, keys, 10 * 10**18)
@@ -84,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from chain import devnet
 
     rows = []
     for r in [int(v) for v in args.replicas.split(",") if v]:

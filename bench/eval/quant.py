@@ -1,6 +1,6 @@
 """int8-mixed weights against fp32 on every stored model: memory, top-1 agreement, perplexity or accuracy.
 
-A thin loop over :func:`worker.quant.report.report` (the whole model as one
+A thin loop over :func:`bench.quant_report.report` (the whole model as one
 stage; weight quantization does not depend on where the model is cut).
 
     python -m bench.eval.quant --json [--models smollm2-135m,digits-cnn,digits-vit] [--tokens 1024]
@@ -13,7 +13,9 @@ import sys
 from dataclasses import asdict
 
 import torch
+
 from bench._out import emit
+from bench.quant_report import report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +26,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from worker.quant.report import report
 
     torch.set_num_threads(args.threads)
     rows = {}

@@ -45,7 +45,7 @@ contract JobMarket is ISlashSink {
         string inputUri; // where off-chain input lives (or empty)
         uint32 maxTokens; // output tokens to generate (1 for a classifier)
         uint32 temperatureMilli; // temperature x1000; 0 is greedy
-        uint256 seed; // sampling seed, see tessera/types.py
+        uint256 seed; // sampling seed, see proto/types.py
         uint8 codec; // activation codec id (contract notes)
         uint32 commitWindow; // seconds from submission until commits close
         uint32 revealWindow; // seconds after the commit deadline until reveals close

@@ -4,7 +4,7 @@ pragma solidity ^0.8.24;
 /// @title ModelRegistry
 /// @notice Publishes models: a name, a number of blocks and a commitment to the weights.
 /// @dev A model's id is keccak256(bytes(name)). Workers check the blocks they load
-///      against `weightsRoot` (see tessera/types.py for the formula).
+///      against `weightsRoot` (see proto/types.py for the formula).
 contract ModelRegistry {
     // ---------------------------------------------------------------- storage
     struct Model {

@@ -6,8 +6,9 @@ import json
 
 import click
 
-from chain.cliutil import account_options, eth_to_wei, make_web3, resolve_account, resolve_rpc, rpc_options
-from tessera import paths
+from proto import paths
+from proto.errors import ChainError
+from tessera.cli.options import account_options, eth_to_wei, make_web3, resolve_account, resolve_rpc, rpc_options
 
 
 @click.group()
@@ -21,6 +22,7 @@ def chain() -> None:
               help="Load and save chain state in this file (anvil --state).")
 def up(port: int, state_file: str | None) -> None:
     """Start anvil in the background on 127.0.0.1."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from chain import devnet
 
     running = devnet.load_record()
@@ -35,6 +37,7 @@ def up(port: int, state_file: str | None) -> None:
 @chain.command()
 def down() -> None:
     """Stop the devnet started by `tessera chain up`."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from chain import devnet
 
     net = devnet.load_record()
@@ -51,9 +54,9 @@ def down() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(rpc_url: str | None, chain_kind: str, as_json: bool) -> None:
     """Show the devnet, the chain it answers for and the deployment."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from chain import devnet
     from chain.deploy import load_deployment
-    from tessera.errors import ChainError
 
     net = devnet.load_record()
     url = resolve_rpc(rpc_url)
@@ -94,8 +97,10 @@ def status(rpc_url: str | None, chain_kind: str, as_json: bool) -> None:
               help="Deployment file (default $TESSERA_HOME/deployment.json).")
 def deploy(rpc_url, chain_kind, key, account_index, min_stake, unbonding_s, slash, max_job_s, out) -> None:
     """Compile if needed and deploy ModelRegistry, NodeRegistry and JobMarket."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from chain.build import build
-    from chain.deploy import DeployParams, deploy as do_deploy, save_deployment
+    from chain.deploy import DeployParams, save_deployment
+    from chain.deploy import deploy as do_deploy
 
     build()
     w3 = make_web3(rpc_url, chain_kind)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sys
 import time
 
 import click
+
+from proto import paths
+from tessera.cli.options import eth_to_wei, fmt_eth
+from tessera.devcluster import DevCluster
 
 
 @click.command()
@@ -24,11 +29,12 @@ import click
 def demo(prompt, max_tokens, replicas, byzantine, image, fee, as_json, keep_logs) -> None:
     """Start anvil, deploy, register and start operator nodes, submit a job, show the
     consensus and the payouts, then stop everything (also on Ctrl-C or failure)."""
-    from chain.cliutil import eth_to_wei, fmt_eth
+    # lazy: web3 imported only when this command runs (fast --help)
     from router.plan import plan_replicas
     from router.source import chain_source
-    from tessera import paths, requester
-    from tessera.devcluster import DevCluster
+    from tessera import requester
+
+    # lazy: torch imported only when this command runs (fast --help)
     from worker.node.payload import describe_output, encode_prompt
 
     if byzantine >= replicas and byzantine:
@@ -50,7 +56,6 @@ def demo(prompt, max_tokens, replicas, byzantine, image, fee, as_json, keep_logs
             tag = "  (byzantine)" if n.byzantine else ""
             say(f"  node {n.address}  blocks [{n.span[0]}, {n.span[1]})  127.0.0.1:{n.port}{tag}")
         client = cluster.client()
-        import os
 
         os.environ["TESSERA_DEPLOYMENT"] = str(workdir / "deployment.json")
         routed = plan_replicas(chain_source(cluster.net.rpc_url)(model), replicas)
@@ -59,6 +64,7 @@ def demo(prompt, max_tokens, replicas, byzantine, image, fee, as_json, keep_logs
             say(f"  replica {r}: " + " -> ".join(f"{h.node[:10]}[{h.start},{h.end})" for h in rep.hops)
                 + f"  ~{c.latency_ms:.0f} ms/token predicted")
         if image:
+            # lazy: torch imported only when this command runs (fast --help)
             from worker.vision.data import digits_test_split, encode_images
 
             images, labels = digits_test_split()

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from chain.cliutil import account_options, eth_to_wei, fmt_eth, make_client, resolve_rpc, rpc_options
+from tessera.cli.options import account_options, eth_to_wei, fmt_eth, make_client, resolve_rpc, rpc_options
 
 
 @click.group()
@@ -17,6 +17,7 @@ def job() -> None:
 
 def _model_dir(model: str):
     try:
+        # lazy: torch imported only when this command runs (fast --help)
         from worker.store import resolve
 
         return resolve(model)
@@ -25,6 +26,7 @@ def _model_dir(model: str):
 
 
 def _print_result(res, model_dir, kind: str) -> None:
+    # lazy: torch imported only when this command runs (fast --help)
     from worker.node.payload import describe_output
 
     if res.outcome == "pending":
@@ -70,6 +72,7 @@ def _print_result(res, model_dir, kind: str) -> None:
 def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, fee, codec, mode, weights,
            commit_window, reveal_window, wait, as_json, rpc_url, chain_kind, key, account_index) -> None:
     """Plan replicas with the router, escrow the fee and submit a job."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from router.plan import plan_replicas
     from router.source import make_source
     from router.types import Weights
@@ -91,6 +94,7 @@ def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, 
     res = requester.wait(client, job_id, timeout_s=commit_window + reveal_window + 60,
                          on_progress=lambda p: log(f"job {job_id}: {p.line()}"))
     if as_json:
+        # lazy: torch imported only when this command runs (fast --help)
         from worker.node.payload import describe_output
 
         out = res.to_json()
@@ -101,12 +105,14 @@ def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, 
 
 
 def _job_input(model: str, prompt: str | None, image_index: int | None) -> tuple[bytes, str]:
+    # lazy: torch imported only when this command runs (fast --help)
     from worker.node.payload import encode_prompt
 
     if (prompt is None) == (image_index is None):
         raise click.UsageError("give exactly one of --prompt TEXT (language models) or --image-index N (classifiers)")
     if prompt is not None:
         return encode_prompt(prompt), "causal-lm"
+    # lazy: torch imported only when this command runs (fast --help)
     from worker.vision.data import digits_test_split, encode_images
 
     images, _ = digits_test_split()
@@ -122,6 +128,7 @@ def _job_input(model: str, prompt: str | None, image_index: int | None) -> tuple
 @rpc_options
 def status(job_id, as_json, rpc_url, chain_kind) -> None:
     """Commit/reveal progress of a job."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from tessera import requester
 
     p = requester.progress(make_client(rpc_url, chain_kind, None, None, required=False), job_id)
@@ -134,6 +141,7 @@ def status(job_id, as_json, rpc_url, chain_kind) -> None:
 @rpc_options
 def result(job_id, as_json, rpc_url, chain_kind) -> None:
     """The decoded output, the agreeing replicas and the payouts of a finalized job."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from tessera import requester
 
     client = make_client(rpc_url, chain_kind, None, None, required=False)
@@ -142,6 +150,7 @@ def result(job_id, as_json, rpc_url, chain_kind) -> None:
     model_dir = _model_dir(name)
     kind = "causal-lm"
     if model_dir is not None:
+        # lazy: torch imported only when this command runs (fast --help)
         from worker.store import load_manifest
 
         kind = load_manifest(model_dir).kind

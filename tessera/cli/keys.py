@@ -9,6 +9,7 @@ import click
 
 
 def _password(confirm: bool) -> str:
+    # lazy: web3 imported only when this command runs (fast --help)
     from chain.keys import PASSWORD_ENV
 
     pw = os.environ.get(PASSWORD_ENV)
@@ -24,6 +25,7 @@ def keys() -> None:
 @click.argument("name")
 def new(name: str) -> None:
     """Create a new random key NAME."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from chain.keys import new_key
 
     info = new_key(name, _password(confirm=True))
@@ -36,9 +38,11 @@ def new(name: str) -> None:
 @click.option("--dev", "dev_index", type=int, default=None, help="Import well-known dev account N.")
 def import_(name: str, private_key: str | None, dev_index: int | None) -> None:
     """Import an existing private key as NAME."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from chain.keys import save_key
 
     if dev_index is not None:
+        # lazy: web3 imported only when this command runs (fast --help)
         from chain.devnet import dev_key
 
         private_key = dev_key(dev_index)
@@ -53,8 +57,10 @@ def import_(name: str, private_key: str | None, dev_index: int | None) -> None:
 @click.option("--dev", "dev_count", type=int, default=0, help="Also list the first N dev accounts.")
 def list_(as_json: bool, dev_count: int) -> None:
     """List stored keys (and optionally devnet accounts)."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from eth_account import Account
 
+    # lazy: web3 imported only when this command runs (fast --help)
     from chain.devnet import dev_key
     from chain.keys import list_keys
 

@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from tessera.errors import TesseraError
+from proto.errors import TesseraError
 
 # name -> (module, attribute, one-line help shown by `tessera --help`)
 GROUPS: dict[str, tuple[str, str, str]] = {

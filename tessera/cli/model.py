@@ -11,8 +11,9 @@ import json
 import time
 
 import click
+from rich.console import Console
 
-from tessera import paths
+from proto import paths
 
 
 def _summary(m) -> dict:
@@ -42,15 +43,15 @@ def model() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 def fetch(name: str, force: bool, as_json: bool) -> None:
     """Store a built-in model: smollm2-135m, digits-cnn or digits-vit."""
-    from worker.store.install import BUILTIN, fetch as do_fetch
+    # lazy: torch imported only when this command runs (fast --help)
+    from worker.store.install import BUILTIN
+    from worker.store.install import fetch as do_fetch
 
     already = (paths.models_dir() / name / "manifest.json").is_file() and not force
     t0 = time.time()
     if already or as_json:
         m = do_fetch(name, force=force)
     else:
-        from rich.console import Console
-
         with Console(stderr=True).status(f"building {name}: {BUILTIN.get(name, ('', name))[1]}..."):
             m = do_fetch(name, force=force)
     _print(m, as_json, None if already else time.time() - t0)
@@ -63,6 +64,7 @@ def fetch(name: str, force: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 def import_(directory: str, name: str | None, force: bool, as_json: bool) -> None:
     """Copy a local Hugging Face model directory into the store and hash its blocks."""
+    # lazy: torch imported only when this command runs (fast --help)
     from worker.store import import_dir
 
     t0 = time.time()
@@ -73,6 +75,7 @@ def import_(directory: str, name: str | None, force: bool, as_json: bool) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def list_(as_json: bool) -> None:
     """List the models in the store."""
+    # lazy: torch imported only when this command runs (fast --help)
     from worker.store import list_models
 
     ms = list_models()

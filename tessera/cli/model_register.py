@@ -15,9 +15,9 @@ from pathlib import Path
 import click
 from eth_hash.auto import keccak
 
-from chain.cliutil import account_options, make_client, rpc_options
-from tessera import paths
-from tessera.errors import ConfigError
+from proto import paths
+from proto.errors import ConfigError
+from tessera.cli.options import account_options, make_client, rpc_options
 
 
 def _hx(s: str | None) -> bytes:
@@ -45,6 +45,7 @@ def commitment_from_hashes(d: dict) -> tuple[int, bytes, bytes, bytes]:
 
 
 def _from_manifest(name: str, directory: Path | None) -> tuple[int, bytes, bytes, bytes]:
+    # lazy: torch imported only when this command runs (fast --help)
     from worker.store.manifest import build_manifest, read_manifest
 
     d = directory or paths.models_dir() / name

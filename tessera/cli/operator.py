@@ -11,9 +11,11 @@ import json
 import time
 
 import click
+from rich.console import Console
+from rich.table import Table
 
-from chain.cliutil import account_options, eth_to_wei, fmt_eth, make_client, rpc_options
-from tessera.errors import ConfigError
+from proto.errors import ConfigError
+from tessera.cli.options import account_options, eth_to_wei, fmt_eth, make_client, rpc_options
 
 
 @click.group()
@@ -119,8 +121,6 @@ def status(rpc_url, chain_kind, key, account_index, node, model, as_json) -> Non
     if not rows:
         click.echo("no such node registered")
         return
-    from rich.console import Console
-    from rich.table import Table
 
     t = Table("node", "status", "span", "stake", "reputation", "earnings", "unbonding until", "endpoint")
     for r in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
@@ -19,8 +20,7 @@ def run(config_path: str, port: int | None, device: str | None, byzantine: bool 
 
     Prints `READY <port> <address>` once it serves, then one log line per job step.
     """
-    import logging
-
+    # lazy: torch imported only when this command runs (fast --help)
     from worker.node.config import load
     from worker.node.daemon import NodeDaemon
 

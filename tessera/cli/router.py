@@ -36,6 +36,7 @@ def router() -> None:
 @no_probe_opt
 def plan(model, replicas, mode, weights, as_json, snapshot, rpc_url, no_probe) -> None:
     """Pick node-disjoint replicas for MODEL and predict their latency per token."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from router.plan import plan_replicas
     from router.source import make_source
     from router.types import Weights
@@ -63,6 +64,7 @@ def plan(model, replicas, mode, weights, as_json, snapshot, rpc_url, no_probe) -
 @no_probe_opt
 def serve(port, host, snapshot, rpc_url, no_probe) -> None:
     """Serve POST /plan and GET /advise over HTTP (127.0.0.1 by default)."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from router.server import RouterServer
     from router.source import make_source
 
@@ -84,6 +86,7 @@ def serve(port, host, snapshot, rpc_url, no_probe) -> None:
 @rpc_opt
 def advise(model, max_blocks, as_json, snapshot, rpc_url) -> None:
     """Show each block's served capacity and the span a new operator should take."""
+    # lazy: web3 imported only when this command runs (fast --help)
     from router.server import advice
     from router.source import make_source
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from chain.devnet import advance_time
+from proto.types import decode_output
 from tessera import requester
-from tessera.types import decode_output
 
 pytestmark = pytest.mark.e2e
 
@@ -161,8 +161,8 @@ def test_restarted_worker_misses_no_job_and_runs_none_twice(lm_cluster):
 
 
 def test_image_job_through_sharded_classifier(vision_cluster):
-    from worker.vision.data import digits_test_split, encode_images
     from worker.shard import load_full
+    from worker.vision.data import digits_test_split, encode_images
 
     c = vision_cluster
     images, labels = digits_test_split()

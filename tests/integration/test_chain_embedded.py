@@ -8,8 +8,8 @@ from chain.devnet import advance_time
 from chain.events import EventFollower
 from chain.records import JobRequest
 from chain.testing import setup_3x3
-from tessera.errors import ContractError
-from tessera.types import encode_output
+from proto.errors import ContractError
+from proto.types import encode_output
 
 pytestmark = pytest.mark.integration
 

@@ -6,10 +6,9 @@ import pytest
 from web3 import Web3
 
 from chain.devnet import advance_time
-from chain.records import pack_hop
 from chain.testing import clients
-from tessera.errors import ContractError
-from tessera.types import encode_output, model_id
+from proto.errors import ContractError
+from proto.types import encode_output, model_id, pack_hop
 
 pytestmark = pytest.mark.integration
 

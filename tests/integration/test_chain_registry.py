@@ -9,8 +9,8 @@ import pytest
 from chain.build import REPO_ROOT, compile_sources
 from chain.devnet import advance_time
 from chain.testing import clients, setup_3x3
-from tessera.errors import ContractError
-from tessera.types import encode_output, model_id
+from proto.errors import ContractError
+from proto.types import encode_output, model_id
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +117,7 @@ def test_reentrant_payout_is_paid_exactly_once(deployed):
     n.register_node("m", 0, 30, "h:9", ETH, payout=evil.address)
     deployed.sender.send(evil.functions.arm(deployed.nodes.address,
                                              deployed.nodes.functions.withdrawEarnings(n.address)._encode_transaction_data()))
-    from tessera.types import Hop, Plan, Replica
+    from proto.types import Hop, Plan, Replica
 
     p = Plan("m", 30, (Replica((Hop(n.address, 0, 30),)),))
     job = deployed.submit_job(p, b"x", max_tokens=1, fee_wei=ETH, commit_window_s=50, reveal_window_s=50)
@@ -153,7 +153,7 @@ def test_reentrant_requester_is_refunded_once(deployed, nodes_3x3):
     evil = _deploy_reentrant(deployed)
     market = deployed.market
     deployed.sender.send(evil.functions.arm(market.address, market.functions.withdraw()._encode_transaction_data()))
-    from chain.records import pack_plan
+    from proto.types import pack_plan
 
     submit = market.functions.submitJob(model_id("m"), pack_plan(plan), (b"x", b"\0" * 32, "", 1, 0, 0, 3, 10, 10))
     deployed.sender.send(evil.functions.forward(market.address, submit._encode_transaction_data()), value=ETH)

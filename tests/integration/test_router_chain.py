@@ -8,10 +8,10 @@ import pytest
 
 from chain.deploy import save_deployment
 from chain.testing import clients
+from proto.types import Plan
 from router.plan import plan_replicas
 from router.view import NetworkView
 from tessera.cli.main import main
-from tessera.types import Plan
 
 pytestmark = pytest.mark.integration
 

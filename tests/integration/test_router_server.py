@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from bench.routing import simulate
-from tessera.types import Plan
+from proto.types import Plan
 
 pytestmark = pytest.mark.integration
 

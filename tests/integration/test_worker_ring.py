@@ -11,11 +11,11 @@ import pytest
 import torch
 from eth_account import Account
 
+from proto.errors import ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
-from tessera.errors import ProtocolError
+from proto.types import JobId, NodeId
 from tessera.procs import stop_processes
-from tessera.types import JobId, NodeId
 from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView

@@ -7,7 +7,7 @@ from eth_abi import encode
 
 from chain import build
 from chain.abi import HINTS, _type_str, decode_revert, error_table
-from tessera.errors import ChainError, ContractError
+from proto.errors import ChainError, ContractError
 
 SAMPLE = {"address": "0x" + "ab" * 20, "uint256": 7, "uint16": 3, "uint8": 2, "bytes32": b"\x01" * 32,
           "string": "why", "bytes4": b"\0" * 4, "uint32": 9, "uint64": 9, "uint96": 9, "uint128": 9, "bool": True}

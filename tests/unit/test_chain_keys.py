@@ -6,7 +6,7 @@ import pytest
 
 from chain import keys
 from chain.devnet import dev_key
-from tessera.errors import ConfigError
+from proto.errors import ConfigError
 
 
 def test_keystore_round_trip_and_errors(tmp_path, monkeypatch):

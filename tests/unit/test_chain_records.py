@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 from eth_hash.auto import keccak
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from chain.events import Cursor, END_OF_BLOCK, read_cursor, write_cursor
-from chain.records import Codec, pack_plan, unpack_plan
+from chain.events import END_OF_BLOCK, Cursor, read_cursor, write_cursor
+from proto.errors import ConfigError
+from proto.types import Codec, Hop, Plan, Replica, pack_plan, unpack_plan
 from tessera.cli.model_register import commitment_from_hashes
-from tessera.errors import ConfigError
-from tessera.types import Hop, Plan, Replica
 
 ADDR = st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
 

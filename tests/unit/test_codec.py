@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tessera.errors import CodecError
+from proto.errors import CodecError
 from worker import codec as C
 
 

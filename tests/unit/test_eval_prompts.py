@@ -27,7 +27,7 @@ def test_too_few_prompts_is_a_clear_error():
 
 def test_replica_config_validates():
     from bench.eval.decode import Replica
-    from tessera.errors import TesseraError
+    from proto.errors import TesseraError
 
     assert Replica("x", dtype="bf16", cuts=3, codec="int8-outlier").cuts == 3
     with pytest.raises(ValueError):

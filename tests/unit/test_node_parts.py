@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tessera.errors import ConfigError
+from proto.errors import ConfigError
+from proto.types import Hop, NodeId, Plan, Replica
 from tessera.requester import payouts
-from tessera.types import Hop, NodeId, Plan, Replica
 from worker.node.book import JobBook, JobEntry
 from worker.node.config import load
 

@@ -8,11 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer
 
+from bench.quant_report import compare_logits
 from worker import store
 from worker.quant import Int8MixedLinear, QuantConfig, collect_act_absmax, quantize_module, resident_bytes
-from worker.quant.report import compare_logits
 from worker.shard import load_full, load_stage
 from worker.shard.tiny import save_tiny_model
+from worker.store.calibrate import calibrate_outliers
 from worker.vision import digits_test_split
 
 torch.set_num_threads(2)
@@ -116,8 +117,6 @@ def test_stored_outliers_are_used_by_the_blocks_they_name(tmp_path):
 
 
 def test_smollm2_calibration_finds_activation_outliers():
-    from worker.quant.calibrate import calibrate_outliers
-
     d = store.fetch("smollm2-135m").directory
     layers = calibrate_outliers(d)
     assert len(layers) == 30 * 7  # q, k, v, o, gate, up, down in every block

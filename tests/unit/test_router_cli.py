@@ -7,8 +7,8 @@ import json
 import pytest
 
 from bench.routing import simulate
+from proto.types import Plan
 from tessera.cli.main import main
-from tessera.types import Plan
 
 
 @pytest.fixture()

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from proto.errors import ConfigError, RoutingError
 from router import cost as costmod
 from router.plan import plan_replicas
 from router.types import Mode, NodeView, Snapshot, Weights
-from tessera.errors import ConfigError, RoutingError
 
 MODEL = "m"
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from proto.errors import ConfigError
 from router.plan import plan_replicas
 from router.source import file_source
 from router.types import NodeView, Snapshot
 from router.view import NetworkView, Probe
-from tessera.errors import ConfigError
 
 
 @dataclass(frozen=True)

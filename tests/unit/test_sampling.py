@@ -7,7 +7,7 @@ import torch
 from eth_abi import encode
 from eth_hash.auto import keccak
 
-from tessera.errors import TesseraError
+from proto.errors import TesseraError
 from worker.sampling import argmax_classes, sample, uniform
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tessera.errors import ModelError
+from proto.errors import ModelError
 from worker.quant import resident_bytes
 from worker.shard import load_full, load_stage
 from worker.shard.tiny import save_tiny_model

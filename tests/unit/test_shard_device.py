@@ -53,7 +53,8 @@ def test_vision_stages_on_gpu(tmp_path):
     torch.manual_seed(0)
     d = tmp_path / "vit"
     d.mkdir()
-    (d / "config.json").write_text(json.dumps({"tessera_arch": "digits-vit", "tessera_blocks": "blocks"}))
+    (d / "config.json").write_text(json.dumps({"tessera_arch": "digits-vit", "tessera_blocks": "blocks",
+                                               "tessera_builder": "worker.vision.models:DigitsViT"}))
     save_file(DigitsViT().state_dict(), d / "model.safetensors")
     x, _ = digits_test_split()
     ref = load_full(d, device="cuda")(x.cuda())

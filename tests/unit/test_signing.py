@@ -6,9 +6,9 @@ import pytest
 import torch
 from eth_account import Account
 
+from proto.errors import ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
-from tessera.errors import ProtocolError
-from tessera.types import JobId, NodeId, decode_output
+from proto.types import JobId, NodeId, decode_output
 from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView

@@ -10,9 +10,9 @@ import torch
 from eth_hash.auto import keccak
 from safetensors.torch import load_file, save_file
 
-from tessera.errors import ModelError, WeightHashMismatch
+from proto.errors import ModelError, WeightHashMismatch
 from worker import store
-from worker.shard.layout import stage_layout
+from worker.shard import stage_layout
 from worker.shard.tiny import save_tiny_model
 from worker.store.hashing import hash_named_tensors, stage_hashes, weights_root
 

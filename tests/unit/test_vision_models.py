@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tessera.errors import JobError, ModelError
+from proto.errors import JobError, ModelError
 from worker import store
 from worker.shard import load_full, load_stage
 from worker.shard.fx import register_architecture

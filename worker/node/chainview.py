@@ -14,8 +14,8 @@ from pathlib import Path
 
 from chain.client import TesseraChain
 from chain.records import JobRequest
-from tessera.errors import ChainError, ProtocolError
-from tessera.types import JobId
+from proto.errors import ChainError, ProtocolError
+from proto.types import JobId
 from worker.node.payload import eos_token_id
 from worker.planview import GenParams, HopRoute, JobRoute
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tessera import paths
-from tessera.errors import ConfigError
+from proto import paths
+from proto.errors import ConfigError
 from worker.config import WorkerConfig
 
 

@@ -29,11 +29,11 @@ import torch
 
 from chain.client import TesseraChain
 from chain.clock import ChainClock
-from chain.cliutil import make_web3, resolve_account
+from chain.connect import make_web3, resolve_account
 from chain.deploy import load_deployment
 from chain.events import EventFollower
 from chain.records import JobRequest
-from tessera.errors import ConfigError, ContractError, TesseraError
+from proto.errors import ConfigError, ContractError, TesseraError
 from worker import server
 from worker.config import WorkerConfig
 from worker.node.book import JobBook, JobEntry

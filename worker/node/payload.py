@@ -13,15 +13,15 @@ import json
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
-from tessera.errors import JobError
-from tessera.types import decode_output
+from proto.errors import JobError
+from proto.types import decode_output
+from worker.vision.data import decode_images
 
 
 @functools.lru_cache(maxsize=8)
 def tokenizer(model_dir: str):
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(model_dir)
 
 
@@ -41,8 +41,6 @@ def encode_prompt(prompt: str) -> bytes:
 def head_inputs(kind: str, model_dir: str | Path, data: bytes) -> "list[int] | torch.Tensor":
     """What the head stage feeds in: prompt token ids, or the image tensor."""
     if kind == "classifier":
-        from worker.vision.data import decode_images
-
         return decode_images(data)
     try:
         text = data.decode("utf-8")

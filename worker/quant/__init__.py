@@ -6,7 +6,6 @@ Public API::
     quantize_module(module, skip=("lm_head", "head"), calibration=None) -> int   # layers replaced
     quantize_stage(stage) -> int
     resident_bytes(module) -> int
-    compare_logits(ref, test) -> dict   # worker.quant.report
 """
 
 from __future__ import annotations
@@ -18,16 +17,17 @@ from torch import nn
 
 from worker.quant.linear import Int8MixedLinear, QuantConfig, select_outliers
 from worker.quant.memory import resident_bytes
+from worker.quant.outliers import block_key
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Int8MixedLinear", "QuantConfig", "select_outliers", "quantize_module", "quantize_stage", "collect_act_absmax",
-           "resident_bytes"]
+           "linear_like", "resident_bytes"]
 
 SKIP = ("lm_head", "head")  # output heads stay in full precision (as LLM.int8 does)
 
 
-def _linear_like(m: nn.Module) -> bool:
+def linear_like(m: nn.Module) -> bool:
     return isinstance(m, nn.Linear) or (type(m).__name__ == "Conv1D" and hasattr(m, "nf"))
 
 
@@ -42,7 +42,7 @@ def quantize_module(module: nn.Module, skip: tuple[str, ...] = SKIP,
     Returns the number of layers replaced.
     """
     targets = [(name, m) for name, m in module.named_modules()
-               if _linear_like(m) and name.rsplit(".", 1)[-1] not in skip]
+               if linear_like(m) and name.rsplit(".", 1)[-1] not in skip]
     with torch.no_grad():
         for name, m in targets:
             parent_name, _, attr = name.rpartition(".")
@@ -58,14 +58,12 @@ def quantize_stage(stage: nn.Module, cfg: QuantConfig = QuantConfig(),
                    outliers: dict[str, list[int]] | None = None) -> int:
     """Quantize a loaded stage in place (its blocks' Linear weights; heads stay fp).
 
-    ``outliers``: the model's stored calibration (:mod:`worker.quant.calibrate`,
+    ``outliers``: the model's stored calibration (:mod:`worker.quant.outliers`,
     keys ``"{block}/{path}"``); layers it does not list choose from their weights.
     """
     by_name = None
     family = getattr(stage, "family", None)
     if outliers is not None and family is not None:
-        from worker.quant.calibrate import block_key
-
         prefix = f"base.{family.blocks_attr}."
         by_name = {}
         for name, _ in stage.named_modules():
@@ -82,7 +80,7 @@ def collect_act_absmax(module: nn.Module, run) -> dict[str, torch.Tensor]:
     stats: dict[str, torch.Tensor] = {}
     hooks = []
     for name, m in module.named_modules():
-        if _linear_like(m):
+        if linear_like(m):
             def hook(_m, args, _name=name):
                 a = args[0].detach().abs().flatten(0, -2).amax(dim=0).float()
                 stats[_name] = a if _name not in stats else torch.maximum(stats[_name], a)

@@ -14,9 +14,9 @@ from typing import Sequence
 
 import torch
 
+from proto.errors import ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
-from tessera.errors import ProtocolError
-from tessera.types import encode_output
+from proto.types import encode_output
 from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import JobRoute

@@ -17,9 +17,9 @@ from typing import Callable
 
 import torch
 
+from proto.errors import ProtocolError, TesseraError
 from proto.tessera.v1 import worker_pb2 as pb
-from tessera.errors import ProtocolError, TesseraError
-from tessera.types import JobId, encode_output
+from proto.types import JobId, encode_output
 from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import JobRoute, PlanView

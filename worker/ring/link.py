@@ -9,9 +9,9 @@ import threading
 import grpc
 import torch
 
+from proto.errors import ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
-from tessera.errors import ProtocolError
 from worker import codec
 from worker.signing import Signer, verify
 

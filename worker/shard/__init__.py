@@ -20,16 +20,22 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import AutoModelForCausalLM
 
-from tessera.errors import ModelError
-from worker.shard.layout import family_of, read_config, stage_layout
+from proto.errors import ModelError
+from worker.quant import quantize_stage
+from worker.quant.outliers import read_outliers
+from worker.shard.decoder import ATTN_IMPLEMENTATION, build_decoder_stage
+from worker.shard.fx import build_fx_full, build_fx_stage, fx_layout
+from worker.shard.layout import StageLayout, family_of, hf_layout, read_config
+from worker.shard.weights import checkpoint_keys
 from worker.stage import Stage, StageSpec
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_FORMATS = ("fp32", "int8-mixed")
 
-__all__ = ["load_stage", "load_full", "WEIGHT_FORMATS"]
+__all__ = ["load_stage", "load_full", "stage_layout", "WEIGHT_FORMATS"]
 
 
 def _model_name(model_dir: Path) -> tuple[str, str | None]:
@@ -38,6 +44,14 @@ def _model_name(model_dir: Path) -> tuple[str, str | None]:
         d = json.loads(mf.read_text())
         return d["name"], d.get("kind")
     return model_dir.name, None
+
+
+def stage_layout(model_dir: Path | str) -> StageLayout:
+    """Which checkpoint tensors belong to which stage of a stored model."""
+    config = read_config(Path(model_dir))
+    fam = family_of(config)
+    keys = checkpoint_keys(Path(model_dir))
+    return fx_layout(config, keys) if fam is None else hf_layout(fam, config, keys)
 
 
 def load_stage(model_dir: Path | str, start: int, end: int, device: str | torch.device = "cpu",
@@ -61,19 +75,12 @@ def load_stage(model_dir: Path | str, start: int, end: int, device: str | torch.
     name, kind = _model_name(model_dir)
     fam = family_of(config)
     if fam is None:
-        from worker.shard.fx import build_fx_stage
-
         spec = StageSpec(name, layout.num_blocks, start, end, kind or "classifier")
         stage = build_fx_stage(model_dir, config, spec, device, dtype)
     else:
-        from worker.shard.decoder import build_decoder_stage
-
         spec = StageSpec(name, layout.num_blocks, start, end, kind or "causal-lm")
         stage = build_decoder_stage(model_dir, layout, fam, spec, device, dtype)
     if weights == "int8-mixed":
-        from worker.quant import quantize_stage
-        from worker.quant.calibrate import read_outliers
-
         quantize_stage(stage, outliers=read_outliers(model_dir))
     return stage
 
@@ -84,12 +91,6 @@ def load_full(model_dir: Path | str, device: str | torch.device = "cpu",
     model_dir = Path(model_dir)
     config = read_config(model_dir)
     if family_of(config) is None:
-        from worker.shard.fx import build_fx_full
-
         return build_fx_full(model_dir, config, torch.device(device), dtype)
-    from transformers import AutoModelForCausalLM
-
-    from worker.shard.decoder import ATTN_IMPLEMENTATION
-
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=ATTN_IMPLEMENTATION)
     return model.to(device).eval()

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, DynamicCache
 
-from tessera.errors import ModelError
+from proto.errors import ModelError
 from worker.shard.layout import Family, StageLayout
 from worker.shard.weights import read_tensors
 from worker.stage import StageSpec

@@ -1,8 +1,9 @@
 """Generic sharding of any PyTorch model with torch.fx.
 
-A stored fx model's ``config.json`` names its architecture::
+A stored fx model's ``config.json`` names its architecture and the factory that builds it::
 
-    {"tessera_arch": "digits-cnn", "arch_kwargs": {...}, "tessera_blocks": "blocks"}
+    {"tessera_arch": "digits-cnn", "tessera_builder": "worker.vision.models:DigitsCNN",
+     "arch_kwargs": {...}, "tessera_blocks": "blocks"}
 
 ``tessera_blocks`` is the ``nn.ModuleList``/``nn.Sequential`` attribute whose
 children are the model's blocks (default: the child container with the most
@@ -13,12 +14,14 @@ block and just after the last one; every cut must be crossed by exactly one
 tensor (a single-tensor boundary), otherwise loading fails with a clear error.
 Glue between block i and block i+1 belongs to block i.
 
-Architectures are registered by name with :func:`register_architecture`;
-``worker.vision`` registers the digits models.
+The factory is imported from ``tessera_builder`` when the model loads, so this
+module imports no model; :func:`register_architecture` registers one in this
+process instead (tests).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ from typing import Any, Callable
 import torch
 from torch import fx, nn
 
-from tessera.errors import ModelError
+from proto.errors import ModelError
 from worker.shard.layout import Entry, StageLayout
 from worker.shard.weights import read_tensors
 from worker.stage import StageSpec
@@ -49,13 +52,30 @@ def register_architecture(name: str) -> Callable:
 
 
 def build_module(config: dict) -> nn.Module:
-    """Instantiate the architecture named in ``config`` (weights uninitialised if under meta)."""
-    arch = config["tessera_arch"]
-    if arch not in ARCHITECTURES:
-        import worker.vision.models  # noqa: F401  (registers the built-in architectures)
-    if arch not in ARCHITECTURES:
-        raise ModelError(f"architecture {arch!r} is not registered; known: {', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[arch](**config.get("arch_kwargs", {}))
+    """Instantiate the model ``config`` describes (weights uninitialised if under meta).
+
+    The factory is ``config["tessera_builder"]`` ("package.module:callable", imported here), or
+    an architecture registered in this process under ``config["tessera_arch"]``.
+    """
+    factory = _factory(config)
+    return factory(**config.get("arch_kwargs", {}))
+
+
+def _factory(config: dict) -> Callable[..., nn.Module]:
+    builder = config.get("tessera_builder")
+    if builder is None:
+        arch = config["tessera_arch"]
+        if arch not in ARCHITECTURES:
+            raise ModelError(f"config.json names no tessera_builder (\"module:factory\") and architecture {arch!r} "
+                             "is not registered in this process")
+        return ARCHITECTURES[arch]
+    mod_name, _, attr = str(builder).partition(":")
+    if not mod_name or not attr:
+        raise ModelError(f"tessera_builder {builder!r} is not of the form \"package.module:factory\"")
+    try:
+        return getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(f"cannot load the model factory {builder!r}: {exc}") from exc
 
 
 def block_prefix(model: nn.Module, config: dict) -> str:

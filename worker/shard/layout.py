@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from tessera.errors import ModelError
+from proto.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -93,20 +93,6 @@ def family_of(config: dict) -> Family | None:
         raise ModelError(f"model_type {mt!r} is not supported; supported: "
                          f"{', '.join(sorted(FAMILIES))} and tessera fx models")
     return FAMILIES[mt]
-
-
-def stage_layout(model_dir: Path) -> StageLayout:
-    """The stage layout of a stored model directory."""
-    from worker.shard.weights import checkpoint_keys
-
-    config = read_config(model_dir)
-    fam = family_of(config)
-    keys = checkpoint_keys(model_dir)
-    if fam is None:
-        from worker.shard.fx import fx_layout
-
-        return fx_layout(config, keys)
-    return hf_layout(fam, config, keys)
 
 
 def hf_layout(fam: Family, config: dict, keys: list[str]) -> StageLayout:

@@ -12,14 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
 
 VOCAB = 256
 BLOCKS = 4
 
 
 def tiny_config(family: str):
-    from transformers import GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
-
     common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=BLOCKS,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                   tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -37,8 +36,6 @@ def tiny_config(family: str):
 
 def save_tiny_model(family: str, out_dir: Path, seed: int = 0) -> Path:
     """Write a tiny random ``family`` model to ``out_dir`` and return it."""
-    from transformers import AutoModelForCausalLM
-
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(family), dtype=torch.float32)
     model.save_pretrained(out_dir)

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 import torch
 from safetensors import safe_open
 
-from tessera.errors import ModelError
+from proto.errors import ModelError
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"

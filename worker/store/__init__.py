@@ -1,6 +1,6 @@
 """The model store: stored model directories, their manifests and verification.
 
-A stored model lives in ``tessera.paths.models_dir()/<name>/``: a plain Hugging
+A stored model lives in ``proto.paths.models_dir()/<name>/``: a plain Hugging
 Face style directory (``config.json``, safetensors weights, tokenizer files)
 plus ``manifest.json`` (:class:`Manifest`) with the per-stage weight hashes and
 the weights root that the ModelRegistry commits to.
@@ -20,9 +20,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tessera import paths
-from tessera.errors import ModelError, WeightHashMismatch
-from worker.store.hashing import stage_hashes, weights_root
+from proto import paths
+from proto.errors import ModelError, WeightHashMismatch
+from worker.quant.outliers import OUTLIERS_FILE
+from worker.store import install
+from worker.store.hashing import file_hash, stage_hashes, weights_root
 from worker.store.manifest import MANIFEST, Manifest, build_manifest, read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -88,9 +90,6 @@ def verify_span(manifest: Manifest, start: int, end: int, onchain_root: bytes | 
         raise WeightHashMismatch(
             f"weights on disk for {', '.join(bad)} of {manifest.name} do not match the manifest; the files in "
             f"{manifest.directory} were modified or corrupted: delete the directory and fetch/import it again")
-    from worker.store.hashing import file_hash
-    from worker.store.manifest import OUTLIERS_FILE
-
     if file_hash(manifest.directory / OUTLIERS_FILE) != manifest.int8_outliers_hash:
         raise WeightHashMismatch(f"{OUTLIERS_FILE} of {manifest.name} does not match the manifest; "
                                  "fetch or import the model again")
@@ -99,12 +98,8 @@ def verify_span(manifest: Manifest, start: int, end: int, onchain_root: bytes | 
 
 
 def fetch(name: str, force: bool = False, progress=None) -> Manifest:
-    from worker.store.install import fetch as _fetch
-
-    return _fetch(name, force=force, progress=progress)
+    return install.fetch(name, force=force, progress=progress)
 
 
 def import_dir(src: str | Path, name: str | None = None, force: bool = False) -> Manifest:
-    from worker.store.install import import_dir as _import
-
-    return _import(src, name=name, force=force)
+    return install.import_dir(src, name=name, force=force)

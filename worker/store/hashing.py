@@ -9,7 +9,7 @@ contributing::
 where ``dtype`` is the torch dtype name (``float32``, ``bfloat16``...). The
 bytes are those stored on disk, so hashes do not depend on the device or dtype
 a worker later runs in. The weights root is ``keccak256(h_input || h_block_0 ||
-... || h_block_{N-1} || h_output)`` (see :mod:`tessera.types`).
+... || h_block_{N-1} || h_output)`` (see :mod:`proto.types`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import torch
 from Crypto.Hash import keccak as _keccak
 from eth_hash.auto import keccak
 
-from worker.shard.layout import Entry, StageLayout, stage_layout
+from worker.shard import stage_layout
+from worker.shard.layout import Entry, StageLayout
 from worker.shard.weights import iter_tensors
 
 

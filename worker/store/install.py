@@ -23,9 +23,18 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from tessera import paths
-from tessera.errors import ModelError
+import torch
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+from transformers.utils import logging as hf_logging
+
+from proto import paths
+from proto.errors import ModelError
+from worker.shard.layout import family_of, read_config
+from worker.store.calibrate import write_outliers
 from worker.store.manifest import MANIFEST, Manifest, build_manifest, read_manifest, write_manifest
+from worker.vision.train import train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +44,6 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def convert_smollm2(out: Path) -> str:
     """Dequantize SmolLM2-135M-Instruct from its packaged GGUF into ``out``; return the source text."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()  # the CLI shows its own progress
 
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
@@ -75,8 +79,6 @@ def convert_smollm2(out: Path) -> str:
 
 def _train(arch: str) -> Callable[[Path], str]:
     def build(out: Path) -> str:
-        from worker.vision.train import train_and_save
-
         return train_and_save(arch, out)
 
     return build
@@ -111,13 +113,9 @@ def install(name: str, build: Callable[[Path], str], force: bool = False) -> Man
 
 
 def _calibrate_int8(model_dir: Path) -> None:
-    """Store int8 outlier features of a causal LM with a tokenizer (see worker.quant.calibrate)."""
-    from worker.shard.layout import family_of, read_config
-
+    """Store int8 outlier features of a causal LM with a tokenizer (see worker.store.calibrate)."""
     if family_of(read_config(model_dir)) is None or not (model_dir / "tokenizer.json").is_file():
         return
-    from worker.quant.calibrate import write_outliers
-
     write_outliers(model_dir)
 
 
@@ -148,9 +146,6 @@ def import_dir(src: str | Path, name: str | None = None, force: bool = False) ->
 
 
 def _bin_to_safetensors(d: Path) -> None:
-    import torch
-    from safetensors.torch import save_file
-
     bins = sorted(d.glob("pytorch_model*.bin"))
     if not bins:
         raise ModelError(f"{d} has neither safetensors nor pytorch_model.bin weights")

@@ -15,15 +15,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tessera.errors import ModelError
-from tessera.types import ModelId, model_id
-from worker.shard.layout import StageLayout, read_config, stage_layout
+from proto.errors import ModelError
+from proto.types import ModelId, model_id
+from worker.quant.outliers import OUTLIERS_FILE
+from worker.shard import stage_layout
+from worker.shard.layout import StageLayout, read_config
 from worker.store.hashing import file_hash, stage_hashes, weights_root
 
 MANIFEST = "manifest.json"
 FORMAT = 1
 TOKENIZER_FILE = "tokenizer.json"
-OUTLIERS_FILE = "int8_outliers.json"  # worker.quant.calibrate
 
 
 def _hex(b: bytes) -> str:

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from tessera.errors import JobError
+from proto.errors import JobError
 
 TEST_SIZE = 360
 SPLIT_SEED = 0
@@ -26,6 +26,7 @@ MAX_IMAGES = 4096  # largest batch accepted in one job input
 
 @lru_cache(maxsize=1)
 def _split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # lazy: scikit-learn takes about a second to import; only the digits loaders need it
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

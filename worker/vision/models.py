@@ -13,12 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.shard.fx import register_architecture
-
 PIXEL_MAX = 16.0  # scikit-learn digits pixel range is 0..16
 
 
-@register_architecture("digits-cnn")
 class DigitsCNN(nn.Module):
     """conv stem | 4 conv blocks (two of them pool 2x) | flatten + linear head."""
 
@@ -60,7 +57,6 @@ class ViTBlock(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
 
-@register_architecture("digits-vit")
 class DigitsViT(nn.Module):
     """2x2 patches (16 tokens) + class token | transformer blocks | norm + linear on the class token."""
 

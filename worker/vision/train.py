@@ -91,7 +91,9 @@ def train_and_save(arch: str, out: Path) -> str:
     model, acc = train(recipe)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config = {"tessera_arch": arch, "arch_kwargs": recipe.arch_kwargs, "tessera_blocks": "blocks",
+    factory = FACTORIES[arch]
+    config = {"tessera_arch": arch, "tessera_builder": f"{factory.__module__}:{factory.__qualname__}",
+              "arch_kwargs": recipe.arch_kwargs, "tessera_blocks": "blocks",
               "tessera_kind": "classifier", "num_labels": 10, "input": "digits-8x8-uint8",
               "training": {**asdict(recipe), "test_size": TEST_SIZE, "test_accuracy": round(acc, 4)}}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")

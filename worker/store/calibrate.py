@@ -7,10 +7,11 @@ over a fixed calibration text and the chosen feature indices of every block
 Linear are written to ``int8_outliers.json``; ``load_stage(...,
 weights="int8-mixed")`` reads the entries of its own blocks. Every node thus
 quantizes with the same indices. Keys are ``"{block}/{path in block}"``, e.g.
-``"3/self_attn.q_proj"``.
+``"3/self_attn.q_proj"``
+(:mod:`worker.quant.outliers`).
 
 Measured on SmolLM2 over 2,048 tokens of pydoc text (``python -m
-worker.quant.report smollm2-135m --tokens 2048``): perplexity +0.12% over fp32
+bench.quant_report smollm2-135m --tokens 2048``): perplexity +0.12% over fp32
 and top-1 agreement 98.5%, against +0.21% and 97.8% with outliers chosen from
 the weights alone (``--weight-outliers``).
 """
@@ -22,12 +23,15 @@ import logging
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer
 
+from worker.quant import collect_act_absmax, linear_like
 from worker.quant.linear import QuantConfig, select_outliers
+from worker.quant.outliers import OUTLIERS_FILE, block_key
+from worker.shard import load_stage, stage_layout
 
 logger = logging.getLogger(__name__)
 
-OUTLIERS_FILE = "int8_outliers.json"
 CALIBRATION_TEXT = (
     "The history of science is the study of how people came to understand the natural world. "
     "Early astronomers charted the motion of the planets; chemists learned why substances combine; "
@@ -37,25 +41,16 @@ CALIBRATION_TEXT = (
 ) * 2
 
 
-def block_key(block: int, path: str) -> str:
-    return f"{block}/{path}"
-
-
 def calibrate_outliers(model_dir: Path, cfg: QuantConfig = QuantConfig()) -> dict[str, list[int]]:
     """Run the whole decoder on :data:`CALIBRATION_TEXT`; return outlier features per block Linear."""
-    from transformers import AutoTokenizer
-
-    from worker.quant import _linear_like, collect_act_absmax
-    from worker.shard import load_stage
-
     tok = AutoTokenizer.from_pretrained(model_dir)
     ids = tok(CALIBRATION_TEXT, return_tensors="pt").input_ids
-    stage = load_stage(model_dir, 0, _num_blocks(model_dir))
+    stage = load_stage(model_dir, 0, stage_layout(model_dir).num_blocks)
     stats = collect_act_absmax(stage, lambda: stage(ids))
     prefix = f"base.{stage.family.blocks_attr}."
     out: dict[str, list[int]] = {}
     for name, m in stage.named_modules():
-        if name.startswith(prefix) and _linear_like(m):
+        if name.startswith(prefix) and linear_like(m):
             block, _, path = name[len(prefix):].partition(".")
             w = m.weight if isinstance(m, torch.nn.Linear) else m.weight.t()
             out[block_key(int(block), path)] = select_outliers(w, stats[name], cfg).tolist()
@@ -70,14 +65,3 @@ def write_outliers(model_dir: Path, cfg: QuantConfig = QuantConfig()) -> Path:
     logger.info("calibrated int8 outliers of %d layers (%d features)", len(layers),
                 sum(len(v) for v in layers.values()))
     return path
-
-
-def read_outliers(model_dir: Path) -> dict[str, list[int]] | None:
-    path = Path(model_dir) / OUTLIERS_FILE
-    return json.loads(path.read_text())["layers"] if path.is_file() else None
-
-
-def _num_blocks(model_dir: Path) -> int:
-    from worker.shard.layout import stage_layout
-
-    return stage_layout(model_dir).num_blocks

@@ -1,6 +1,6 @@
 """What int8-mixed weights cost and save: memory, top-1 agreement, perplexity, accuracy.
 
-``python -m worker.quant.report MODEL [--tokens N] [--json]`` prints one JSON
+``python -m bench.quant_report MODEL [--tokens N] [--json]`` prints one JSON
 object (last line) for a stored model: a causal LM is scored on real English
 text (Python's ``pydoc_data`` topics), a classifier on the digits test split.
 """
@@ -12,11 +12,17 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
+from pydoc_data.topics import topics
 
 import torch
+from transformers import AutoTokenizer
 
+from worker.quant import quantize_stage, resident_bytes
 from worker.quant.linear import QuantConfig
-from worker.quant.memory import resident_bytes
+from worker.quant.outliers import read_outliers
+from worker.shard import load_stage
+from worker.store import load_manifest
+from worker.vision import digits_test_split
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,6 @@ def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
 
 def english_ids(tokenizer, n_tokens: int) -> torch.Tensor:
     """``(1, n_tokens)`` token ids of real English text shipped with Python."""
-    from pydoc_data.topics import topics
-
     text = "\n\n".join(topics[k] for k in sorted(topics))
     ids = tokenizer(text[: n_tokens * 8], return_tensors="pt").input_ids[:, :n_tokens]
     return ids
@@ -62,24 +66,15 @@ def report(model: str, n_tokens: int = 512, device: str = "cpu", cfg: QuantConfi
     ``calibrated``: use the model's stored outlier features (as ``load_stage``
     does) where it has them; otherwise choose them from the weights with ``cfg``.
     """
-    from worker.quant.calibrate import read_outliers
-    from worker.quant import quantize_stage
-    from worker.shard import load_stage
-    from worker.store import load_manifest
-
     t0 = time.time()
     m = load_manifest(model)
     stages = {w: load_stage(m.directory, 0, m.num_blocks, device=device) for w in ("fp32", "int8-mixed")}
     quantize_stage(stages["int8-mixed"], cfg, outliers=read_outliers(m.directory) if calibrated else None)
     if m.kind == "causal-lm":
-        from transformers import AutoTokenizer
-
         ids = english_ids(AutoTokenizer.from_pretrained(m.directory), n_tokens).to(device)
         out = {w: s(ids) for w, s in stages.items()}
         metric, vals = "perplexity", {w: perplexity(o, ids) for w, o in out.items()}
     else:
-        from worker.vision import digits_test_split
-
         x, y = digits_test_split()
         ids = y
         out = {w: s(x) for w, s in stages.items()}
