@@ -174,4 +174,3 @@ def unpack_plan(hops: "list[int] | tuple[int, ...]", model: str, num_blocks: int
             reps.append([])
         reps[r].append(Hop(node, s, e))
     return Plan(model, num_blocks, tuple(Replica(tuple(r)) for r in reps))
-import chain.records  # scratch: an upward import that also closes a cycle
