@@ -53,3 +53,8 @@ class RoutingError(TesseraError):
 
 class JobError(TesseraError):
     """A job cannot be submitted, run or settled."""
+
+
+class JobInputError(JobError):
+    """The job's input can never run on its model (empty prompt, wrong kind, too long): trying
+    again cannot help, so nodes report it once and let the job end by the contract's rules."""

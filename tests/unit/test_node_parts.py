@@ -110,3 +110,41 @@ def test_a_tail_keeps_an_output_that_arrives_before_the_job_event(tmp_path):
     assert started == [(5, 1)]  # head of replica 1 started once, not twice
     d._on_output(5, 0, b"\0\0\0\x08")  # a second output for the same replica is ignored
     assert d.book.get(5).outputs == {"0": "00000007"}
+
+
+def test_a_job_whose_input_can_never_run_is_tried_once_not_retried(tmp_path):
+    """Regression (finding 16): a prompt sent to a classifier was retried 30 times with backoff
+    while the error never changed. The head now reports it once and lets the job expire."""
+    import threading
+    from types import SimpleNamespace
+
+    from worker.node.config import NodeConfig
+    from worker.node.daemon import NodeDaemon
+    from worker.planview import HopRoute, JobRoute
+
+    me = "0x" + "a" * 40
+    d = NodeDaemon.__new__(NodeDaemon)
+    d.me, d.book, d.cfg = me, JobBook(tmp_path), NodeConfig(head_retries=30, retry_backoff_s=0.01)
+    d.stop_event, d.model_dir = threading.Event(), tmp_path
+    d._now = lambda: 0
+    req = SimpleNamespace(job_id=5, commit_deadline=100, reveal_deadline=200, input=b"a prompt, not pixels",
+                          max_tokens=1)
+    route = JobRoute(5, "digits", 2, ((HopRoute(me, "-", 0, 2),),), kind="classifier")
+    d.view = SimpleNamespace(request=lambda j: req, route=lambda j: route)
+    attempts = []
+    d.running = SimpleNamespace(runtime=SimpleNamespace(stages=SimpleNamespace(
+        get=lambda a, b: attempts.append((a, b)))))
+    d.book.add(JobEntry(5, ((0, 0),), (0,), 100, 200))
+    d._run_head(5, 0)
+    assert attempts == []  # refused while decoding the input, before any stage ran
+    assert "input refused" in d.book.get(5).note and "multiple of 64" in d.book.get(5).note
+
+
+def test_node_toml_sets_confirmations_and_websocket(tmp_path):
+    from worker.node.config import load
+
+    p = tmp_path / "node.toml"
+    p.write_text('[node]\ndev_account = 1\nconfirmations = 6\nws_url = "ws://127.0.0.1:8545"\n'
+                 '[worker]\nmodel = "m"\nend = 2\n')
+    node, _ = load(p)
+    assert (node.confirmations, node.ws_url) == (6, "ws://127.0.0.1:8545")
