@@ -139,7 +139,10 @@ class TesseraChain:
     def submit_job(self, plan: Plan, input: "bytes | tuple[bytes, str]", max_tokens: int, fee_wei: int,
                    temperature: float = 0.0, seed: int = 0, codec: "int | str | Codec" = Codec.INT8_OUTLIER,
                    commit_window_s: int = 600, reveal_window_s: int = 600) -> JobId:
-        """Escrow ``fee_wei`` and open a job. ``input`` is inline bytes or ``(keccak hash, uri)``."""
+        """Escrow ``fee_wei`` and open a job. ``input`` is inline bytes or ``(keccak hash, uri)``.
+
+        A plan that ``JobPlan.check`` would refuse raises :class:`PlanError` before anything is sent.
+        """
         plan.validate()
         inline, in_hash, uri = (input, b"\0" * 32, "") if isinstance(input, bytes) else (b"", input[0], input[1])
         params = (inline, in_hash, uri, max_tokens, round(temperature * 1000), seed, int(Codec.parse(codec)),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Submit a Tessera job from plain web3: the way a requester's own program does it.
 
-Needs only web3 and eth-account, the compiled ABI (contracts/out/JobMarket.json),
+Needs only web3 and eth-account, the compiled ABI (contracts/out/JobMarket.sol/JobMarket.json),
 the deployment file and a router (`tessera router serve`) for the plan:
 
     python examples/requester.py --rpc-url http://127.0.0.1:8545 \
@@ -24,7 +24,7 @@ from eth_account import Account
 from tokenizers import Tokenizer
 from web3 import Web3
 
-ABI = Path(__file__).resolve().parent.parent / "contracts" / "out" / "JobMarket.json"
+ABI = Path(__file__).resolve().parent.parent / "contracts" / "out" / "JobMarket.sol" / "JobMarket.json"
 CODECS = {"fp32": 0, "fp16": 1, "bf16": 2, "int8-absmax": 3, "int8-outlier": 4}
 
 
