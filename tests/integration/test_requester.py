@@ -110,3 +110,8 @@ def test_job_result_cli_prints_the_event_and_exits_by_outcome(deployed, nodes_3x
     rc, out = result(bad)
     assert rc == 4 and out["outcome"] == "refund" and out["reason"]
     assert main(["job", "result", str(open_), "--rpc-url", anvil]) == 3
+    assert main(["job", "result", str(good), "--rpc-url", anvil]) == 0
+    text = capsys.readouterr().out
+    assert "output: '11 22 33'" in text and f"slashed {nodes[8].address}: 0.1 ETH" in text
+    assert main(["job", "result", str(bad), "--rpc-url", anvil]) == 4
+    assert "no majority: no output was revealed by more than half" in capsys.readouterr().out
