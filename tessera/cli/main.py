@@ -83,7 +83,7 @@ def cli(verbose: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a TesseraError prints its message, not a traceback."""
     try:
-        cli.main(args=argv, prog_name="tessera", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="tessera", standalone_mode=False)  # an int from click.exceptions.Exit
     except TesseraError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         return 1
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

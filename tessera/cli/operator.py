@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from proto.errors import ConfigError
-from tessera.cli.options import account_options, eth_to_wei, fmt_eth, make_client, rpc_options
+from tessera.cli.options import account_options, eth_to_wei, make_client, rpc_options
+from tessera.units import fmt_eth
 
 
 @click.group()

@@ -235,8 +235,8 @@ class NodeDaemon:
                 state = self.chain.get_job(job.job_id)
         if job.tails and self.cfg.finalize and (state.revealed_mask == everyone or now > job.reveal_deadline):
             try:
-                args = self.chain.finalize(job.job_id)
-                logger.info("job %s: finalized (winners mask %s)", job.job_id, args["winnersMask"])
+                settled = self.chain.finalize(job.job_id)
+                logger.info("job %s: finalized (winners %s)", job.job_id, list(settled.winners))
             except ContractError as exc:
                 if exc.name not in ("JobAlreadyFinalized",):
                     raise
