@@ -29,12 +29,6 @@ GROUPS: dict[str, tuple[str, str, str]] = {
 }
 
 
-# extra commands attached to a group: group -> [(module, attribute)]
-EXTRA: dict[str, list[tuple[str, str]]] = {
-    "operator": [("tessera.cli.operator_run", "run")],
-}
-
-
 class LazyGroup(click.Group):
     """A click group whose sub-groups are imported on first use."""
 
@@ -51,9 +45,6 @@ class LazyGroup(click.Group):
             if exc.name == module:
                 return _missing(name)
             raise
-        for mod, cmd in EXTRA.get(name, []):
-            if cmd not in group.commands:
-                group.add_command(getattr(importlib.import_module(mod), cmd))
         return group
 
     def format_commands(self, ctx, formatter):

@@ -25,7 +25,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import torch
 
 from chain.client import TesseraChain
 from chain.clock import ChainClock
@@ -78,16 +77,13 @@ class NodeDaemon:
         if self.cfg.verify_weights:
             verify_span(self.manifest, self.wcfg.start, end, self.chain.get_model(self.manifest.name).weights_root)
         self.wcfg = self.wcfg.model_copy(update={"end": end, "model_dir": str(self.model_dir)})
-        torch.set_num_threads(self.wcfg.threads)
-        self.stage = server.load_stage(self.wcfg)
         ident = ChainIdentity.of(w3, self.deployment)
         state_dir = self.cfg.state_path(self.me, ident.key)
         claim(state_dir, ident)
         self.book = JobBook(state_dir)
         self.view = ChainPlanView(self.chain, self.manifest, self.model_dir)
         self.signer = Signer(account.key)
-        self.running = server.start(self.wcfg, self.stage, self.view, on_output=self._on_output, signer=self.signer,
-                                    loader=self._load_sub_span)
+        self.running = server.serve(self.wcfg, self.view, on_output=self._on_output, signer=self.signer)
         self.follower = EventFollower(w3, [self.chain.market], state_dir / "cursor.json", self.deployment.block,
                                       names=["JobSubmitted"], confirmations=self.cfg.confirmations,
                                       ws_url=self.cfg.ws_url)
@@ -100,9 +96,6 @@ class NodeDaemon:
         logger.info("node %s serves %s [%d, %d) on port %d", self.me, self.manifest.name, self.wcfg.start, end,
                     self.running.port)
         return self.running.port
-
-    def _load_sub_span(self, start: int, end: int):
-        return server.load_stage(self.wcfg.model_copy(update={"start": start, "end": end}))
 
     def stop(self) -> None:
         self.stop_event.set()
