@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import typing
-from typing import Callable
+from typing import Callable, get_args
 
 import click
 
@@ -24,16 +23,16 @@ def worker_options(f):
     """One flag per WorkerConfig field (``session_ttl_s`` -> ``--session-ttl-s``), its help from the
     field's description; a flag left out stays None, so the file's value or the default holds."""
     for name, field in reversed(WorkerConfig.model_fields.items()):
-        kind = next(t for t in typing.get_args(field.annotation) or (field.annotation,) if t is not type(None))
+        kind = next(t for t in get_args(field.annotation) or (field.annotation,) if t is not type(None))
         flag = "--" + name.replace("_", "-")
         desc = field.description
-        help = (desc if desc[1:2].isupper() else desc[:1].upper() + desc[1:]) + "."  # gRPC stays gRPC
+        text = (desc if desc[1:2].isupper() else desc[:1].upper() + desc[1:]) + "."  # gRPC stays gRPC
         if field.default is not None:
-            help += f" [default: {str(field.default).lower() if kind is bool else field.default}]"
+            text += f" [default: {str(field.default).lower() if kind is bool else field.default}]"
         if kind is bool:
-            f = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help)(f)
+            f = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=text)(f)
         else:
-            f = click.option(flag, name, type=kind, default=None, help=help)(f)
+            f = click.option(flag, name, type=kind, default=None, help=text)(f)
     return f
 
 
