@@ -31,6 +31,7 @@ from worker.stagepool import Loader, StagePool
 
 logger = logging.getLogger(__name__)
 
+
 class HopRuntime:
     """Executes the hops this worker is planned for."""
 
