@@ -1,10 +1,12 @@
 """The evaluation report writer and bench.all's plumbing (pure parts, synthetic results)."""
 
 import json
+from argparse import Namespace
 
 import pytest
 
-from bench.all import card_slug, last_json
+from bench._out import summarize
+from bench.all import card_slug, cpu_steps, select
 from bench.eval.report import render, table
 from bench.eval.report_disagree import conclusions
 
@@ -90,12 +92,42 @@ def test_table_formats_cells():
     assert table(["a", "b"], [[1.23456789, None]]) == "| a | b |\n|---|---|\n| 1.235 | – |"
 
 
-def test_last_json_takes_the_final_line():
-    assert last_json("progress 1\n{\"a\": 1}\n" + json.dumps({"bench": "x"}) + "\n\n") == {"bench": "x"}
-    with pytest.raises(ValueError):
-        last_json("")
-    with pytest.raises(ValueError):
-        last_json("[1, 2]")
+def test_only_reruns_the_timings_in_one_command_and_rejects_unknown_names():
+    steps = cpu_steps(Namespace(quick=False, codec_tokens=2048, prompts=50, tokens=32))
+    assert [s.stem for s in select(steps, "routing,pipeline-cpu,hop-cpu", None)] == ["pipeline-cpu", "hop-cpu", "routing"]
+    assert "gas" not in [s.stem for s in select(steps, None, "gas")]
+    with pytest.raises(SystemExit, match="unknown result stem.*pipline-cpu"):
+        select(steps, "pipline-cpu", None)
+
+
+def pipeline(meta: dict, **stage3) -> dict:
+    return {"model": "m", "tokens": 8, "prompt_tokens": 4, "codec": "int8-outlier", "repeats": 3,
+            "thread_budget": "1 thread", "target": "3 stages >= 0.85 of monolithic", "target_met": True,
+            "stages": {"3": stage3}, "meta": meta}
+
+
+def test_render_says_which_timings_predate_provenance_and_what_is_pending(tmp_path):
+    machine = {"cpu": "Test CPU", "cores": 2, "torch": "9.9"}
+    old = {"command": "python -m bench.pipeline --json", "seconds": 3.0, "date": "d", "machine": machine}
+    new = {**old, "commit": "0123456789abcdef", "dirty": True, "dirty_files": ["bench/hop.py"], "dirty_count": 1}
+    runs = {"tokens_per_s": [9.0, 8.0, 8.5], "monolithic_tokens_per_s": [10.0, 9.0, 9.5],
+            "vs_monolithic": [0.9, 0.86, 0.89], "same_tokens_as_monolithic": [1.0, 1.0, 1.0]}
+
+    md = render({"pipeline-cpu": pipeline(old, tokens_per_s=8.0, monolithic_tokens_per_s=9.0, vs_monolithic=0.89,
+                                          same_tokens_as_monolithic=1.0)}, [], tmp_path)
+    assert "0.89 of monolithic at 3 stages (stale until rerun: predates provenance)" in md
+    assert "Rerun on a quiet machine: `python -m bench.all --only pipeline-cpu,hop-cpu,routing`" in md
+    assert "headline rule not recorded" in md and "commit `" not in md
+    assert "pipeline throughput on an H100 and an H200 GPU: pending a rerun" in md
+    assert "median** of their runs" in md
+
+    md = render({"pipeline-cpu": {**pipeline(new, **summarize(runs)), "headline": "median"},
+                 "pipeline-gpu-nvidia-h200": pipeline(new, **summarize(runs)),
+                 "pipeline-cpu-gpuhost": pipeline(new, **summarize(runs))}, [], tmp_path)
+    assert "stale" not in md and "Pending reruns" not in md
+    assert "| 3 | 8.5 | 9.5 | 0.89 | 0.9, 0.86, 0.89 | 1 |" in md
+    assert ("| `pipeline-cpu` | `python -m bench.pipeline --json` at commit `0123456789` (uncommitted changes in "
+            "`bench/hop.py`) on Test CPU (2 cores), torch 9.9, 3 s, d | – |") in md
 
 
 def test_card_slug():
