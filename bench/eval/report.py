@@ -192,10 +192,11 @@ def routing_section(res: dict) -> str:
     q = table(["nodes", "blocks", "R", "networks", "random / router", "greedy / router", "greedy / router (min)"],
               [[x["nodes"], x["blocks"], x["replicas"], x["networks"], x["random_over_router_geomean"],
                 x["greedy_over_router_geomean"], x["greedy_over_router_min"]] for x in r["quality"]])
-    return (f"## 5. Routing\n\nPlanning time (target median {r['target_median_ms']} ms), "
-            f"{headline_note('routing', r)}:\n\n{t}\n\n{stale_note('routing', r)}"
-            "Predicted per-token latency of random and greedy plans over the router's (geometric mean; above 1 "
-            f"the router's plan is faster). The comparison uses the router's own cost model.\n\n{q}\n")
+    parts = [f"## 5. Routing\n\nPlanning time (target median {r['target_median_ms']} ms), "
+             f"{headline_note('routing', r)}:\n\n{t}\n", stale_note("routing", r),
+             "Predicted per-token latency of random and greedy plans over the router's (geometric mean; above 1 "
+             f"the router's plan is faster). The comparison uses the router's own cost model.\n\n{q}\n"]
+    return "\n".join(p for p in parts if p)
 
 
 def _met(ok: bool) -> str:
@@ -203,7 +204,7 @@ def _met(ok: bool) -> str:
 
 
 def _stale(stem: str, res: dict) -> str:
-    return " (stale until rerun: predates provenance)" if stale_note(stem, res) else ""
+    return "; stale until rerun (predates provenance)" if stale_note(stem, res) else ""
 
 
 def summary(res: dict) -> str:

@@ -5,10 +5,12 @@ from argparse import Namespace
 
 import pytest
 
+from bench import hop
 from bench._out import summarize
 from bench.all import card_slug, cpu_steps, select
 from bench.eval.report import render, table
 from bench.eval.report_disagree import conclusions
+from bench.plots import make_all
 
 
 def pair(differ_steps, margins, prompts=4, steps=32, all_q=(0.02, 0.1, 1.5), below=0.01):
@@ -78,8 +80,6 @@ def test_render_without_gpu_says_how_to_get_it(tmp_path):
 
 
 def test_plots_draw_from_results_and_name_their_sources(tmp_path):
-    from bench.plots import make_all
-
     res = {"gas-replicas": {"rows": [{"replicas": r, "calls": {"submitJob": 100_000 * r, "finalize": 50_000}, "total": 0}
                                      for r in (1, 3)]},
            "disagree-cpu": disagree({"bf16": pair([2], [0.01])})}
@@ -115,7 +115,7 @@ def test_render_says_which_timings_predate_provenance_and_what_is_pending(tmp_pa
 
     md = render({"pipeline-cpu": pipeline(old, tokens_per_s=8.0, monolithic_tokens_per_s=9.0, vs_monolithic=0.89,
                                           same_tokens_as_monolithic=1.0)}, [], tmp_path)
-    assert "0.89 of monolithic at 3 stages (stale until rerun: predates provenance)" in md
+    assert "0.89 of monolithic at 3 stages; stale until rerun (predates provenance)" in md
     assert "Rerun on a quiet machine: `python -m bench.all --only pipeline-cpu,hop-cpu,routing`" in md
     assert "headline rule not recorded" in md and "commit `" not in md
     assert "pipeline throughput on an H100 and an H200 GPU: pending a rerun" in md
@@ -135,8 +135,6 @@ def test_card_slug():
 
 
 def test_hop_bench_times_every_piece_and_the_report_shows_them(tmp_path, capsys):
-    from bench import hop
-
     assert hop.main(["--repeats", "4", "--sweep-mb", "1", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["wire_bytes"] > 0 and set(res["pieces"]) >= {"encode", "verify signature", "check payload hash + decode"}
