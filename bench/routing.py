@@ -110,7 +110,7 @@ def timing(n_nodes: int, num_blocks: int, replicas: int, runs: int, mode: Mode =
         proven += rp.optimal
     ranked = sorted(ts)
     return {"mode": mode.value, "proven_optimal": proven, "nodes": n_nodes, "blocks": num_blocks, "replicas": replicas,
-            "runs": runs, "median_ms": statistics.median(ts), "p95_ms": ranked[min(len(ts) - 1, int(0.95 * len(ts)))],
+            "runs": runs, "median_ms": round(statistics.median(ts), 3), "p95_ms": ranked[min(len(ts) - 1, int(0.95 * len(ts)))],
             "runs_ms": ts, "mean_hops_per_replica": round(statistics.mean(hops), 2)}
 
 

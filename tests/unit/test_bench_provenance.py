@@ -7,6 +7,8 @@ import statistics
 import subprocess
 import sys
 
+import pytest
+
 from bench import hop, routing
 from bench._out import HEADLINE, emit, summarize
 from bench.provenance import REPO, command_line, dirty_files, git_state, host_class, process_seconds
@@ -33,6 +35,7 @@ def test_emit_records_commit_tree_machine_command_and_keeps_the_runs(tmp_path, c
     row = saved["stages"]["3"]
     assert row["runs"] == runs  # every run kept, in order
     assert row["tokens_per_s"] == 15.1 and row["vs_monolithic"] == 0.86  # the medians, not the best
+    assert summarize({"x": [3.18, 4.6]})["x"] == 3.89  # an even count: the mean of the middle two
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -43,11 +46,11 @@ def test_hop_and_routing_headlines_are_the_median_of_the_runs_they_keep(tmp_path
     assert res["headline"] == "median" and res["meta"]["commit"]
     for piece in res["pieces"].values():
         assert len(piece["runs"]["warm_us"]) == 6 and len(piece["runs"]["cold_us"]) == 5
-        assert piece["warm_us"] == statistics.median(piece["runs"]["warm_us"])
-        assert piece["cold_us"] == statistics.median(piece["runs"]["cold_us"])
+        assert piece["warm_us"] == pytest.approx(statistics.median(piece["runs"]["warm_us"]), abs=1e-9)
+        assert piece["cold_us"] == pytest.approx(statistics.median(piece["runs"]["cold_us"]), abs=1e-9)
 
     t = routing.timing(120, 12, 1, 4)
-    assert len(t["runs_ms"]) == 4 and t["median_ms"] == statistics.median(t["runs_ms"])
+    assert len(t["runs_ms"]) == 4 and t["median_ms"] == pytest.approx(statistics.median(t["runs_ms"]), abs=1e-9)
     assert t["p95_ms"] == max(t["runs_ms"])
 
 
