@@ -72,4 +72,14 @@ class WorkerConfig(BaseModel):
         try:
             return cls(**{k: v for k, v in values.items() if v is not None})
         except ValidationError as exc:
-            raise ConfigError(f"invalid worker config: {exc}") from exc
+            raise ConfigError(f"invalid [worker] setting: {describe(exc)}") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """pydantic's errors in one line each: ``field: what is wrong (got value)``, no URLs."""
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "value"
+        got = f" (got {e['input']!r})" if e.get("type") != "missing" and not isinstance(e.get("input"), dict) else ""
+        parts.append(f"{where}: {e['msg'][:1].lower() + e['msg'][1:]}{got}")
+    return "; ".join(parts)

@@ -6,8 +6,10 @@ import json
 
 import click
 
+from tessera.cli import job_money
+from tessera.cli.checks import fee_floor_early, require_model
 from tessera.cli.options import account_options, eth_to_wei, make_client, rpc_options
-from tessera.cli.present import NO_MAJORITY_EXIT, PENDING_EXIT, show_result
+from tessera.cli.present import NO_MAJORITY_EXIT, PENDING_EXIT, LiveText, show_result
 
 
 @click.group()
@@ -44,12 +46,25 @@ def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, 
     from router.types import Weights
     from tessera import requester
 
+    data = _job_input(prompt, image_index)
     client = make_client(rpc_url, chain_kind, key, account_index)
-    spec = requester.JobSpec(model, _job_input(prompt, image_index), max_tokens, eth_to_wei(fee), replicas,
+    fee_floor_early(eth_to_wei(fee), replicas, require_model(client, model).num_blocks)
+    spec = requester.JobSpec(model, data, max_tokens, eth_to_wei(fee), replicas,
                              temperature, seed, codec, commit_window, reveal_window)
     log = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
-    res = requester.run_job(client, spec, mode=mode, weights=Weights.parse(weights), wait=wait,
-                            on_progress=lambda u: log(u.line()))
+    live = LiveText(client, model, log) if wait and not as_json else None
+
+    def on_progress(u) -> None:
+        if live is not None:
+            live.on_update(u)
+        log(u.line())
+
+    try:
+        res = requester.run_job(client, spec, mode=mode, weights=Weights.parse(weights), wait=wait,
+                                on_progress=on_progress)
+    finally:
+        if live is not None:
+            live.stop()
     if not wait:
         click.echo(json.dumps({"job_id": res.job_id}) if as_json else str(res.job_id))
         return
@@ -113,3 +128,7 @@ def result(job_id, as_json, rpc_url, chain_kind) -> None:
         raise click.exceptions.Exit(PENDING_EXIT)
     if res.outcome == "refund":
         raise click.exceptions.Exit(NO_MAJORITY_EXIT)
+
+
+for _cmd in (job_money.balance, job_money.withdraw, job_money.list_, job_money.finalize, job_money.cancel):
+    job.add_command(_cmd)

@@ -7,13 +7,15 @@ import os
 
 import click
 
+from tessera.cli.options import read_password
+
 
 def _password(confirm: bool) -> str:
     # lazy: web3 imported only when this command runs (fast --help)
     from chain.keys import PASSWORD_ENV
 
     pw = os.environ.get(PASSWORD_ENV)
-    return pw if pw is not None else click.prompt("password", hide_input=True, confirmation_prompt=confirm)
+    return pw if pw is not None else read_password("password", confirm)
 
 
 @click.group()
@@ -54,9 +56,18 @@ def import_(name: str, private_key: str | None, dev_index: int | None) -> None:
 
 @keys.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--dev", "dev_count", type=int, default=0, help="Also list the first N dev accounts.")
-def list_(as_json: bool, dev_count: int) -> None:
-    """List stored keys (and optionally devnet accounts)."""
+@click.option("--dev", "dev_count", type=click.IntRange(0, 100), default=0,
+              help="Also list the first N devnet accounts (--account N on the CLI).")
+@click.option("--private", "show_private", is_flag=True,
+              help="With --dev: show the dev accounts' private keys (public knowledge; devnets only).")
+def list_(as_json: bool, dev_count: int, show_private: bool) -> None:
+    """List stored keys (and optionally devnet accounts).
+
+    \b
+    Examples:
+      tessera keys list
+      tessera keys list --dev 12 --private     # anvil's and Hardhat's well-known dev keys
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from eth_account import Account
 
@@ -65,11 +76,16 @@ def list_(as_json: bool, dev_count: int) -> None:
     from chain.keys import list_keys
 
     rows = [{"name": k.name, "address": k.address} for k in list_keys()]
-    rows += [{"name": f"dev:{i}", "address": Account.from_key(dev_key(i)).address} for i in range(dev_count)]
+    rows += [{"name": f"dev:{i}", "address": Account.from_key(dev_key(i)).address,
+              **({"private_key": "0x" + dev_key(i).removeprefix("0x")} if show_private else {})}
+             for i in range(dev_count)]
+    if show_private and dev_count:
+        click.secho("WARNING: dev keys are public; never send real funds to them or use them off a devnet",
+                    fg="yellow", err=True)
     if as_json:
         click.echo(json.dumps({"keys": rows}))
         return
     if not rows:
         click.echo("no keys; create one with `tessera keys new NAME`")
     for r in rows:
-        click.echo(f"{r['name']:<20} {r['address']}")
+        click.echo(f"{r['name']:<20} {r['address']}" + (f"  {r['private_key']}" if "private_key" in r else ""))

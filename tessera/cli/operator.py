@@ -10,12 +10,13 @@ import json
 import time
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from proto.errors import ConfigError
+from tessera.cli.checks import check_endpoint, require_model
 from tessera.cli.operator_run import run
 from tessera.cli.options import account_options, eth_to_wei, make_client, rpc_options
+from tessera.cli.present import wide_console
 from tessera.units import fmt_eth
 
 
@@ -37,8 +38,8 @@ def _advise(client, model: str, max_blocks: int | None) -> tuple[int, int]:
         advise = importlib.import_module("router.advise")
     except ModuleNotFoundError:
         raise ConfigError("no router advice available in this build; pass --blocks START:END") from None
-    num_blocks = client.get_model(model).num_blocks
-    return advise.suggest_span(client.list_nodes(model), num_blocks, max_blocks or num_blocks)
+    num_blocks = require_model(client, model).num_blocks
+    return advise.suggest_span(client.list_nodes(model), num_blocks, max_blocks)
 
 
 @operator.command()
@@ -55,8 +56,12 @@ def _advise(client, model: str, max_blocks: int | None) -> tuple[int, int]:
 def register(rpc_url, chain_kind, key, account_index, model, blocks, max_blocks, stake, endpoint, throughput,
              price_wei, payout) -> None:
     """Stake and register this key as a node serving blocks of MODEL."""
+    check_endpoint(endpoint)
     c = make_client(rpc_url, chain_kind, key, account_index)
     start, end = _parse_blocks(blocks) if blocks else _advise(c, model, max_blocks)
+    if not blocks:
+        click.echo(f"no --blocks given: taking the router's advice, blocks [{start}, {end}) "
+                   "(`tessera router advise --model M` shows why)", err=True)
     rec = c.register_node(model, start, end, endpoint, eth_to_wei(stake), throughput, price_wei, payout)
     click.echo(f"registered {rec.address}: {model} blocks [{rec.start}, {rec.end}), stake {fmt_eth(rec.stake)}")
 
@@ -66,9 +71,17 @@ def register(rpc_url, chain_kind, key, account_index, model, blocks, max_blocks,
 @account_options
 @click.argument("amount")
 def stake_add(rpc_url, chain_kind, key, account_index, amount) -> None:
-    """Add AMOUNT ETH to this node's stake."""
+    """Add AMOUNT ETH to this node's stake.
+
+    \b
+    Example:
+      tessera operator stake-add 0.5 --key mynode
+    """
+    wei = eth_to_wei(amount)
+    if wei <= 0:
+        raise click.BadParameter(f"{amount!r} adds nothing; give a positive amount of ETH", param_hint="AMOUNT")
     c = make_client(rpc_url, chain_kind, key, account_index)
-    c.add_stake(eth_to_wei(amount))
+    c.add_stake(wei)
     click.echo(f"stake is now {fmt_eth(c.get_node().stake)}")
 
 
@@ -111,6 +124,8 @@ def withdraw(rpc_url, chain_kind, key, account_index, node) -> None:
 def status(rpc_url, chain_kind, key, account_index, node, model, as_json) -> None:
     """Stake, span, reputation, earnings and unbonding time of a node (or all nodes of a model)."""
     c = make_client(rpc_url, chain_kind, key, account_index, required=node is None and model is None)
+    if model:
+        require_model(c, model)
     recs = c.list_nodes(model) if model else [r for r in [c.get_node(node)] if r]
     rows = [{"node": r.address, "status": r.status, "start": r.start, "end": r.end, "stake_wei": r.stake,
              "reputation": r.reputation, "earnings_wei": r.earnings, "unbond_at": r.unbond_at,
@@ -120,15 +135,18 @@ def status(rpc_url, chain_kind, key, account_index, node, model, as_json) -> Non
         click.echo(json.dumps({"nodes": rows}))
         return
     if not rows:
-        click.echo("no such node registered")
-        return
+        if model:
+            click.echo(f"model {model} has no registered nodes")
+            return
+        raise click.ClickException(f"{node or c.address} is not a registered node; register it with "
+                                   "`tessera operator register`")
 
     t = Table("node", "status", "span", "stake", "reputation", "earnings", "unbonding until", "endpoint")
     for r in rows:
         until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r["unbond_at"])) if r["unbond_at"] else "-"
         t.add_row(r["node"], r["status"], f"[{r['start']}, {r['end']})", fmt_eth(r["stake_wei"]),
                   f"{r['reputation']:.4f}", fmt_eth(r["earnings_wei"]), until, r["endpoint"])
-    Console().print(t)
+    wide_console().print(t)
 
 
 operator.add_command(run)

@@ -82,6 +82,11 @@ class NodeDaemon:
         self.model_dir = resolve(self.wcfg.model_dir or self.wcfg.model)
         self.manifest = load_manifest(self.model_dir)
         end = self.wcfg.end if self.wcfg.end is not None else self.manifest.num_blocks
+        nb = self.manifest.num_blocks
+        if not 0 <= self.wcfg.start < end <= nb:
+            raise ConfigError(f"[worker] start = {self.wcfg.start}, end = {end} is not a span of {self.manifest.name}, "
+                              f"which has {nb} blocks: use 0 <= start < end <= {nb} (half-open), e.g. start = 0, "
+                              f"end = {nb}")
         if rec is None or not rec.active:
             raise ConfigError(f"node {self.me} is not an active node; register it first with "
                               f"`tessera operator register --model {self.manifest.name} --blocks "
