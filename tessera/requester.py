@@ -214,8 +214,9 @@ def follow(chain: TesseraChain, job_id: int, timeout_s: float = 600.0, poll_s: f
                 if exc.name not in ("JobAlreadyFinalized", "JobNotFinalizable"):
                     raise
         time.sleep(poll_s)
-    raise JobError(f"job {job_id} was not finalized within {timeout_s:.0f} s; check it later with "
-                   f"`tessera job status {job_id}`")
+    raise JobError(f"job {job_id} was not finalized within {timeout_s:.0f} s (reveal deadline "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(req.reveal_deadline))}); once that passed, "
+                   f"`tessera job finalize {job_id}` settles it (anyone may); `tessera job status {job_id}` shows it")
 
 
 def decode_text(model: str, output: bytes) -> str | None:

@@ -63,7 +63,12 @@ def _show_dev_accounts(n: int) -> None:
 
 @chain.command()
 def down() -> None:
-    """Stop the devnet started by `tessera chain up`."""
+    """Stop the devnet started by `tessera chain up`.
+
+    \b
+    Examples:
+      tessera chain down
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from chain import devnet
 
@@ -80,7 +85,13 @@ def down() -> None:
 @rpc_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(rpc_url: str | None, chain_kind: str, as_json: bool) -> None:
-    """Show the devnet, the chain it answers for and the deployment."""
+    """Show the devnet, the chain it answers for and the deployment.
+
+    \b
+    Examples:
+      tessera chain status
+      tessera chain status --rpc-url https://rpc.example.org --json
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from chain import devnet
     from chain.deploy import load_deployment
@@ -129,7 +140,13 @@ def _print_status(net, url: str, info: dict) -> None:
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Deployment file (default $TESSERA_HOME/deployment.json).")
 def deploy(rpc_url, chain_kind, key, account_index, min_stake, unbonding_s, slash, max_job_s, out) -> None:
-    """Compile if needed and deploy ModelRegistry, NodeRegistry and JobMarket."""
+    """Compile if needed and deploy ModelRegistry, NodeRegistry and JobMarket.
+
+    \b
+    Examples:
+      tessera chain deploy                      # dev account 0 on a devnet
+      tessera chain deploy --key deployer --rpc-url https://rpc.example.org --unbonding 604800
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from chain.deploy import DeployParams, save_deployment
     from chain.deploy import deploy as do_deploy

@@ -40,8 +40,18 @@ def job() -> None:
 @account_options
 def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, fee, codec, mode, weights,
            commit_window, reveal_window, wait, as_json, rpc_url, chain_kind, key, account_index) -> None:
-    """Plan replicas with the router, escrow the fee and submit a job. With --wait, follow it to
-    the result; the exit status is 4 when it ends without a majority (the fee is refunded)."""
+    """Plan replicas with the router, escrow the fee and submit a job. With --wait, show the text
+    as the head produces it (a preview, unverified until the job settles), then the settled
+    result; the exit status is 4 when it ends without a majority (the fee is refunded as credit:
+    `tessera job withdraw`). The input is checked against the model and the fee against a floor
+    before anything is escrowed.
+
+    \b
+    Examples:
+      tessera job submit --model smollm2-135m --prompt "The capital of France is" --wait --account 9
+      tessera job submit --model digits-cnn --image-index 0 --replicas 3 --fee 0.01 --wait --json
+      tessera job submit --model smollm2-135m --prompt "Hi" --mode price --weights reputation=2
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from router.types import Weights
     from tessera import requester
@@ -101,7 +111,13 @@ def _job_input(prompt: str | None, image_index: int | None) -> bytes:
 @click.option("--json", "as_json", is_flag=True)
 @rpc_options
 def status(job_id, as_json, rpc_url, chain_kind) -> None:
-    """Commit/reveal progress of a job."""
+    """Commit/reveal progress of a job.
+
+    \b
+    Examples:
+      tessera job status 4
+      tessera job status 4 --json
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from tessera import requester
 
@@ -115,7 +131,13 @@ def status(job_id, as_json, rpc_url, chain_kind) -> None:
 @rpc_options
 def result(job_id, as_json, rpc_url, chain_kind) -> None:
     """The decoded output, the agreeing replicas and the payouts of a job, as the chain recorded
-    them. Exit status 3 while it is open, 4 when it ended without a majority."""
+    them. Exit status 3 while it is open, 4 when it ended without a majority.
+
+    \b
+    Examples:
+      tessera job result 4
+      tessera job result 4 --json | jq .text
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from tessera import requester
 

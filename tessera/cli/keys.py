@@ -26,7 +26,13 @@ def keys() -> None:
 @keys.command()
 @click.argument("name")
 def new(name: str) -> None:
-    """Create a new random key NAME."""
+    """Create a new random key NAME.
+
+    \b
+    Examples:
+      tessera keys new mynode
+      echo "$PASSWORD" | tessera keys new mynode   # password from a pipe
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from chain.keys import new_key
 
@@ -39,7 +45,13 @@ def new(name: str) -> None:
 @click.option("--private-key", default=None, help="0x private key (prompted if absent).")
 @click.option("--dev", "dev_index", type=int, default=None, help="Import well-known dev account N.")
 def import_(name: str, private_key: str | None, dev_index: int | None) -> None:
-    """Import an existing private key as NAME."""
+    """Import an existing private key as NAME.
+
+    \b
+    Examples:
+      tessera keys import mynode --private-key 0x...
+      tessera keys import dev4 --dev 4
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from chain.keys import save_key
 
@@ -68,14 +80,16 @@ def list_(as_json: bool, dev_count: int, show_private: bool) -> None:
       tessera keys list
       tessera keys list --dev 12 --private     # anvil's and Hardhat's well-known dev keys
     """
-    # lazy: web3 imported only when this command runs (fast --help)
-    from eth_account import Account
-
-    # lazy: web3 imported only when this command runs (fast --help)
-    from chain.devnet import dev_key
+    # lazy: reading keystores needs no web3 (fast start-up)
     from chain.keys import list_keys
 
     rows = [{"name": k.name, "address": k.address} for k in list_keys()]
+    if dev_count:
+        # lazy: eth-account only when dev accounts are derived
+        from eth_account import Account
+
+        # lazy: see above
+        from chain.devnet import dev_key
     rows += [{"name": f"dev:{i}", "address": Account.from_key(dev_key(i)).address,
               **({"private_key": "0x" + dev_key(i).removeprefix("0x")} if show_private else {})}
              for i in range(dev_count)]

@@ -69,3 +69,19 @@ def test_json_log_lines_are_one_object_each():
     rec = logging.LogRecord("worker.node.daemon", logging.WARNING, __file__, 1, "job %s: %s", (5, "x"), None)
     out = json.loads(JsonFormatter().format(rec))
     assert out["level"] == "WARNING" and out["msg"] == "job 5: x" and out["logger"] == "worker.node.daemon"
+
+
+def test_a_wrong_type_in_node_toml_is_one_line_without_a_pydantic_dump(tmp_path):
+    from worker.node.config import load
+
+    p = tmp_path / "node.toml"
+    p.write_text('[node]\ndev_account = 1\npoll_interval_s = "fast"\n[worker]\nend = "x"\n')
+    with pytest.raises(ConfigError) as exc:
+        load(p)
+    assert "poll_interval_s: input should be a valid number" in str(exc.value) and "https://" not in str(exc.value)
+    p.write_text('[node]\ndev_account = 1\n[worker]\nend = "x"\nport = 99999\n')
+    with pytest.raises(ConfigError) as exc:
+        load(p)
+    msg = str(exc.value)
+    assert "end: input should be a valid integer" in msg and "port: input should be less than or equal to 65535" in msg
+    assert "\n" not in msg and "https://" not in msg
