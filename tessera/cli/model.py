@@ -47,9 +47,10 @@ def fetch(name: str, force: bool, as_json: bool) -> None:
     Examples:
       tessera model fetch smollm2-135m
     """
-    # lazy: torch imported only when this command runs (fast --help)
-    from rich.console import Console  # lazy: rich only for the progress spinner
+    # lazy: rich only for the progress spinner
+    from rich.console import Console
 
+    # lazy: torch imported only when this command runs (fast --help)
     from worker.store.install import BUILTIN
     from worker.store.install import fetch as do_fetch
 
