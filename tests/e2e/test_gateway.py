@@ -203,3 +203,22 @@ def test_explorer_in_headless_chromium_shows_nodes_coverage_and_jobs(cluster, ga
                 shutil.copyfile(shot, SCREENSHOT)
         finally:
             browser.close()
+
+
+def test_a_node_refuses_another_port_and_stops_once_unbonded(cluster):
+    """Runs last: it takes one node out of the cluster."""
+    node = cluster.nodes[-1]
+    env = {**cluster.env, "TESSERA_RPC_URL": cluster.net.rpc_url}
+    second = subprocess.run([sys.executable, "-m", "tessera.cli.main", "operator", "run", "--config", str(node.config),
+                             "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 1 and f"--port {node.port}" in second.stderr, second.stderr[-2000:]
+    assert "READY" not in second.stdout
+    assert main_cli(env, "operator", "unbond", "--account", str(node.index)).returncode == 0
+    assert node.proc.wait(60) == 3  # it settled nothing open, said why and stopped
+    log = node.log.read_text()
+    assert "is unbonding on chain; its stake is withdrawable from" in log and "UTC" in log
+
+
+def main_cli(env, *argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tessera.cli.main", *argv], env=env, capture_output=True, text=True,
+                          timeout=120)
