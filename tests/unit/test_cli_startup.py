@@ -5,6 +5,7 @@ loaded 2-core machine), only the command that needs one does."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -51,3 +52,16 @@ def test_help_shows_examples():
     res = subprocess.run([sys.executable, "-m", "tessera.cli.main", "job", "submit", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert "Examples:" in res.stdout and "tessera job submit --model" in res.stdout
+
+
+def test_keys_new_reads_a_piped_password_quietly(tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    monkeypatch.delenv("TESSERA_KEY_PASSWORD", raising=False)
+    env = dict(os.environ)
+    res = subprocess.run([sys.executable, "-m", "tessera.cli.main", "keys", "new", "piped"], input="s3cret\n",
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and res.stdout.startswith("piped: 0x"), res.stderr
+    assert "Warning" not in res.stderr and "password" not in res.stderr.lower()
+    from chain.keys import load_key
+
+    assert load_key("piped", "s3cret").address == res.stdout.split()[1]  # the piped line is the password
