@@ -62,11 +62,15 @@ class LiveText:
         self.cancel = threading.Event()
         self.tty = sys.stderr.isatty()
         self._thread: threading.Thread | None = None
+        self._line_open = False  # a terminal line of text is being rewritten in place
 
     def on_update(self, u) -> None:
         # lazy: the requester's records import web3 (fast --help)
         from tessera.requester import Planned, Progress, Submitted
 
+        if self._line_open:  # the progress line that follows starts on a line of its own
+            click.echo("", err=True)
+            self._line_open = False
         if isinstance(u, Planned):
             self.plan = u.plan
         elif isinstance(u, Submitted) and self.plan is not None:
@@ -83,8 +87,9 @@ class LiveText:
         if self._thread is not None:
             self._thread.join(2)
             self._thread = None
-            if self.tty:
-                click.echo("", err=True)
+        if self._line_open:
+            click.echo("", err=True)
+            self._line_open = False
 
     def _follow(self, job_id: int) -> None:
         # lazy: grpc and the tokenizer only when a job is followed (fast --help)
@@ -106,5 +111,6 @@ class LiveText:
             line = f"text (unverified, replica {chunk.replica}): {shown}"
             if self.tty:
                 click.echo("\r\033[K" + line, err=True, nl=False)
+                self._line_open = True
             else:
                 self.echo(line)

@@ -52,14 +52,20 @@ class Settings:
     max_tokens_limit: int = 512
 
 
+MODELS_TTL_S = 10.0  # how long the list of served models is reused, seconds
+
+
 @dataclass
 class Gateway:
     client: TesseraChain
     settings: Settings = field(default_factory=Settings)
+    _served: tuple[float, list[dict]] = (float("-inf"), [])
 
     def models(self) -> list[dict]:
-        """Language models that are registered on this chain, live, and installed here (the gateway
-        needs the tokenizer for the chat template and to decode the stream)."""
+        """Language models that are registered on this chain and installed here (the gateway needs
+        the tokenizer for the chat template and to decode the stream); read again every 10 s."""
+        if time.monotonic() - self._served[0] < MODELS_TTL_S:
+            return self._served[1]
         out = []
         for m in list_models():
             if m.kind != "causal-lm":
@@ -72,6 +78,7 @@ class Gateway:
                 continue
             out.append({"id": m.name, "object": "model", "created": 0, "owned_by": rec.publisher,
                         "num_blocks": m.num_blocks})
+        self._served = (time.monotonic(), out)
         return out
 
     def model_dir(self, name: str) -> Path:
