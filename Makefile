@@ -11,9 +11,10 @@ TESSERA := $(VENV)/bin/tessera
 export TESSERA_HOME ?= $(CURDIR)/.tessera
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup venv node contracts models browser test test-py test-sol demo bench clean proto
+.PHONY: setup core venv node contracts models browser test test-py test-sol demo bench clean proto
 
-setup: venv node contracts models browser
+setup: core browser
+core: venv node contracts models
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -65,7 +66,7 @@ test: setup
 	$(PY) -m proto.generate --check
 	$(PY) -m pytest -q --durations=10 tests
 
-demo: setup
+demo: core
 	$(TESSERA) demo
 
 bench: setup
