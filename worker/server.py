@@ -55,6 +55,7 @@ _STATUS = [(MessageError, grpc.StatusCode.INVALID_ARGUMENT), (CodecError, grpc.S
            (TesseraError, grpc.StatusCode.FAILED_PRECONDITION)]
 SPARE_THREADS = 32  # handler threads beyond live sessions and idle streams: Ping, Info, refusals
 SWEEP_S = 0.25  # how often quiet streams and expired sessions are looked for, seconds
+REFUSALS_LOGGED_PER_S = 10  # refusal log lines per second at most; the rest are counted (a flood fills no disk)
 
 
 def _version() -> str:
@@ -69,6 +70,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
 
     def __init__(self, runtime: HopRuntime, streams: StreamBook):
         self.runtime, self.streams = runtime, streams
+        self._log_lock = threading.Lock()
+        self._log_window, self._logged, self._unlogged = 0, 0, 0  # this second; lines logged in it; suppressed
 
     def Forward(self, request_iterator, context):
         stream, msg = Stream(), None
@@ -81,8 +84,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 yield resp
         except TesseraError as exc:
             code = next(c for cls, c in _STATUS if isinstance(exc, cls))
-            logger.warning("refused job %s step %s from %s: %s", safe(msg.job_id, 40), msg.step,
-                           safe(msg.sender, 50), safe(exc, 300))
+            self._log_refusal(msg, exc)
             context.abort(code, safe(exc, 500))
         except grpc.RpcError:  # the stream was cancelled: by its peer, or ended here for idleness
             pass
@@ -93,6 +95,20 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         finally:
             self.runtime.end_stream(stream)
             self.streams.leave(entry)
+
+    def _log_refusal(self, msg: pb.HopMessage, exc: TesseraError) -> None:
+        with self._log_lock:
+            now = int(time.monotonic())
+            if now != self._log_window:
+                self._log_window, self._logged = now, 0
+            if self._logged >= REFUSALS_LOGGED_PER_S:
+                self._unlogged += 1
+                return
+            self._logged += 1
+            unlogged, self._unlogged = self._unlogged, 0
+        more = f" ({unlogged} more refusals not logged)" if unlogged else ""
+        logger.warning("refused job %s step %s from %s: %s%s", safe(msg.job_id, 40), msg.step, safe(msg.sender, 50),
+                       safe(exc, 300), more)
 
     def Info(self, request, context):
         rt, spec = self.runtime, self.runtime.stage.spec
