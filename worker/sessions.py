@@ -220,12 +220,20 @@ class OpenGuard:
         self._lock = threading.Lock()
         self._seen: OrderedDict[bytes, float] = OrderedDict()  # nonce -> clock time first seen
 
-    def admit(self, nonce: bytes, sent_unix_ms: int) -> None:
-        now = self._clock()
-        skew = now - sent_unix_ms / 1000
+    def check(self, nonce: bytes, sent_unix_ms: int) -> None:
+        """Refuse a stale or seen OPEN without recording anything: cheap enough to run before the
+        signature is recovered, so a replay costs no cryptography."""
+        skew = self._clock() - sent_unix_ms / 1000
         if abs(skew) > self.window_s:
             raise ProtocolError(f"OPEN was sent {skew:+.0f} s from this node's clock, outside its window of "
                                 f"{self.window_s:.0f} s: a replay, or clocks that differ (sync them with NTP)")
+        if nonce in self._seen:
+            raise ProtocolError("OPEN replayed: its session nonce was already used; open with a fresh nonce")
+
+    def admit(self, nonce: bytes, sent_unix_ms: int) -> None:
+        """:meth:`check`, then remember ``nonce`` (call once the OPEN's signer is checked against the plan)."""
+        self.check(nonce, sent_unix_ms)
+        now = self._clock()
         with self._lock:
             while self._seen and next(iter(self._seen.values())) < now - 2 * self.window_s:
                 self._seen.popitem(last=False)

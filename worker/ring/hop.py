@@ -105,6 +105,7 @@ class HopRuntime:
     def _open(self, msg: pb.HopMessage, job: int, stream: Stream) -> pb.HopMessage:
         if stream.session is not None:
             raise ProtocolError("this stream already carries a session; open one stream per session")
+        self.opens.check(msg.session, msg.sent_unix_ms)  # a stale or replayed OPEN costs no cryptography
         signer = recover_sender(msg, self.planview.domain)  # before any lookup the message would cost
         route = self.planview.route(JobId(job), msg.sender)
         pos = route.position(msg.replica, self.signer.address)
