@@ -75,7 +75,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
 
     def Forward(self, request_iterator, context):
         stream, msg = Stream(), None
-        entry = self.streams.enter(context.peer().rpartition(":")[0], context.cancel)
+        entry = self.streams.enter(context.peer().rpartition(":")[0], context.cancel, lambda: self.runtime.live(stream))
         try:
             for msg in request_iterator:
                 self.streams.begin(entry)

@@ -159,6 +159,10 @@ class SessionTable:
         self._flush()
         return n
 
+    def is_current(self, s: Session) -> bool:
+        """Whether ``s`` is still the open session of its key."""
+        return self._sessions.get(s.key) is s
+
     def used_bytes(self) -> int:
         with self._lock:
             return self._used_locked()

@@ -6,9 +6,10 @@ so at most ``max_sessions`` of them); any other stream (not opened yet, or
 done) is *idle*. Idle streams are capped overall and per peer address: past a
 cap the oldest idle stream is ended, so a peer that opens streams and sends
 nothing only ever evicts its own, and Ping, Info and honest sessions always
-find a thread. :meth:`StreamBook.sweep` ends streams quiet for longer than
-their limit (``idle_s``; a live one after ``live_s``), except while a message
-of theirs is being handled.
+find a thread. :meth:`StreamBook.sweep` turns a live stream whose session
+ended (expired, or replaced by a newer OPEN) idle again, and ends streams
+quiet for longer than their limit (``idle_s``; a live one after ``live_s``),
+except while a message of theirs is being handled.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ logger = logging.getLogger(__name__)
 
 
 class StreamEntry:
-    __slots__ = ("peer", "cancel", "last", "live", "busy")
+    __slots__ = ("peer", "cancel", "alive", "last", "live", "busy")
 
-    def __init__(self, peer: str, cancel: Callable[[], None], now: float):
+    def __init__(self, peer: str, cancel: Callable[[], None], alive: Callable[[], bool], now: float):
         self.peer, self.cancel = peer, cancel  # peer address without port; ends the stream
+        self.alive = alive  # whether the stream's session is still open
         self.last = now  # clock time of the stream's last message (or its start), seconds
         self.live = False  # carries a live session
         self.busy = False  # one of its messages is being handled
@@ -45,10 +47,10 @@ class StreamBook:
         self._live: set[StreamEntry] = set()
         self.evicted = 0  # idle streams ended for a cap or a timeout, count
 
-    def enter(self, peer: str, cancel: Callable[[], None]) -> StreamEntry:
+    def enter(self, peer: str, cancel: Callable[[], None], alive: Callable[[], bool] = lambda: True) -> StreamEntry:
         """Register a new (idle) stream, ending the oldest idle one of the same peer, or overall,
-        past a cap."""
-        e = StreamEntry(peer, cancel, self._clock())
+        past a cap. ``alive()``: whether the session the stream carries, if any, is still open."""
+        e = StreamEntry(peer, cancel, alive, self._clock())
         with self._lock:
             mine = self._idle_by_peer.get(peer)
             victim = None
@@ -87,16 +89,27 @@ class StreamBook:
             self._live.discard(e)
 
     def sweep(self) -> int:
-        """End streams quiet past their limit; return how many."""
+        """Turn streams whose session ended idle; end streams quiet past their limit, and the oldest
+        idle ones past a cap; return how many were ended."""
         now = self._clock()
         with self._lock:
+            for e in [e for e in self._live if not e.busy and not e.alive()]:
+                self._live.discard(e)
+                e.live = False
+                self._add_idle(e)
             quiet = [e for e in (*self._idle, *self._live)
                      if not e.busy and now - e.last > (self.live_s if e.live else self.idle_s)]
             for e in quiet:
                 self._forget_idle(e)
                 self._live.discard(e)
+            for mine in self._idle_by_peer.values():
+                quiet += sorted(mine, key=_age)[: max(0, len(mine) - self.max_idle_per_peer)]
+            quiet += sorted(self._idle, key=_age)[: max(0, len(self._idle) - self.max_idle)]
+            quiet = list(dict.fromkeys(quiet))
+            for e in quiet:
+                self._forget_idle(e)
         for e in quiet:
-            self._end(e, "quiet for too long")
+            self._end(e, "quiet for too long, or past the idle cap")
         return len(quiet)
 
     def counts(self) -> tuple[int, int]:
@@ -125,6 +138,10 @@ class StreamBook:
             logger.debug("cancelling a stream from %s failed", e.peer, exc_info=True)
 
 
+def _age(e: StreamEntry) -> tuple[bool, float]:
+    """Sort key: streams not handling a message first, the longest quiet first."""
+    return e.busy, e.last
+
+
 def _oldest(entries: OrderedDict[StreamEntry, None]) -> StreamEntry:
-    """The oldest entry not handling a message, else the oldest."""
-    return next((e for e in entries if not e.busy), None) or next(iter(entries))
+    return min(entries, key=_age)

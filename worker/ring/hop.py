@@ -91,6 +91,10 @@ class HopRuntime:
         finally:
             self.sessions.end(s, held)
 
+    def live(self, stream: Stream) -> bool:
+        """Whether ``stream`` carries a session that is still open (not expired, replaced or closed)."""
+        return stream.session is not None and self.sessions.is_current(stream.session)
+
     def end_stream(self, stream: Stream) -> None:
         """The stream ended: close its session, if it is still the one open for its key."""
         if stream.session is not None:
