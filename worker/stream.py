@@ -195,10 +195,10 @@ class StreamServicer(spb_grpc.StreamServiceServicer):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
 
 
-def add_to_server(server: grpc.Server, grpc_workers: int) -> TokenHub:
+def add_to_server(server: grpc.Server, max_subscribers: int) -> TokenHub:
     """Serve ``StreamService`` on ``server``; returns the hub the head publishes into (its
-    ``signer`` is set by whoever runs heads: the on-chain daemon). Subscribers may hold at
-    most a quarter of the server's ``grpc_workers`` handler threads; the rest serve the ring."""
-    hub = TokenHub(max(1, grpc_workers // 4))
+    ``signer`` is set by whoever runs heads: the on-chain daemon). At most ``max_subscribers``
+    subscribers at once: the server sizes its thread pool for them beside the ring's."""
+    hub = TokenHub(max_subscribers)
     spb_grpc.add_StreamServiceServicer_to_server(StreamServicer(hub), server)
     return hub

@@ -161,6 +161,15 @@ def pipeline_section(res: dict) -> str:
         out.append(table(["piece", "warm us", "cold us"],
                          [[k, v["warm_us"], v["cold_us"]] for k, v in h["pieces"].items()]) + "\n")
         out.append(stale_note("hop-cpu", h))
+    f = res.get("flood-cpu")
+    if f:
+        ping = f["ping_ms_during_flood"]
+        out.append(f"An honest job ({f['model']}, {f['tokens']} tokens) under a flood (`flood-cpu`: {f['flood']}): "
+                   f"median {f['median_flood_s']} s against {f['median_quiet_s']} s in quiet, {f['flood_vs_quiet']}x "
+                   f"(goal {f['goal']}: **{'met' if f['goal_met'] else 'MISSED'}**; runs {f['quiet_s']} and "
+                   f"{f['flood_s']}); Ping during the flood: median {ping['median']} ms, max {ping['max']} ms, "
+                   f"{ping['unanswered']} of {ping['sent']} unanswered. Load average "
+                   f"{f['load_average_1m']['start']}-{f['load_average_1m']['end']} on {f['cpus']} CPUs.\n")
     return "\n".join(p for p in out if p)
 
 

@@ -16,6 +16,7 @@ BENCHES = {
     "codec": "Wire bytes, perplexity and top-1 agreement of each activation codec.",
     "routing": "Planning time and plan quality of the router on simulated networks.",
     "hop": "CPU cost of each piece of a hop's own work per token, warm and right after compute.",
+    "flood": "An honest job's time with its tail flooded by idle streams and replayed OPENs, vs quiet.",
     "all": "Run every benchmark; write bench/results/*.json and bench/REPORT.md (make bench).",
 }
 

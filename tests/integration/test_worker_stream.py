@@ -28,7 +28,7 @@ def heads():
     running = []
     for key in KEYS[:2]:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        hub = stream.add_to_server(server, grpc_workers=8)
+        hub = stream.add_to_server(server, max_subscribers=2)
         hub.signer = stream.TokenSigner(key)
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()

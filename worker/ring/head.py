@@ -4,11 +4,15 @@ It runs inside whichever process hosts the head stage (the worker daemon when
 the plan makes it head, or a benchmark). Step 0 embeds the whole prompt and
 runs the head's span; every later step feeds back the token the tail sampled.
 With a single hop (head == tail) it samples locally and no network is used.
+An attempt ends by the job's deadline (``route.deadline``) and every answer is
+awaited at most ``config.hop_timeout_s``; a refusal the next hop calls
+deterministic (the input can never run) surfaces as ``JobInputError``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, Sequence
 
 import torch
@@ -41,6 +45,8 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
     """
     config = config or WorkerConfig()
     job = int(route.job_id)
+    if route.deadline is not None and time.time() > route.deadline:
+        raise ProtocolError(f"job {job} is past its commit deadline; not starting replica {replica}")
     if route.position(replica, signer.address) != 0:
         raise ProtocolError(f"node {signer.address} is not the head of replica {replica} of job {job}")
     head = route.hop(replica, 0)
