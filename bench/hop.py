@@ -28,6 +28,7 @@ from proto.tessera.v1 import worker_pb2 as pb
 from worker import codec
 from worker.ring.link import message, payload_of
 from worker.signing import Signer, verify
+from worker.wire import domain_separator
 
 
 def _runs_us(fn: Callable[[], object], repeats: int, sweep: torch.Tensor | None) -> list[float]:
@@ -54,17 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     cid = codec.codec_id(args.codec)
     signer = Signer(bench_key(0))
+    dom = domain_separator(31337, "0x" + "11" * 20)  # any deployment: the cost does not depend on it
     y = torch.randn(1, 1, args.hidden, generator=torch.Generator().manual_seed(0))
-    msg = signer.sign(message(7, 0, 0, 3, pb.KIND_STEP, payload=codec.encode(y, cid)))
-    answer = signer.sign(message(7, 0, 1, 3, pb.KIND_STEP, upstream=True, ids=[42]))
+    msg = signer.sign(message(7, 0, 0, 3, pb.KIND_STEP, payload=codec.encode(y, cid)), dom)
+    answer = signer.sign(message(7, 0, 1, 3, pb.KIND_STEP, upstream=True, ids=[42]), dom)
     pieces = {
         "encode": lambda: codec.encode(y, cid),
         "sign step (message + signature)": lambda: signer.sign(message(7, 0, 0, 3, pb.KIND_STEP,
-                                                                       payload=codec.encode(y, cid))),
-        "verify signature": lambda: verify(msg, signer.address),
+                                                                       payload=codec.encode(y, cid)), dom),
+        "verify signature": lambda: verify(msg, signer.address, dom),
         "check payload hash + decode": lambda: payload_of(msg, 64 << 20),
-        "sign answer": lambda: signer.sign(message(7, 0, 1, 3, pb.KIND_STEP, upstream=True, ids=[42])),
-        "verify answer": lambda: verify(answer, signer.address),
+        "sign answer": lambda: signer.sign(message(7, 0, 1, 3, pb.KIND_STEP, upstream=True, ids=[42]), dom),
+        "verify answer": lambda: verify(answer, signer.address, dom),
     }
     sweep = torch.ones(args.sweep_mb * (1 << 20) // 4)
     rows = {}
