@@ -42,6 +42,7 @@ from worker.node.config import NodeConfig
 from worker.node.payload import head_inputs
 from worker.ring import run_replica
 from worker.signing import Signer
+from worker.stagepool import shard_loader
 from worker.store import load_manifest, resolve, verify_span
 
 logger = logging.getLogger(__name__)
@@ -78,12 +79,14 @@ class NodeDaemon:
             verify_span(self.manifest, self.wcfg.start, end, self.chain.get_model(self.manifest.name).weights_root)
         self.wcfg = self.wcfg.model_copy(update={"end": end, "model_dir": str(self.model_dir)})
         torch.set_num_threads(self.wcfg.threads)
-        self.stage = server.load_stage(self.wcfg)
+        load = shard_loader(self.model_dir, device=self.wcfg.device, dtype=getattr(torch, self.wcfg.dtype),
+                            weights=self.wcfg.weights)  # the main span and planned sub-spans of it
+        self.stage = load(self.wcfg.start, end)
         self.book = JobBook(self.cfg.state_path(self.me))
         self.view = ChainPlanView(self.chain, self.manifest, self.model_dir)
         self.signer = Signer(account.key)
         self.running = server.start(self.wcfg, self.stage, self.view, on_output=self._on_output, signer=self.signer,
-                                    loader=self._load_sub_span)
+                                    loader=load)
         self.follower = EventFollower(w3, [self.chain.market], self.book.dir.parent / "cursor.json",
                                       self.deployment.block, names=["JobSubmitted"])
         for job in self.book.open_jobs():  # resume what a previous run left
@@ -95,9 +98,6 @@ class NodeDaemon:
         logger.info("node %s serves %s [%d, %d) on port %d", self.me, self.manifest.name, self.wcfg.start, end,
                     self.running.port)
         return self.running.port
-
-    def _load_sub_span(self, start: int, end: int):
-        return server.load_stage(self.wcfg.model_copy(update={"start": start, "end": end}))
 
     def stop(self) -> None:
         self.stop_event.set()

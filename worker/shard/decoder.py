@@ -190,7 +190,7 @@ def build_decoder_stage(model_dir: Path, config, skel: Skeleton, layout: StageLa
     layers = model.get_submodule(skel.layers_path)
     for i in range(skel.num_layers):
         if i < spec.start:
-            layers[i] = Passthrough()
+            layers[i] = Passthrough(skel.layer_tuples)
         elif i >= spec.end:
             layers[i] = Unserved(f"block {i}")
     _replace(model, skel.unused, Unserved)

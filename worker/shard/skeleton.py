@@ -35,10 +35,16 @@ logger = logging.getLogger(__name__)
 
 
 class Passthrough(nn.Module):
-    """Stands in for a decoder layer a stage does not run before its own: hands the hidden states on."""
+    """Stands in for a decoder layer a stage does not run before its own: hands the hidden states on,
+    alone or as a 1-tuple, as the family's layers return them."""
+
+    def __init__(self, as_tuple: bool = False):
+        super().__init__()
+        self.as_tuple = as_tuple
 
     def forward(self, *args, **kwargs):
-        return args[0] if args else kwargs["hidden_states"]
+        h = args[0] if args else kwargs["hidden_states"]
+        return (h,) if self.as_tuple else h
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Skeleton:
     after: frozenset[str]  # weighted modules it runs after the last layer (output stage, head included)
     unused: frozenset[str]  # weighted modules its forward never runs
     head: str  # qualified name of the output embedding (LM head)
+    layer_tuples: bool  # decoder layers return (hidden, ...) rather than hidden
     renamings: tuple[WeightRenaming, ...]  # transformers' checkpoint -> model key rules
     converters: tuple[WeightConverter, ...]
     meta_keys: frozenset[str]  # the model's state dict keys
@@ -131,13 +138,20 @@ def skeleton(config) -> Skeleton:
     _refuse_unsupported(model, config)
     n = int(config.get_text_config().num_hidden_layers)
     layers_path = find_layers(model, n)
-    before, after, unused = _trace(meta_model(config), layers_path, n, config)
+    try:
+        layer_tuples, (before, after, unused) = False, _trace(meta_model(config), layers_path, n, config, False)
+    except ModelError as first:
+        try:  # layers that return (hidden, ...) tuples (GPT-J, Bloom...)
+            layer_tuples, (before, after, unused) = True, _trace(meta_model(config), layers_path, n, config, True)
+        except ModelError:
+            raise first from None
     head = model.get_output_embeddings()
     head_name = next((name for name, m in model.named_modules() if m is head), None)
     if head_name is None or head_name not in after:
         raise ModelError(f"{type(model).__name__} has no output embedding that runs after its layers")
     mapping = get_model_conversion_mapping(model)
     return Skeleton(model, layers_path, n, frozenset(before), frozenset(after), frozenset(unused), head_name,
+                    layer_tuples,
                     tuple(t for t in mapping if isinstance(t, WeightRenaming)),
                     tuple(t for t in mapping if isinstance(t, WeightConverter)), frozenset(model.state_dict()))
 
@@ -145,16 +159,16 @@ def skeleton(config) -> Skeleton:
 def _refuse_unsupported(model: PreTrainedModel, config) -> None:
     """Architectures whose stages cannot keep the state they need, refused before anything else."""
     mt = config.model_type
-    params = inspect.signature(model.forward).parameters
-    if not {"inputs_embeds", "past_key_values"} <= set(params):
-        raise ModelError(f"model_type {mt!r}: {type(model).__name__}.forward takes no inputs_embeds or "
-                         "past_key_values, which a stage needs to receive hidden states and keep its KV cache")
     recurrent = [i for i, layer in enumerate(DynamicCache(config=config).layers)
                  if isinstance(layer, LinearAttentionCacheLayerMixin)]
     if recurrent:
         raise ModelError(f"model_type {mt!r} keeps recurrent (state-space or linear-attention) state in layers "
                          f"{recurrent}; a stage's session cache holds attention keys and values only, so it cannot "
                          "be sharded yet")
+    params = inspect.signature(model.forward).parameters
+    if not {"inputs_embeds", "past_key_values"} <= set(params):
+        raise ModelError(f"model_type {mt!r}: {type(model).__name__}.forward takes no inputs_embeds or "
+                         "past_key_values, which a stage needs to receive hidden states and keep its KV cache")
 
 
 def _weighted(model: nn.Module, layers_path: str):
@@ -168,25 +182,25 @@ def _weighted(model: nn.Module, layers_path: str):
             yield name, m
 
 
-def _trace(model: nn.Module, layers_path: str, n: int, config) -> tuple[set[str], set[str], set[str]]:
+def _trace(model: nn.Module, layers_path: str, n: int, config, as_tuple: bool) -> tuple[set[str], set[str], set[str]]:
     """Run the forward once on meta with recording stand-ins for the layers; classify weighted modules."""
     calls: list[str] = []
     handoffs: list[bool] = []  # layer i+1 got exactly layer i's output as its hidden states
     layers = model.get_submodule(layers_path)
     last_out: list[torch.Tensor | None] = [None]
 
-    class Recorder(Passthrough):
+    class Recorder(nn.Module):
         def __init__(self, i: int):
             super().__init__()
             self.i = i
 
         def forward(self, *args, **kwargs):
-            h = super().forward(*args, **kwargs)
+            h = args[0] if args else kwargs["hidden_states"]
             if self.i > 0:
                 handoffs.append(h is last_out[0])
             calls.append(f"#{self.i}")
             last_out[0] = h
-            return h
+            return (h,) if as_tuple else h
 
     for i in range(n):
         layers[i] = Recorder(i)

@@ -3,7 +3,8 @@
 ``save_tiny_model(arch, out_dir)`` writes a Hugging Face directory (config +
 safetensors, no tokenizer) of a 4-block model with a 256-token vocabulary,
 seeded, in well under a second, built from transformers' config classes (no
-hub). :data:`ARCHITECTURES` names every one. Families with sliding-window
+hub). :data:`ARCHITECTURES` names every one (and :data:`REFUSED` a few the
+store refuses, for the tests of those refusals). Families with sliding-window
 layers use a window of 8 on some layers (alternating where the family does),
 so that decoding past it exercises caches of mixed layer types; GPT-2 comes
 with both attention scalings.
@@ -46,13 +47,27 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
     "mixtral": ("mixtral", {**_COMMON, **_WINDOW, "num_local_experts": 4, "num_experts_per_tok": 2}),
     "qwen2_moe": ("qwen2_moe", {**_COMMON, **_MOE, "num_experts": 4, "shared_expert_intermediate_size": 64}),
     "qwen3_moe": ("qwen3_moe", {**_COMMON, **_MOE, "num_experts": 4, "head_dim": 16}),
+    "bloom": ("bloom", {**_TOKENS, "hidden_size": 64, "n_layer": BLOCKS, "n_head": 4}),
+    "gptj": ("gptj", {**_TOKENS, "n_embd": 64, "n_layer": BLOCKS, "n_head": 4, "rotary_dim": 8, "n_positions": 256,
+                      "tie_word_embeddings": False}),
+}
+
+# architectures the store refuses to import (the tests and the support matrix show why)
+REFUSED: dict[str, tuple[str, dict]] = {
+    "bert": ("bert", {**_TOKENS, "hidden_size": 64, "num_hidden_layers": BLOCKS, "num_attention_heads": 4,
+                      "intermediate_size": 128}),
+    "mamba": ("mamba", {**_TOKENS, "hidden_size": 64, "num_hidden_layers": BLOCKS, "state_size": 8}),
+    "qwen3_next": ("qwen3_next", {**_COMMON, **_MOE, "head_dim": 16, "num_experts": 4,
+                                  "shared_expert_intermediate_size": 32, "linear_num_value_heads": 4,
+                                  "linear_num_key_heads": 2, "linear_key_head_dim": 16, "linear_value_head_dim": 16}),
 }
 
 
 def tiny_config(arch: str):
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown tiny architecture {arch!r}; one of {', '.join(ARCHITECTURES)}")
-    model_type, values = ARCHITECTURES[arch]
+    known = {**ARCHITECTURES, **REFUSED}
+    if arch not in known:
+        raise ValueError(f"unknown tiny architecture {arch!r}; one of {', '.join(known)}")
+    model_type, values = known[arch]
     return AutoConfig.for_model(model_type, **values)
 
 
