@@ -16,6 +16,7 @@ from tessera.procs import stop_processes
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
 
 REPO = Path(__file__).resolve().parent.parent
+WORKER = [sys.executable, "-m", "tessera.cli.main", "operator", "run"]  # a worker process (add --plan-file ...)
 
 
 def bench_key(i: int) -> str:
@@ -45,7 +46,7 @@ def ring_route(job: int, model: str, num_blocks: int, spans, ports, params: GenP
 @contextmanager
 def workers(model_dir: Path, spans, ports, routes: list[JobRoute], workdir: Path, threads: int = 1,
             device: str = "cpu", extra: tuple[str, ...] = ()):
-    """Start one ``python -m worker.server`` per span (skipping hop 0, the caller's); always stop them."""
+    """Start one ``tessera operator run --plan-file`` per span (skipping hop 0, the caller's); always stop them."""
     plan = workdir / "plan.json"
     StaticPlanView(routes).to_file(plan)
     procs = []
@@ -54,9 +55,9 @@ def workers(model_dir: Path, spans, ports, routes: list[JobRoute], workdir: Path
             if i == 0:
                 continue
             log = open(workdir / f"worker{i}.log", "w")
-            cmd = [sys.executable, "-m", "worker.server", "--model-dir", str(model_dir), "--start", str(a),
-                   "--end", str(b), "--port", str(port), "--private-key", bench_key(i), "--plan-file",
-                   str(plan), "--threads", str(threads), "--device", device, *extra]
+            cmd = [*WORKER, "--plan-file", str(plan), "--model-dir", str(model_dir), "--start", str(a),
+                   "--end", str(b), "--port", str(port), "--private-key", bench_key(i), "--threads", str(threads),
+                   "--device", device, *extra]
             procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True))
         deadline = time.time() + 300
         for p in procs:

@@ -2,7 +2,7 @@
 
 Every stage is a separate process (the benchmark process is the head and
 drives the ring with ``worker.ring.run_replica``; the other stages are
-``python -m worker.server`` processes on 127.0.0.1). The baseline is
+``tessera operator run --plan-file`` processes on 127.0.0.1). The baseline is
 transformers' ``generate`` on the unsplit model in one process. Every process
 gets ``--threads`` torch threads (1 by default: the ring runs one stage at a
 time, so each design uses one core at a time). Tokens/s = new tokens / wall

@@ -11,15 +11,16 @@ import functools
 from typing import Any
 
 from eth_abi import decode as abi_decode
-from eth_utils import function_signature_to_4byte_selector, to_hex
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address, to_hex
 
 from chain.build import CONTRACT_NAMES, load_artifact
-from proto.errors import ChainError, ContractError
+from proto.errors import PLAN_HINTS, ChainError, ContractError, describe
 
 ETH = 10**18
 
 # name -> hint; formatted with the error's arguments (and `eth` for wei values).
 HINTS: dict[str, str] = {
+    **PLAN_HINTS,
     "ModelAlreadyRegistered": "a model with this name exists; pick another name or use the registered one",
     "ModelUnknown": "no model has id {modelId}; register it first with `tessera model register`",
     "ModelNotPublisher": "only the publisher {publisher} may do this; send from that account",
@@ -41,11 +42,6 @@ HINTS: dict[str, str] = {
     "NodeBadSetup": "deployment wiring error; redeploy with `tessera chain deploy`",
     "JobBadRequest": "invalid job: {reason}",
     "JobBadWindows": "commit+reveal windows ({commitWindow}s + {revealWindow}s) must be >0 and total <= {maxJobDuration}s",
-    "JobPlanBadReplicas": "plan replicas are malformed at hop {hop} (replica {replica}); need 1..8 replicas in order",
-    "JobPlanGap": "replica {replica} leaves blocks [{expectedStart}, {start}) uncovered at hop {hop}; re-plan",
-    "JobPlanOverlap": "replica {replica} hop {hop} [{start}, {end}) overlaps or passes the model (expected start {expectedStart}); re-plan",
-    "JobPlanIncomplete": "replica {replica} stops at block {coveredTo} of {numBlocks}; re-plan to cover every block",
-    "JobPlanNodeReused": "node {node} appears twice in the plan; replicas must be node-disjoint",
     "JobUnknown": "no job {jobId}; check the id",
     "JobPlanMismatch": "the plan passed for job {jobId} is not the one submitted; read it from JobSubmitted",
     "JobBadReplica": "replica {replica} does not exist (job {jobId} has {numReplicas})",
@@ -89,7 +85,10 @@ def _type_str(inp: dict) -> str:
     return inp["type"]
 
 
-def _fmt(v: Any) -> Any:
+def _fmt(v: Any, typ: str) -> Any:
+    """bytes as 0x hex, addresses checksummed (as NodeId and PlanError name them)."""
+    if typ == "address":
+        return to_checksum_address(v)
     return to_hex(v) if isinstance(v, bytes) else v
 
 
@@ -106,7 +105,7 @@ def decode_revert(data: bytes | str | None) -> ChainError:
             return ChainError(f"transaction reverted: {reason}")
         return ChainError(f"transaction reverted with unknown error data {to_hex(data[:36])}")
     values = abi_decode([_type_str(i) for i in entry["inputs"]], data[4:])
-    args = {i["name"]: _fmt(v) for i, v in zip(entry["inputs"], values)}
+    args = {i["name"]: _fmt(v, i["type"]) for i, v in zip(entry["inputs"], values)}
     fmt_args = dict(args)
     for k, v in list(args.items()):
         if isinstance(v, int):
@@ -116,5 +115,4 @@ def decode_revert(data: bytes | str | None) -> ChainError:
         hint = hint.format(**fmt_args)
     except (KeyError, IndexError):
         pass
-    argstr = ", ".join(f"{k}={v}" for k, v in args.items())
-    return ContractError(entry["name"], args, f"{entry['name']}({argstr}): {hint}" if hint else f"{entry['name']}({argstr})")
+    return ContractError(entry["name"], args, describe(entry["name"], args, hint))

@@ -22,7 +22,7 @@ from web3.logs import DISCARD
 from chain.abi import abi_of
 from chain.deploy import Deployment
 from chain.events import EventFollower
-from chain.records import JOB_STATUS, JobRecord, JobRequest, ModelRecord, NodeRecord
+from chain.records import JOB_STATUS, JobRecord, JobRequest, JobSettlement, ModelRecord, NodeRecord, Reveal
 from chain.tx import Sender, call_or_raise
 from proto.errors import ChainError, ConfigError
 from proto.types import Codec, JobId, ModelId, Plan, model_id, pack_plan
@@ -139,7 +139,10 @@ class TesseraChain:
     def submit_job(self, plan: Plan, input: "bytes | tuple[bytes, str]", max_tokens: int, fee_wei: int,
                    temperature: float = 0.0, seed: int = 0, codec: "int | str | Codec" = Codec.INT8_OUTLIER,
                    commit_window_s: int = 600, reveal_window_s: int = 600) -> JobId:
-        """Escrow ``fee_wei`` and open a job. ``input`` is inline bytes or ``(keccak hash, uri)``."""
+        """Escrow ``fee_wei`` and open a job. ``input`` is inline bytes or ``(keccak hash, uri)``.
+
+        A plan that ``JobPlan.check`` would refuse raises :class:`PlanError` before anything is sent.
+        """
         plan.validate()
         inline, in_hash, uri = (input, b"\0" * 32, "") if isinstance(input, bytes) else (b"", input[0], input[1])
         params = (inline, in_hash, uri, max_tokens, round(temperature * 1000), seed, int(Codec.parse(codec)),
@@ -149,6 +152,14 @@ class TesseraChain:
         req = self._request_from_log(log)
         self._requests[req.job_id] = req
         return req.job_id
+
+    def max_replicas(self) -> int:
+        """The most replicas a plan may have (JobMarket.MAX_REPLICAS)."""
+        return call_or_raise(self.market.functions.MAX_REPLICAS())
+
+    def max_job_duration(self) -> int:
+        """The longest commit + reveal window a job may ask for, in seconds."""
+        return call_or_raise(self.market.functions.maxJobDuration())
 
     def get_job(self, job_id: int) -> JobRecord:
         t = call_or_raise(self.market.functions.getJob(job_id))
@@ -172,7 +183,7 @@ class TesseraChain:
 
     @staticmethod
     def _request_from_log(log) -> JobRequest:
-        return JobRequest.from_event(log["args"], log["blockNumber"])
+        return JobRequest.from_event(log["args"], log["blockNumber"], log["transactionHash"].to_0x_hex())
 
     def remember_request(self, req: JobRequest) -> None:
         """Cache a request read elsewhere (e.g. by an EventFollower) so commit/finalize need no log scan."""
@@ -188,12 +199,27 @@ class TesseraChain:
     def reveal(self, job_id: int, replica: int, output: bytes, salt: bytes) -> None:
         self._send(self.market.functions.reveal(job_id, replica, output, salt))
 
-    def finalize(self, job_id: int):
-        """Settle a job (anyone may); returns the JobFinalized event args."""
+    def finalize(self, job_id: int) -> JobSettlement:
+        """Settle a job (anyone may); returns what JobFinalized reported."""
         req = self.get_request(job_id)
         receipt = self._send(self.market.functions.finalize(job_id, req.model_id, req.fee, list(req.hops)))
         (log,) = self.market.events.JobFinalized().process_receipt(receipt, errors=DISCARD)
-        return log["args"]
+        return JobSettlement.from_event(log["args"], log["blockNumber"], log["transactionHash"].to_0x_hex())
+
+    def settlement(self, job_id: int) -> JobSettlement | None:
+        """The job's JobFinalized event, decoded; None while it is not finalized."""
+        logs = self.market.events.JobFinalized().get_logs(
+            from_block=self.get_request(job_id).block, argument_filters={"jobId": job_id})
+        if not logs:
+            return None
+        return JobSettlement.from_event(logs[0]["args"], logs[0]["blockNumber"], logs[0]["transactionHash"].to_0x_hex())
+
+    def reveals(self, job_id: int) -> dict[int, Reveal]:
+        """The outputs revealed so far for a job, by replica (from JobRevealed)."""
+        logs = self.market.events.JobRevealed().get_logs(
+            from_block=self.get_request(job_id).block, argument_filters={"jobId": job_id})
+        return {e["args"]["replica"]: Reveal(e["args"]["replica"], bytes(e["args"]["outputHash"]),
+                                             bytes(e["args"]["output"])) for e in logs}
 
     def follower(self, cursor_file, names=None, ws_url: str | None = None, confirmations: int = 0):
         """An EventFollower over all three contracts from the deployment block (see chain.events)."""

@@ -58,7 +58,7 @@ class Deployment:
 
 def _deploy_one(w3: Web3, sender: Sender, name: str, *args) -> str:
     art = load_artifact(name)
-    factory = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+    factory = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]["object"])
     receipt = sender.send(factory.constructor(*args))
     return receipt["contractAddress"]
 

@@ -13,6 +13,12 @@ REP_ONE = 10**18  # reputation fixed point (NodeRegistry.REP_ONE)
 
 NODE_STATUS = {0: "none", 1: "active", 2: "unbonding", 3: "exited", 4: "understaked"}
 JOB_STATUS = {0: "none", 1: "open", 2: "finalized"}
+HOP_OUTCOME = {0: "none", 1: "paid", 2: "failed", 3: "slashed"}  # JobFinalized.outcomes (NodeRegistry.OUTCOME_*)
+
+
+def replicas_in(mask: int) -> tuple[int, ...]:
+    """The replica indices whose bits are set in a JobMarket replica bitmask."""
+    return tuple(r for r in range(mask.bit_length()) if mask >> r & 1)
 
 
 @dataclass(frozen=True)
@@ -102,16 +108,73 @@ class JobRequest:
     commit_deadline: int
     reveal_deadline: int
     block: int
+    tx_hash: str = ""  # 0x hash of the submitJob transaction, where known
 
     def plan(self, model: str, num_blocks: int) -> Plan:
         return unpack_plan(self.hops, model, num_blocks)
 
     @classmethod
-    def from_event(cls, args, block: int) -> "JobRequest":
+    def from_event(cls, args, block: int, tx_hash: str = "") -> "JobRequest":
         """From the args of a JobSubmitted event (a web3 log's ``args`` or a ChainEvent's)."""
         p = args["params"]
         get = (lambda k: p[k]) if isinstance(p, dict) else (lambda k: getattr(p, k))
         return cls(JobId(args["jobId"]), args["requester"], ModelId(bytes(args["modelId"])), args["fee"],
                    tuple(args["hops"]), bytes(get("input")), bytes(get("inputHash")), get("inputUri"),
                    get("maxTokens"), get("temperatureMilli") / 1000, get("seed"), Codec(get("codec")),
-                   args["commitDeadline"], args["revealDeadline"], block)
+                   args["commitDeadline"], args["revealDeadline"], block, tx_hash)
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """A replica's revealed output (JobRevealed)."""
+
+    replica: int
+    output_hash: bytes  # keccak(output)
+    output: bytes  # canonical output bytes (proto.types.decode_output)
+
+
+@dataclass(frozen=True)
+class HopSettlement:
+    """What finalize did to the node of one hop (one entry of JobFinalized, in the plan's order)."""
+
+    node: NodeId
+    outcome: str  # none | paid | failed | slashed (HOP_OUTCOME)
+    paid: int  # wei credited to the node's earnings (integer-division dust included)
+    slashed: int  # wei of stake taken from the node (credited to the requester)
+
+
+@dataclass(frozen=True)
+class JobSettlement:
+    """A finalized job as JobMarket reported it in JobFinalized: the one record of who got what."""
+
+    job_id: JobId
+    majority: bool  # False: no strict majority, the fee was refunded
+    output_hash: bytes  # the majority's keccak(output); zero without one
+    winners: tuple[int, ...]  # replicas that revealed the majority's output
+    refund: int  # wei of the fee credited back to the requester
+    hops: tuple[HopSettlement, ...]
+    block: int
+    tx_hash: str  # 0x hash of the finalize transaction
+
+    @property
+    def payouts(self) -> dict[NodeId, int]:
+        """Wei credited to each paid node."""
+        return {h.node: h.paid for h in self.hops if h.outcome == "paid"}
+
+    @property
+    def slashes(self) -> dict[NodeId, int]:
+        """Wei of stake taken from each slashed node."""
+        return {h.node: h.slashed for h in self.hops if h.outcome == "slashed"}
+
+    @property
+    def requester_credit(self) -> int:
+        """Wei credited to the requester by this job: the refund plus slashed stake."""
+        return self.refund + sum(h.slashed for h in self.hops)
+
+    @classmethod
+    def from_event(cls, args, block: int, tx_hash: str) -> "JobSettlement":
+        """From the args of a JobFinalized event."""
+        hops = tuple(HopSettlement(NodeId(to_checksum_address(n)), HOP_OUTCOME.get(o, str(o)), int(p), int(s))
+                     for n, o, p, s in zip(args["nodes"], args["outcomes"], args["paid"], args["slashed"], strict=True))
+        return cls(JobId(args["jobId"]), args["outcome"] == 1, bytes(args["outputHash"]),
+                   replicas_in(args["winnersMask"]), int(args["refund"]), hops, block, tx_hash)

@@ -1,4 +1,4 @@
-// Standard-JSON front end to the pinned solcjs: reads the input JSON on stdin and
+// Standard-JSON front end to the pinned solcjs, run by ./solc-shim for forge: reads the input JSON on stdin and
 // writes the output JSON on stdout (the `solcjs` CLI prints a warning line first).
 // `node solc.js --version` prints the version in the native solc format (for forge).
 const solc = require("solc");

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Submit a Tessera job from plain web3: the way a requester's own program does it.
 
-Needs only web3 and eth-account, the compiled ABI (contracts/out/JobMarket.json),
+Needs only web3 and eth-account, the compiled ABI (contracts/out/JobMarket.sol/JobMarket.json),
 the deployment file and a router (`tessera router serve`) for the plan:
 
     python examples/requester.py --rpc-url http://127.0.0.1:8545 \
@@ -10,12 +10,14 @@ the deployment file and a router (`tessera router serve`) for the plan:
         [--tokenizer ~/.tessera/models/smollm2-135m/tokenizer.json]
 
 It asks the router for a plan, escrows the fee, waits for JobFinalized and
-prints the agreed output (decoded with the tokenizer if given, else token ids).
+prints the agreed output (decoded with the tokenizer if given, else token ids)
+and what each node was paid or slashed, as JobFinalized reports it.
 """
 
 import argparse
 import json
 import struct
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -24,8 +26,9 @@ from eth_account import Account
 from tokenizers import Tokenizer
 from web3 import Web3
 
-ABI = Path(__file__).resolve().parent.parent / "contracts" / "out" / "JobMarket.json"
-CODECS = {"fp32": 0, "fp16": 1, "bf16": 2, "int8-absmax": 3, "int8-outlier": 4}
+ABI = Path(__file__).resolve().parent.parent / "contracts" / "out" / "JobMarket.sol" / "JobMarket.json"
+CODECS = {"fp32": 0, "fp16": 1, "bf16": 2, "int8-absmax": 3, "int8-outlier": 4, "int8-dynamic": 5}
+HOP_OUTCOMES = {0: "none", 1: "paid", 2: "failed", 3: "slashed"}  # JobFinalized.outcomes
 
 
 def ask_router(url: str, model: str, replicas: int) -> list[int]:
@@ -51,6 +54,7 @@ def main() -> None:
     ap.add_argument("--fee-eth", default="0.01")
     ap.add_argument("--codec", default="int8-outlier", choices=sorted(CODECS))
     ap.add_argument("--tokenizer", help="tokenizer.json to decode the output (needs the tokenizers package)")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for JobFinalized")
     args = ap.parse_args()
 
     w3 = Web3(Web3.HTTPProvider(args.rpc_url))
@@ -68,13 +72,20 @@ def main() -> None:
     print(f"submitted job {job_id} ({args.replicas} replicas) in block {receipt.blockNumber}")
 
     flt = {"jobId": job_id}
+    t_end = time.monotonic() + args.timeout
     while not (done := market.events.JobFinalized().get_logs(from_block=receipt.blockNumber, argument_filters=flt)):
+        if time.monotonic() > t_end:
+            sys.exit(f"job {job_id} not finalized after {args.timeout:.0f} s; anyone may call finalize "
+                     "once the reveal deadline has passed")
         time.sleep(1)
     fin = done[0]["args"]
+    print("settlement (JobFinalized):")
+    for node, outcome, paid, slashed in zip(fin["nodes"], fin["outcomes"], fin["paid"], fin["slashed"]):
+        cut = f", {Web3.from_wei(slashed, 'ether')} ETH of stake slashed" if slashed else ""
+        print(f"  {node}  {HOP_OUTCOMES[outcome]}: +{Web3.from_wei(paid, 'ether')} ETH{cut}")
     winners = [r for r in range(args.replicas) if fin["winnersMask"] >> r & 1]
     if not winners:
-        print(f"no majority: {Web3.from_wei(fin['refund'], 'ether')} ETH refunded")
-        return
+        sys.exit(f"no majority: {Web3.from_wei(fin['refund'], 'ether')} ETH refunded")
     reveals = market.events.JobRevealed().get_logs(from_block=receipt.blockNumber, argument_filters=flt)
     output = next(bytes(e["args"]["output"]) for e in reveals if e["args"]["replica"] == winners[0])
     ids = [struct.unpack(">I", output[i:i + 4])[0] for i in range(0, len(output), 4)]

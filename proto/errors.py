@@ -31,6 +31,37 @@ class ContractError(ChainError):
         self.args_by_name = args
 
 
+# Solidity error name -> what to do; formatted with the error's arguments. The JobPlan.check
+# errors live here because Python raises them too (PlanError); chain.abi adds the rest.
+PLAN_HINTS: dict[str, str] = {
+    "JobPlanBadReplicas": "plan replicas are malformed at hop {hop} (replica {replica}); need 1..8 replicas in order",
+    "JobPlanGap": "replica {replica} leaves blocks [{expectedStart}, {start}) uncovered at hop {hop}; re-plan",
+    "JobPlanOverlap": "replica {replica} hop {hop} [{start}, {end}) overlaps or passes the model "
+                      "(expected start {expectedStart}); re-plan",
+    "JobPlanIncomplete": "replica {replica} stops at block {coveredTo} of {numBlocks}; re-plan to cover every block",
+    "JobPlanNodeReused": "node {node} appears twice in the plan; replicas must be node-disjoint",
+}
+
+
+def describe(name: str, args: dict, hint: str) -> str:
+    """``Name(k=v, ...): hint``, the one format of a named contract error's message."""
+    argstr = ", ".join(f"{k}={v}" for k, v in args.items())
+    return f"{name}({argstr}): {hint}" if hint else f"{name}({argstr})"
+
+
+class PlanError(TesseraError):
+    """A plan breaks a rule of ``JobPlan.check``, found before sending it.
+
+    ``name`` and ``args_by_name`` are the Solidity error and arguments that
+    ``submitJob`` would revert with (as on :class:`ContractError`).
+    """
+
+    def __init__(self, name: str, **args):
+        super().__init__(describe(name, args, PLAN_HINTS[name].format(**args)))
+        self.name = name
+        self.args_by_name = args
+
+
 class ModelError(TesseraError):
     """A model cannot be found, converted, loaded or verified."""
 
@@ -53,3 +84,8 @@ class RoutingError(TesseraError):
 
 class JobError(TesseraError):
     """A job cannot be submitted, run or settled."""
+
+
+class JobInputError(JobError):
+    """The job's input can never run on its model (empty prompt, wrong kind, too long): trying
+    again cannot help, so nodes report it once and let the job end by the contract's rules."""

@@ -27,6 +27,8 @@ from typing import NewType, Sequence
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
+from proto.errors import PlanError
+
 JobId = NewType("JobId", int)
 NodeId = NewType("NodeId", str)  # checksummed 0x address of the node's key
 ModelId = NewType("ModelId", bytes)  # 32 bytes, keccak256(name)
@@ -74,22 +76,17 @@ class Plan:
     replicas: tuple[Replica, ...]
 
     def validate(self) -> None:
-        """Raise ``ValueError`` unless every replica covers every block once, in
-        order, and no node appears in two replicas."""
-        seen: set[str] = set()
-        for r, rep in enumerate(self.replicas):
-            pos = 0
-            nodes = set()
-            for hop in rep.hops:
-                if hop.start != pos or hop.end <= hop.start:
-                    raise ValueError(f"replica {r}: hop {hop} does not continue at block {pos}")
-                pos = hop.end
-                nodes.add(hop.node.lower())
-            if pos != self.num_blocks:
-                raise ValueError(f"replica {r} ends at block {pos}, model has {self.num_blocks}")
-            if nodes & seen:
-                raise ValueError(f"replica {r} reuses node(s) {sorted(nodes & seen)}")
-            seen |= nodes
+        """Raise :class:`PlanError` where ``submitJob`` would revert in ``JobPlan.check``.
+
+        Only the plan's shape is checked, against ``num_blocks``; whether each node is
+        active, serves its span and the right model is chain state, checked by the
+        contract alone (``NodeRegistry.checkHops``). A replica with no hops cannot be
+        packed; as the last replica it would silently vanish, so it is refused here as
+        the ``JobPlanIncomplete`` the contract would give if it could see it.
+        """
+        n = check_hops(pack_plan(self), self.num_blocks)
+        if n != len(self.replicas):
+            raise PlanError("JobPlanIncomplete", replica=n, coveredTo=0, numBlocks=self.num_blocks)
 
     def to_json(self) -> dict:
         return {
@@ -152,13 +149,51 @@ class Codec(IntEnum):
 
 # A hop travels on chain as one uint256: node address in bits 0-159, start in 160-175,
 # end in 176-191, replica index in 192-199 (see JobMarket.sol).
+MAX_REPLICAS = 8  # = JobPlan.MAX_REPLICAS (replica bitmasks are uint8)
+
 
 def pack_hop(node: str, start: int, end: int, replica: int) -> int:
-    return int(node, 16) | (start << 160) | (end << 176) | (replica << 192)
+    addr = int(node, 16)
+    if not all(0 <= v < 1 << bits for v, bits in ((addr, 160), (start, 16), (end, 16), (replica, 8))):
+        raise ValueError(f"hop {node} [{start}, {end}) of replica {replica} does not fit the packed encoding")
+    return addr | (start << 160) | (end << 176) | (replica << 192)
 
 
 def pack_plan(plan: Plan) -> list[int]:
     return [pack_hop(h.node, h.start, h.end, r) for r, rep in enumerate(plan.replicas) for h in rep.hops]
+
+
+def check_hops(hops: Sequence[int], num_blocks: int) -> int:
+    """``JobPlan.check`` in Python, the same checks in the same order; returns R.
+
+    Raises :class:`PlanError` named and argued as the contract's revert
+    (tests/integration/test_plan_rules.py holds the two to the same verdicts).
+    """
+    if not hops:
+        raise PlanError("JobPlanBadReplicas", hop=0, replica=0)
+    replica = pos = 0
+    seen: set[int] = set()
+    for i, h in enumerate(hops):
+        rep, start, end, node = (h >> 192) & 0xFF, (h >> 160) & 0xFFFF, (h >> 176) & 0xFFFF, h & ((1 << 160) - 1)
+        if rep != replica:
+            if rep != replica + 1 or i == 0:
+                raise PlanError("JobPlanBadReplicas", hop=i, replica=rep)
+            if pos != num_blocks:
+                raise PlanError("JobPlanIncomplete", replica=replica, coveredTo=pos, numBlocks=num_blocks)
+            replica, pos = rep, 0
+        if start > pos:
+            raise PlanError("JobPlanGap", replica=replica, hop=i, expectedStart=pos, start=start)
+        if start < pos or end <= start or end > num_blocks:
+            raise PlanError("JobPlanOverlap", replica=replica, hop=i, expectedStart=pos, start=start, end=end)
+        pos = end
+        if node in seen:
+            raise PlanError("JobPlanNodeReused", node=to_checksum_address(node.to_bytes(20, "big")))
+        seen.add(node)
+    if pos != num_blocks:
+        raise PlanError("JobPlanIncomplete", replica=replica, coveredTo=pos, numBlocks=num_blocks)
+    if replica >= MAX_REPLICAS:
+        raise PlanError("JobPlanBadReplicas", hop=len(hops) - 1, replica=replica)
+    return replica + 1
 
 
 def unpack_hop(word: int) -> tuple[NodeId, int, int, int]:

@@ -39,11 +39,8 @@ def file_source(path: str | Path) -> Source:
     return get
 
 
-def chain_source(rpc_url: str | None = None, ttl_s: float = 30.0, probe: bool = True) -> Source:
-    """Nodes from the NodeRegistry (via the deployment file), probed over gRPC."""
-    dep = load_deployment()
-    rpc = rpc_url or os.environ.get("TESSERA_RPC_URL") or dep.rpc_url or "http://127.0.0.1:8545"
-    chain = TesseraChain.connect(rpc, dep)
+def client_source(chain: TesseraChain, ttl_s: float = 30.0, probe: bool = True) -> Source:
+    """Nodes from the NodeRegistry of ``chain``'s deployment, probed over gRPC."""
     views: dict[str, NetworkView] = {}
 
     def get(model: str) -> Snapshot:
@@ -54,8 +51,15 @@ def chain_source(rpc_url: str | None = None, ttl_s: float = 30.0, probe: bool = 
             )
         return views[model].snapshot(model)
 
-    logger.info("router reads the network from %s", rpc)
     return get
+
+
+def chain_source(rpc_url: str | None = None, ttl_s: float = 30.0, probe: bool = True) -> Source:
+    """Nodes from the NodeRegistry (via the deployment file), probed over gRPC."""
+    dep = load_deployment()
+    rpc = rpc_url or os.environ.get("TESSERA_RPC_URL") or dep.rpc_url or "http://127.0.0.1:8545"
+    logger.info("router reads the network from %s", rpc)
+    return client_source(TesseraChain.connect(rpc, dep), ttl_s, probe)
 
 
 def make_source(snapshot: str | None, rpc_url: str | None = None, probe: bool = True) -> Source:

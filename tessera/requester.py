@@ -1,23 +1,80 @@
-"""The requester's side of a job: follow it on chain and read its result.
+"""The requester's side of a job, in one place: plan, check, submit, follow, settle, read.
 
-Used by ``tessera job``, ``tessera demo`` and the end-to-end tests. Everything
-here reads the chain only; the output travels in the reveal's calldata and
-events, so a requester needs nothing but a chain connection to read it.
+    res = run_job(client, JobSpec("smollm2-135m", b"The capital of France is", fee_wei=10**16),
+                  on_progress=lambda u: print(u))
+    res.text, res.winners, res.payouts, res.refund
+
+``tessera job``, ``tessera demo`` and the end-to-end tests go through :func:`run_job` (or
+its parts). Who was paid, failed or slashed, and for how much, is read from the chain's
+``JobFinalized`` event, never recomputed here. The output travels in the reveal's calldata,
+so a requester needs nothing but a chain connection to read it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from chain.client import TesseraChain
 from chain.clock import ChainClock
-from proto.errors import ContractError, JobError
-from proto.types import Plan
+from chain.records import replicas_in
+from proto.errors import ContractError, JobError, ModelError
+from proto.types import JobId, Plan
+from router.plan import plan_replicas
+from router.source import Source, client_source
+from router.types import Mode, Weights
+from tessera.jobresult import JobResult
+from tessera.units import fmt_eth
 
 logger = logging.getLogger(__name__)
+
+WAIT_MARGIN_S = 60.0  # how long past a job's windows `run_job` waits before giving up
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a requester asks for (the plan comes from the router unless given)."""
+
+    model: str  # model name as registered on chain
+    input: bytes  # the prompt as UTF-8, or encoded images (worker.node.payload)
+    max_tokens: int = 32  # tokens to generate (1 for a classifier)
+    fee_wei: int = 10**16  # held in escrow until finalize
+    replicas: int = 3  # node-disjoint replicas (at most JobMarket.MAX_REPLICAS)
+    temperature: float = 0.0  # 0 = greedy
+    seed: int = 0  # seed of the reproducible sampling
+    codec: str = "int8-outlier"  # activation codec between hops
+    commit_window_s: int = 300  # seconds from submission until commits close
+    reveal_window_s: int = 120  # seconds after the commit deadline until reveals close
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The plan the job will run."""
+
+    plan: Plan
+    latency_ms: tuple[float, ...] = ()  # the router's predicted per-token latency per replica (if it planned)
+
+    def line(self) -> str:
+        rows = [f"planned {len(self.plan.replicas)} replica(s):"]
+        for r, rep in enumerate(self.plan.replicas):
+            hops = " -> ".join(f"{h.node[:10]}[{h.start},{h.end})" for h in rep.hops)
+            ms = f"  ~{self.latency_ms[r]:.0f} ms/token predicted" if self.latency_ms else ""
+            rows.append(f"  replica {r}: {hops}{ms}")
+        return "\n".join(rows)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The fee is in escrow and the job is open."""
+
+    job_id: JobId
+    fee_wei: int
+    tx_hash: str  # 0x hash of the submitJob transaction
+
+    def line(self) -> str:
+        return f"submitted job {self.job_id} with {fmt_eth(self.fee_wei)} in escrow (tx {self.tx_hash})"
 
 
 @dataclass(frozen=True)
@@ -30,78 +87,94 @@ class Progress:
 
     def line(self) -> str:
         if self.status == "finalized":
-            return "finalized"
+            return f"job {self.job_id}: finalized"
         stage = "running" if self.committed == 0 else "settling"
-        return f"{stage}: committed {self.committed}/{self.replicas}, revealed {self.revealed}/{self.replicas}"
+        return (f"job {self.job_id}: {stage}: committed {self.committed}/{self.replicas}, "
+                f"revealed {self.revealed}/{self.replicas}")
 
 
-@dataclass(frozen=True)
-class JobResult:
-    job_id: int
-    status: str  # open | finalized
-    outcome: str  # "majority", "refund" or "pending"
-    output: bytes  # the agreed output bytes (empty unless outcome == "majority")
-    output_hash: str  # 0x hex of keccak(output)
-    winners: tuple[int, ...]  # agreeing replicas
-    reveals: dict = field(default_factory=dict)  # replica -> 0x output hash it revealed
-    payouts: dict = field(default_factory=dict)  # node address -> wei credited by this job
-    refund: int = 0  # wei credited back to the requester
-    plan: Plan | None = None
-
-    def to_json(self) -> dict:
-        return {"job_id": self.job_id, "status": self.status, "outcome": self.outcome,
-                "output_hex": self.output.hex(), "output_hash": self.output_hash, "winners": list(self.winners),
-                "reveals": {str(k): v for k, v in self.reveals.items()},
-                "payouts": {k: str(v) for k, v in self.payouts.items()}, "refund": str(self.refund)}
+Update = Planned | Submitted | Progress
 
 
-def _mask(m: int) -> tuple[int, ...]:
-    return tuple(i for i in range(8) if m >> i & 1)
+def run_job(client: TesseraChain, spec: JobSpec, *, plan: Plan | None = None, mode: Mode | str = Mode.LATENCY,
+            weights: Weights | None = None, source: Source | None = None,
+            on_progress: Callable[[Update], None] | None = None, wait: bool = True,
+            timeout_s: float | None = None, decode: bool = True) -> JobResult:
+    """Plan ``spec`` with the router (unless ``plan`` is given; ``source`` defaults to the
+    client's chain with live probes), check it, escrow the fee and submit it. With ``wait``,
+    follow it to finalization, finalizing it ourselves past the reveal deadline, and return
+    the result (``timeout_s`` defaults to the job's windows plus a minute); without, return
+    the pending result at once. ``on_progress`` gets a Planned, a Submitted and then every
+    changed Progress."""
+    notify = on_progress or (lambda _u: None)
+    check(client, spec, plan)
+    latency: tuple[float, ...] = ()
+    if plan is None:
+        routed = plan_replicas((source or client_source(client))(spec.model), spec.replicas, mode, weights)
+        plan, latency = routed.plan, tuple(c.latency_ms for c in routed.costs)
+    notify(Planned(plan, latency))
+    job_id = client.submit_job(plan, spec.input, spec.max_tokens, spec.fee_wei, temperature=spec.temperature,
+                               seed=spec.seed, codec=spec.codec, commit_window_s=spec.commit_window_s,
+                               reveal_window_s=spec.reveal_window_s)
+    notify(Submitted(job_id, spec.fee_wei, client.get_request(job_id).tx_hash))
+    if not wait:
+        return result(client, job_id, decode=False)
+    if timeout_s is None:
+        timeout_s = spec.commit_window_s + spec.reveal_window_s + WAIT_MARGIN_S
+    return follow(client, job_id, timeout_s=timeout_s, on_progress=notify, decode=decode)
+
+
+def check(client: TesseraChain, spec: JobSpec, plan: Plan | None = None) -> None:
+    """What can be checked before the fee is escrowed: input, replica count, model, plan, balance.
+
+    The contract's own rules (plan coverage, active nodes on their spans, windows, fee bounds)
+    are checked by the chain itself: ``submit_job`` simulates ``submitJob`` before sending it.
+    """
+    if not spec.input:
+        raise JobError("the job has no input; pass a prompt or an image")
+    n = len(plan.replicas) if plan is not None else spec.replicas
+    most = client.max_replicas()
+    if not 1 <= n <= most:
+        raise JobError(f"a job runs 1 to {most} replicas (JobMarket.MAX_REPLICAS), not {n}; ask for fewer")
+    try:
+        model = client.get_model(spec.model)
+    except ContractError as exc:
+        if exc.name != "ModelUnknown":
+            raise
+        raise JobError(f"model {spec.model!r} is not registered on this chain; check the name "
+                       "(`tessera router advise --model NAME` lists who serves it)") from None
+    if model.deprecated:
+        raise JobError(f"model {spec.model!r} was deprecated by its publisher; it takes no new jobs")
+    if plan is not None and (plan.model != spec.model or plan.num_blocks != model.num_blocks):
+        raise JobError(f"the plan is for {plan.model} with {plan.num_blocks} blocks, but {spec.model} has "
+                       f"{model.num_blocks} on chain; plan the job again")
+    if client.balance() < spec.fee_wei:
+        raise JobError(f"account {client.address} holds {fmt_eth(client.balance())}, less than the fee "
+                       f"({fmt_eth(spec.fee_wei)}); fund it or lower the fee")
 
 
 def progress(chain: TesseraChain, job_id: int) -> Progress:
     j = chain.get_job(job_id)
-    return Progress(job_id, j.num_replicas, len(_mask(j.committed_mask)), len(_mask(j.revealed_mask)), j.status)
+    return Progress(job_id, j.num_replicas, len(replicas_in(j.committed_mask)), len(replicas_in(j.revealed_mask)),
+                    j.status)
 
 
-def payouts(plan: Plan, fee: int, winners: tuple[int, ...]) -> dict[str, int]:
-    """What each node of the agreeing replicas is credited: pro rata by blocks served,
-    the integer-division remainder to the first agreeing replica's tail (as JobMarket does)."""
-    if not winners:
-        return {}
-    per_block = fee // (len(winners) * plan.num_blocks)
-    paid: dict[str, int] = {}
-    for r in winners:
-        for hop in plan.replicas[r].hops:
-            paid[hop.node] = paid.get(hop.node, 0) + per_block * hop.blocks
-    first_tail = plan.replicas[winners[0]].tail.node
-    paid[first_tail] += fee - sum(paid.values())
-    return paid
-
-
-def result(chain: TesseraChain, job_id: int, model: str | None = None) -> JobResult:
-    """The job's result read from its events (pending until finalized)."""
+def result(chain: TesseraChain, job_id: int, decode: bool = True) -> JobResult:
+    """The job as the chain records it: its plan, the reveals so far and, once finalized, the
+    settlement from JobFinalized. ``decode``: also decode the output (needs the model here)."""
     req = chain.get_request(job_id)
-    job = chain.get_job(job_id)
     m = chain.get_model(req.model_id)
-    plan = req.plan(m.name, m.num_blocks)
-    flt = {"jobId": job_id}
-    reveals = {e["args"]["replica"]: e["args"] for e in
-               chain.market.events.JobRevealed().get_logs(from_block=req.block, argument_filters=flt)}
-    fin = chain.market.events.JobFinalized().get_logs(from_block=req.block, argument_filters=flt)
-    rev_hashes = {r: "0x" + bytes(a["outputHash"]).hex() for r, a in reveals.items()}
-    if not fin:
-        return JobResult(job_id, job.status, "pending", b"", "", (), rev_hashes, plan=plan)
-    a = fin[0]["args"]
-    winners = _mask(a["winnersMask"])
-    output = bytes(reveals[winners[0]]["output"]) if winners else b""
-    return JobResult(job_id, "finalized", "majority" if winners else "refund", output,
-                     "0x" + bytes(a["outputHash"]).hex(), winners, rev_hashes,
-                     payouts(plan, req.fee, winners), int(a["refund"]), plan)
+    settled = chain.settlement(job_id)
+    reveals = chain.reveals(job_id)
+    output = reveals[settled.winners[0]].output if settled and settled.majority else b""
+    text = decode_text(m.name, output) if decode and output else None
+    return JobResult(JobId(job_id), m.name, req.plan(m.name, m.num_blocks), req.fee, req.tx_hash,
+                     {r: "0x" + v.output_hash.hex() for r, v in sorted(reveals.items())}, settled, output, text)
 
 
-def wait(chain: TesseraChain, job_id: int, timeout_s: float = 600.0, poll_s: float = 0.5,
-         on_progress: Callable[[Progress], None] | None = None, finalize_after_deadline: bool = True) -> JobResult:
+def follow(chain: TesseraChain, job_id: int, timeout_s: float = 600.0, poll_s: float = 0.5,
+             on_progress: Callable[[Progress], None] | None = None, finalize_after_deadline: bool = True,
+             decode: bool = True) -> JobResult:
     """Block until the job is finalized; past the reveal deadline, finalize it ourselves
     (anyone may), so a job whose tails all vanished still refunds."""
     req = chain.get_request(job_id)
@@ -114,13 +187,29 @@ def wait(chain: TesseraChain, job_id: int, timeout_s: float = 600.0, poll_s: flo
             on_progress(p)
         last = p
         if p.status == "finalized":
-            return result(chain, job_id)
+            return result(chain, job_id, decode)
         if finalize_after_deadline and chain.account and clock.now() > req.reveal_deadline:
             try:
                 chain.finalize(job_id)
+                logger.info("job %s: finalized it ourselves after the reveal deadline", job_id)
             except ContractError as exc:
                 if exc.name not in ("JobAlreadyFinalized", "JobNotFinalizable"):
                     raise
         time.sleep(poll_s)
     raise JobError(f"job {job_id} was not finalized within {timeout_s:.0f} s; check it later with "
                    f"`tessera job status {job_id}`")
+
+
+def decode_text(model: str, output: bytes) -> str | None:
+    """The output as text (language models) or class ids (classifiers) when the model is
+    installed here; None otherwise (the output bytes hold the ids either way)."""
+    # lazy: torch and transformers load only when an output is decoded (fast CLI start-up)
+    from worker.node.payload import describe_output
+    from worker.store import load_manifest, resolve
+
+    try:
+        directory = resolve(model)
+        return describe_output(load_manifest(directory).kind, directory, output)
+    except (ModelError, OSError) as exc:
+        logger.info("output of %s left as ids: %s", model, exc)
+        return None

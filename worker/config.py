@@ -1,15 +1,19 @@
-"""Configuration of one worker node (pydantic; loadable from TOML).
+"""Configuration of one worker node (pydantic; the ``[worker]`` table of node.toml).
 
-Every field has a default and a comment with its unit. Precedence: defaults,
-then the TOML file (``[worker]`` table or top level), then command-line flags.
+Every field has a default and a description with its unit; the description is
+also the help of the field's flag on ``tessera operator run`` (``session_ttl_s``
+-> ``--session-ttl-s``), which generates one flag per field. Precedence:
+defaults, then the ``[worker]`` table, then flags.
+
+``weights = "int8-mixed"`` is a node's own memory choice for now; nodes will
+advertise it (and plans pin it) with the verification work, since int8 and fp32
+replicas do not produce bit-equal outputs.
 """
 
 from __future__ import annotations
 
 import logging
-import tomllib
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,51 +28,42 @@ class WorkerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # --- what to serve
-    model_dir: str | None = None  # local model directory (HF layout); None = resolve by name
-    model: str = "smollm2-135m"  # model name as registered on chain
-    start: int = Field(0, ge=0)  # first block served (inclusive)
-    end: int | None = None  # block after the last served (exclusive); None = to the end
-    device: str = "cpu"  # torch device: "cpu", "cuda", "cuda:1"
-    dtype: str = "float32"  # torch dtype of the stage: float32, float16, bfloat16
-    threads: int = Field(1, ge=1)  # torch intra-op threads, count
-    # block weights in memory: "fp32" (as stored, cast to dtype) or "int8-mixed" (Linear weights in int8 with
-    # 16-bit outlier features: ~0.4x the memory, outputs close to but not bit-equal with fp32 replicas). Not yet
-    # advertised on chain: a planner cannot tell int8 nodes apart until verification work adds that.
-    weights: Literal["fp32", "int8-mixed"] = "fp32"
+    model_dir: str | None = Field(None, description="local model directory (HF layout); unset: find the model by name")
+    model: str = Field("smollm2-135m", description="model name as registered on chain")
+    start: int = Field(0, ge=0, description="first block served (inclusive)")
+    end: int | None = Field(None, description="block after the last served (exclusive); unset: to the end")
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1")
+    dtype: str = Field("float32", description="torch dtype of the stage: float32, float16, bfloat16")
+    threads: int = Field(1, ge=1, description="torch intra-op threads, count")
+    loader: str = Field("worker.shard:load_stage", description="what loads the span: module:function or "
+                        "path/file.py:function, called as f(model_dir, start, end, device=, dtype=)")
+    # Not advertised on chain yet: until verification work adds that, a planner cannot tell int8 nodes apart.
+    weights: str = Field("fp32", pattern=r"^(fp32|int8-mixed)$", description="block weights in memory: fp32 (as "
+                         "stored, in dtype) or int8-mixed (Linear weights in int8 with 16-bit outlier features: about "
+                         "0.4x the memory; outputs close to, not bit-equal with, fp32 replicas)")
 
     # --- network
-    host: str = "127.0.0.1"  # interface the gRPC server binds to
-    port: int = Field(50051, ge=0, le=65535)  # gRPC port; 0 = pick a free one
-    grpc_workers: int = Field(16, ge=1)  # gRPC handler threads, count (bounds concurrent streams)
-    max_message_bytes: int = Field(64 << 20, ge=1024)  # largest gRPC message, bytes
+    host: str = Field("127.0.0.1", description="interface the gRPC server binds to")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    grpc_workers: int = Field(16, ge=1, description="gRPC handler threads, count (bounds concurrent streams)")
+    max_message_bytes: int = Field(64 << 20, ge=1024, description="largest gRPC message, bytes")
 
-    # --- identity
-    key_file: str | None = None  # node key: raw hex file or eth keystore JSON
-    private_key: str | None = None  # node key as 0x hex (tests only; prefer key_file)
+    # --- identity (the on-chain daemon signs with the [node] key instead)
+    key_file: str | None = Field(None, description="node key file, raw hex or eth keystore JSON (with --plan-file)")
+    private_key: str | None = Field(None, description="node key as 0x hex (tests only; prefer key_file)")
 
     # --- sessions
-    session_ttl_s: float = Field(300.0, gt=0)  # idle session lifetime, seconds
-    session_max_bytes: int = Field(2 << 30, ge=0)  # KV memory cap over all sessions, bytes
-    max_sessions: int = Field(64, ge=1)  # open sessions at once, count
+    session_ttl_s: float = Field(300.0, gt=0, description="idle session lifetime, seconds")
+    session_max_bytes: int = Field(2 << 30, ge=0, description="KV memory cap over all sessions, bytes")
+    max_sessions: int = Field(64, ge=1, description="open sessions at once, count")
 
     # --- codec
-    max_payload_bytes: int = Field(256 << 20, ge=1)  # largest accepted activation payload, bytes
-    hop_timeout_s: float = Field(60.0, gt=0)  # wait for the next hop's answer, seconds
+    max_payload_bytes: int = Field(256 << 20, ge=1, description="largest accepted activation payload, bytes")
+    hop_timeout_s: float = Field(60.0, gt=0, description="wait for the next hop's answer, seconds")
 
     # --- fault injection (demo and tests only)
-    byzantine: bool = False  # corrupt outgoing activations (and the tail's logits)
-    byzantine_noise: float = Field(50.0, ge=0)  # std of the added Gaussian noise, activation units
-
-    @classmethod
-    def from_toml(cls, path: str | Path, **overrides: Any) -> "WorkerConfig":
-        """Load ``path`` (a ``[worker]`` table or top-level keys), then apply non-None overrides."""
-        p = Path(path).expanduser()
-        try:
-            data = tomllib.loads(p.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read worker config {p}: {exc}") from exc
-        data = data.get("worker", data)
-        return cls.build(**{**data, **overrides})
+    byzantine: bool = Field(False, description="corrupt outgoing activations and the tail's logits (demo only)")
+    byzantine_noise: float = Field(50.0, ge=0, description="std of the noise byzantine mode adds, activation units")
 
     @classmethod
     def build(cls, **values: Any) -> "WorkerConfig":

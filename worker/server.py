@@ -1,25 +1,18 @@
-"""The worker's gRPC service (``tessera.v1.WorkerService``) and its process entry.
+"""The worker's gRPC service (``tessera.v1.WorkerService``).
 
 Handlers are thin: parse, authenticate (inside the runtime), log one line per
 session, call :class:`worker.ring.HopRuntime`, serialise. A refused message
 aborts only its own stream with a gRPC status; the server keeps serving.
-
-Run one worker::
-
-    python -m worker.server --model-dir DIR --start 0 --end 15 --port 50051 \\
-        --key-file node.key --plan-file plan.json [--device cuda] [--config worker.toml]
-
-It prints ``READY <port> <address>`` on stdout once it serves.
+A process runs it through ``tessera operator run``: on chain with
+``--config node.toml``, or over a static plan with ``--plan-file plan.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib
 import importlib.util
 import logging
-import sys
 import threading
 import time
 from concurrent import futures
@@ -34,8 +27,8 @@ from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
 from worker import codec
 from worker.config import WorkerConfig
-from worker.planview import PlanView, StaticPlanView
-from worker.ring.hop import HopRuntime, OnOutput
+from worker.planview import PlanView
+from worker.ring import HopRuntime, OnOutput
 from worker.sessions import SessionError
 from worker.signing import Signer, load_key
 from worker.stage import Stage
@@ -134,9 +127,13 @@ def start(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnO
     return RunningWorker(server, port, runtime)
 
 
-def serve(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnOutput | None = None) -> grpc.Server:
-    """Start serving and return the gRPC server (see :func:`start` for the port)."""
-    return start(config, stage, planview, on_output).server
+def serve(config: WorkerConfig, planview: PlanView, on_output: OnOutput | None = None,
+          signer: Signer | None = None) -> RunningWorker:
+    """Load the configured span (:func:`load_stage`) and :func:`start` serving it; sub-spans
+    that plans give this node are loaded the same way."""
+    torch.set_num_threads(config.threads)
+    return start(config, load_stage(config), planview, on_output, signer,
+                 loader=lambda a, b: load_stage(config.model_copy(update={"start": a, "end": b})))
 
 
 def _start_reaper(runtime: HopRuntime, ttl_s: float) -> None:
@@ -148,54 +145,26 @@ def _start_reaper(runtime: HopRuntime, ttl_s: float) -> None:
     threading.Thread(target=loop, name="session-reaper", daemon=True).start()
 
 
-def load_stage(config: WorkerConfig, loader: str = "worker.shard:load_stage") -> Stage:
-    """Load the served span with ``loader`` ("module:function" or "path/file.py:function")."""
-    mod_name, _, fn = loader.rpartition(":")
-    if mod_name.endswith(".py"):
-        spec = importlib.util.spec_from_file_location("tessera_stage_loader", mod_name)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    else:
-        mod = importlib.import_module(mod_name)
-    model_dir = config.model_dir
-    if model_dir is None:
-        model_dir = resolve(config.model)
+def load_stage(config: WorkerConfig) -> Stage:
+    """Load the served span with ``config.loader`` ("module:function" or "path/file.py:function")."""
     if config.end is None:
         raise ConfigError("say which blocks to serve: --start S --end E (half-open)")
-    return getattr(mod, fn)(model_dir, config.start, config.end, device=config.device,
-                            dtype=getattr(torch, config.dtype))
+    model_dir = config.model_dir if config.model_dir is not None else resolve(config.model)
+    weights = {} if config.weights == "fp32" else {"weights": config.weights}  # custom loaders: fp32 only
+    return _loader(config.loader)(model_dir, config.start, config.end, device=config.device,
+                           dtype=getattr(torch, config.dtype), **weights)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m worker.server", description="Serve a span of a model over gRPC.")
-    ap.add_argument("--config", help="worker TOML file ([worker] table)")
-    for flag, typ in [("model-dir", str), ("model", str), ("start", int), ("end", int), ("port", int),
-                      ("host", str), ("key-file", str), ("private-key", str), ("device", str),
-                      ("dtype", str), ("threads", int), ("session-ttl-s", float), ("session-max-bytes", int)]:
-        ap.add_argument(f"--{flag}", type=typ)
-    ap.add_argument("--byzantine", action="store_true", default=None, help="corrupt outgoing activations (demo)")
-    ap.add_argument("--plan-file", required=True, help="JSON list of job routes (StaticPlanView)")
-    ap.add_argument("--loader", default="worker.shard:load_stage", help="stage loader module:function")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    values = {k: v for k, v in vars(args).items() if k not in ("config", "plan_file", "loader")}
+def _loader(loader: str):
+    mod_name, _, fn = loader.rpartition(":")
     try:
-        config = WorkerConfig.from_toml(args.config, **values) if args.config else WorkerConfig.build(**values)
-        torch.set_num_threads(config.threads)
-        stage = load_stage(config, args.loader)
-        running = start(config, stage, StaticPlanView.from_file(args.plan_file),
-                        loader=lambda a, b: load_stage(config.model_copy(update={"start": a, "end": b}), args.loader))
-    except TesseraError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"READY {running.port} {running.runtime.signer.address}", flush=True)
-    try:
-        running.server.wait_for_termination()
-    except KeyboardInterrupt:
-        pass
-    running.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        if mod_name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location("tessera_stage_loader", mod_name)
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(mod_name)
+        return getattr(mod, fn)
+    except (ImportError, OSError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot use the stage loader {loader!r} ({exc}); give module:function or "
+                          "path/file.py:function") from exc

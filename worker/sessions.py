@@ -1,9 +1,9 @@
 """The session table: per-session state of one worker, with a TTL and a memory cap.
 
-A session is one (job, replica) pass through this worker: the stage's KV
-cache, the next step it expects, the tokens the tail sampled, and the
-outbound stream to the next hop. Pure bookkeeping; the clock is injectable
-so tests need not sleep.
+A session is one (job, replica) pass through this worker: the next step it
+expects, and its pipeline (``worker.ring.pipeline.Pipeline``: the stage's KV
+cache, the stream to the next hop, the tokens the tail sampled). Pure
+bookkeeping; the clock is injectable so tests need not sleep.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from proto.errors import TesseraError
@@ -28,26 +28,19 @@ class SessionError(TesseraError):
 @dataclass
 class Session:
     key: SessionKey
-    cache: Any  # the stage's per-session cache (None for stateless stages)
+    pipe: Any = None  # this node's part of the replica (a Pipeline, with close()); set right after open
     next_step: int = 0  # step the next STEP message must carry
     last_used: float = 0.0  # clock time of the last message, seconds
-    tokens: list[int] = field(default_factory=list)  # ids sampled so far (tail only)
-    finished: bool = False  # the tail has produced the whole output
-    outbound: Any = None  # stream to the next hop (None on the tail)
-    cache_bytes: int = 0  # memory held by ``cache``, bytes
-    compute_s: float = 0.0  # time in the stage's forward, seconds
-    wait_s: float = 0.0  # time waiting for the next hop's answers, seconds
+    cache_bytes: int = 0  # memory held by the pipeline's cache, bytes
     busy_s: float = 0.0  # time handling steps (decode, compute, encode, sign, wait), seconds
-    stage: Any = None  # the stage running this session's planned span (worker.stagepool)
 
     def close(self) -> None:
-        if self.outbound is not None:
+        if self.pipe is not None:
             try:
-                self.outbound.close()
+                self.pipe.close()
             except Exception:  # the peer may already be gone
-                logger.debug("closing outbound of %s failed", self.key, exc_info=True)
-            self.outbound = None
-        self.cache = None
+                logger.debug("closing the pipeline of %s failed", self.key, exc_info=True)
+            self.pipe = None
 
 
 class SessionTable:
@@ -60,8 +53,9 @@ class SessionTable:
         self._lock = threading.Lock()
         self._sessions: dict[SessionKey, Session] = {}
 
-    def open(self, key: SessionKey, cache: Any) -> Session:
-        """Create a session; refuse if it exists, the table is full or memory is spent."""
+    def open(self, key: SessionKey) -> Session:
+        """Create a session (its pipeline is the caller's to set); refuse if it exists, the table
+        is full or memory is spent."""
         with self._lock:
             self._expire_locked()
             if key in self._sessions:
@@ -70,7 +64,7 @@ class SessionTable:
                 raise SessionError(f"worker is full ({self.max_sessions} sessions); retry later")
             if self._used_locked() >= self.max_bytes:
                 raise SessionError(f"session memory cap of {self.max_bytes} bytes is reached; retry later")
-            s = Session(key, cache, last_used=self._clock())
+            s = Session(key, last_used=self._clock())
             self._sessions[key] = s
             return s
 

@@ -6,9 +6,6 @@ only if ``a == 0``, the output stage only if ``b == num_blocks``), so its
 output is what the plan says it is. A sub-span stage is loaded from the same
 verified weight files the first time it is planned and kept (LRU) for later
 jobs; it costs at most the memory of the blocks it holds.
-
-:func:`shard_loader` loads spans with the operator's weight format
-(``[worker] weights``), the main span and sub-spans alike.
 """
 
 from __future__ import annotations
@@ -16,24 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from pathlib import Path
 from typing import Callable
 
-import torch
-
 from proto.errors import ProtocolError
-from worker.shard import load_stage
 from worker.stage import Stage
 
 logger = logging.getLogger(__name__)
 
 Loader = Callable[[int, int], Stage]  # (start, end) -> stage of those blocks
-
-
-def shard_loader(model_dir: Path | str, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 weights: str = "fp32") -> Loader:
-    """Spans of the (already verified) model in ``model_dir``, in ``weights`` format ("fp32" or "int8-mixed")."""
-    return lambda start, end: load_stage(model_dir, start, end, device=device, dtype=dtype, weights=weights)
 
 
 class StagePool:

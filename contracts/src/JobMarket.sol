@@ -73,8 +73,28 @@ contract JobMarket is ISlashSink {
     event JobCommitted(uint256 indexed jobId, uint256 indexed replica, bytes32 commitment);
     /// @notice A replica's tail revealed its output.
     event JobRevealed(uint256 indexed jobId, uint256 indexed replica, bytes32 outputHash, bytes output);
-    /// @notice A job was settled. outcome: 1 majority, 2 no majority (refund).
-    event JobFinalized(uint256 indexed jobId, uint8 outcome, bytes32 outputHash, uint8 winnersMask, uint256 refund);
+    /// @notice A job was settled: the majority, if any, and what happened to each hop of the plan.
+    ///         This is the one record of who was credited what; clients read it, never recompute it.
+    /// @param outcome 1 majority, 2 no majority (the fee is refunded)
+    /// @param outputHash the majority's output hash (zero without a majority)
+    /// @param winnersMask bit r set: replica r revealed the majority's output
+    /// @param refund wei of the fee credited back to the requester (the sum of `slashed` is credited too)
+    /// @param nodes the node of each hop, in the plan's order (a node appears at most once in a plan)
+    /// @param outcomes per hop: 0 none, 1 paid (reputation up), 2 failed (revealed a losing output,
+    ///        reputation down), 3 slashed (its tail committed and did not reveal; reputation down)
+    /// @param paid per hop: wei credited to the node's earnings, the integer-division dust included
+    /// @param slashed per hop: wei of stake taken from the node and credited to the requester
+    event JobFinalized(
+        uint256 indexed jobId,
+        uint8 outcome,
+        bytes32 outputHash,
+        uint8 winnersMask,
+        uint256 refund,
+        address[] nodes,
+        uint8[] outcomes,
+        uint256[] paid,
+        uint256[] slashed
+    );
     /// @notice Credits (refunds, slashed stake) were paid out.
     event CreditsWithdrawn(address indexed account, uint256 amount);
 
@@ -211,6 +231,7 @@ contract JobMarket is ISlashSink {
     ///      served, the integer-division dust goes to the first agreeing replica's tail. Disagreeing
     ///      replicas lose reputation; tails that committed and did not reveal are slashed (the
     ///      stake taken is credited to the requester). No majority refunds the whole fee.
+    ///      JobFinalized reports every hop's outcome, earnings and slashed stake.
     function finalize(uint256 jobId, bytes32 modelId, uint256 fee, uint256[] calldata hops) external {
         Job storage j = _jobs[jobId];
         if (j.status == FINALIZED) revert JobAlreadyFinalized(jobId);
@@ -259,7 +280,7 @@ contract JobMarket is ISlashSink {
     }
 
     // --------------------------------------------------------------- internal
-    /// @dev Credit the requester, emit JobFinalized, then pay and judge the nodes.
+    /// @dev Credit the requester, pay and judge the nodes, credit any slashed stake, emit JobFinalized.
     function _settle(
         uint256 jobId,
         Job storage j,
@@ -268,25 +289,15 @@ contract JobMarket is ISlashSink {
         bytes32 winner,
         uint8 winnersMask
     ) internal {
-        uint256 numWinners = JobPlan.popcount(winnersMask);
-        uint256 perBlock;
-        if (numWinners != 0) {
-            perBlock = fee / (numWinners * JobPlan.numBlocks(hops));
-        }
-        JobPlan.Settlement memory st = JobPlan.outcomes(hops, winnersMask, j.committedMask, j.revealedMask, perBlock);
+        JobPlan.Settlement memory st = JobPlan.outcomes(hops, fee, winnersMask, j.committedMask, j.revealedMask);
         address requester = j.requester;
-        uint256 refund;
-        if (numWinners != 0) {
-            // Integer-division dust goes to the tail of the first agreeing replica.
-            st.paid[st.dustIndex] += fee - st.total;
-            st.total = fee;
-        } else {
-            refund = fee;
-            _credits[requester] += refund;
-        }
-        emit JobFinalized(jobId, numWinners != 0 ? 1 : 2, winner, winnersMask, refund);
-        uint256 slashed = nodes.settle{value: st.total}(jobId, st.who, st.outcomes, st.paid);
+        uint256 refund = winnersMask == 0 ? fee : 0;
+        if (refund != 0) _credits[requester] += refund;
+        (uint256 slashed, uint256[] memory cuts) = nodes.settle{value: st.total}(jobId, st.who, st.outcomes, st.paid);
         if (slashed != 0) _credits[requester] += slashed;
+        emit JobFinalized(
+            jobId, refund == 0 ? 1 : 2, winner, winnersMask, refund, st.who, st.outcomes, st.paid, cuts
+        );
     }
 
     function _open(uint256 jobId) internal view returns (Job storage j) {

@@ -17,8 +17,7 @@ library JobPlan {
         address[] who;
         uint8[] outcomes;
         uint256[] paid;
-        uint256 total;
-        uint256 dustIndex; // hop index of the first winning replica's tail
+        uint256 total; // sum(paid): the fee when a majority exists, else 0
     }
 
     // ----------------------------------------------------------------- errors
@@ -74,8 +73,10 @@ library JobPlan {
         for (uint256 i; i < hops.length && uint8(hops[i] >> 192) == 0; ++i) n = uint16(hops[i] >> 176);
     }
 
-    /// @dev Per hop: outcome and pay. Winners are paid, revealed losers fail, silent committers are slashed.
-    function outcomes(uint256[] calldata hops, uint8 winners, uint8 committed, uint8 revealed, uint256 perBlock)
+    /// @dev Per hop: outcome and pay. Winners share `fee` pro rata by blocks served, the
+    ///      integer-division dust going to the first winning replica's tail; revealed losers
+    ///      fail; tails that committed and did not reveal are slashed.
+    function outcomes(uint256[] calldata hops, uint256 fee, uint8 winners, uint8 committed, uint8 revealed)
         internal
         pure
         returns (Settlement memory st)
@@ -84,8 +85,8 @@ library JobPlan {
         st.who = new address[](n);
         st.outcomes = new uint8[](n);
         st.paid = new uint256[](n);
-        st.dustIndex = type(uint256).max;
-        bool anyWinner = winners != 0;
+        uint256 perBlock = winners == 0 ? 0 : fee / (popcount(winners) * numBlocks(hops));
+        uint256 dustIndex = type(uint256).max;
         for (uint256 i; i < n; ++i) {
             uint256 h = hops[i];
             uint8 bit = uint8(1 << uint8(h >> 192));
@@ -95,12 +96,16 @@ library JobPlan {
                 st.outcomes[i] = OUTCOME_SUCCESS;
                 st.paid[i] = perBlock * (uint16(h >> 176) - uint16(h >> 160));
                 st.total += st.paid[i];
-                if (isTail && st.dustIndex == type(uint256).max) st.dustIndex = i;
+                if (isTail && dustIndex == type(uint256).max) dustIndex = i;
             } else if (committed & bit != 0 && revealed & bit == 0) {
                 if (isTail) st.outcomes[i] = OUTCOME_SLASH;
-            } else if (anyWinner && revealed & bit != 0) {
+            } else if (winners != 0 && revealed & bit != 0) {
                 st.outcomes[i] = OUTCOME_FAILURE;
             }
+        }
+        if (winners != 0) {
+            st.paid[dustIndex] += fee - st.total;
+            st.total = fee;
         }
     }
 

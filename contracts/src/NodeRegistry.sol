@@ -81,9 +81,9 @@ contract NodeRegistry {
     event NodeStakeWithdrawn(address indexed node, address payout, uint256 amount);
     /// @notice A node's earnings were paid to its payout address.
     event NodeEarningsWithdrawn(address indexed node, address payout, uint256 amount);
-    /// @notice The job market settled a job's nodes (outcomes are OUTCOME_*).
-    /// @dev Per-node outcomes follow from JobFinalized and the plan in JobSubmitted (kept out of
-    ///      this event to save gas).
+    /// @notice The job market settled a job's nodes: `paid` wei of earnings credited, `slashed` wei
+    ///         of stake taken in total.
+    /// @dev Per-node amounts and outcomes are in JobMarket's JobFinalized (not repeated here, to save gas).
     event NodesSettled(uint256 indexed jobId, uint256 paid, uint256 slashed);
     /// @notice The job market address was set (once, at deployment).
     event JobMarketSet(address jobMarket);
@@ -239,13 +239,15 @@ contract NodeRegistry {
     /// @notice Apply a job's outcome: pay, adjust reputation, slash. Only the job market.
     /// @dev msg.value must equal sum(paid). Slashed stake is sent back to the job market,
     ///      which credits it to the job's requester.
-    /// @return slashed wei of stake taken and sent to the job market
+    /// @return slashed wei of stake taken and sent to the job market, in total
+    /// @return cuts wei of stake taken from each of `nodes` (zero unless its outcome is OUTCOME_SLASH)
     function settle(uint256 jobId, address[] calldata nodes, uint8[] calldata outcomes, uint256[] calldata paid)
         external
         payable
         onlyJobMarket
-        returns (uint256 slashed)
+        returns (uint256 slashed, uint256[] memory cuts)
     {
+        cuts = new uint256[](nodes.length);
         for (uint256 i; i < nodes.length; ++i) {
             uint8 o = outcomes[i];
             if (o == OUTCOME_NONE) continue;
@@ -263,6 +265,7 @@ contract NodeRegistry {
                     unchecked {
                         n.stake -= uint96(cut);
                     }
+                    cuts[i] = cut;
                     slashed += cut;
                     if (n.status == STATUS_ACTIVE && n.stake < minStake) n.status = STATUS_UNDERSTAKED;
                 }

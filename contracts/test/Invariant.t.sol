@@ -18,6 +18,7 @@ contract Handler is Base {
     mapping(address => uint256) public earned; // earnings granted per node
     mapping(address => uint256) public withdrawn; // earnings paid per node
     bool public breach; // a non-tail commit or reveal succeeded
+    string public eventWrong; // why a JobFinalized event disagreed with what was credited (empty: never)
     bool internal ready;
 
     /// @dev Deploy once; the fuzzer calling it again is a no-op.
@@ -69,13 +70,14 @@ contract Handler is Base {
         if (open.length == 0) return;
         uint256 k = js % open.length;
         Open memory o = open[k];
-        uint256[9] memory before;
-        for (uint256 i; i < 9; ++i) before[i] = earnings(node[i]);
-        uint256 creditsBefore = market.creditsOf(requester);
+        Books memory before = books();
+        vm.recordLogs();
         try market.finalize(o.id, modelId, o.fee, plan3x3()) {
             escrow -= o.fee;
-            for (uint256 i; i < 9; ++i) earned[node[i]] += earnings(node[i]) - before[i];
-            refunded += market.creditsOf(requester) - creditsBefore;
+            for (uint256 i; i < 9; ++i) earned[node[i]] += earnings(node[i]) - before.earnings[i];
+            refunded += market.creditsOf(requester) - before.credits;
+            string memory why = eventMismatch(finalizedEvent(o.id), before, o.fee);
+            if (bytes(why).length != 0) eventWrong = why;
             open[k] = open[open.length - 1];
             open.pop();
             // finalizing twice must fail
@@ -156,5 +158,11 @@ contract InvariantTest {
     function invariant_NoDoubleRefundNoBreach() public view {
         require(h.requesterWithdrawn() <= h.refunded(), "double refund");
         require(!h.breach(), "breach");
+    }
+
+    /// Every JobFinalized event says exactly what finalize credited and slashed, hop by hop.
+    function invariant_FinalizedEventIsWhatWasCredited() public view {
+        string memory why = h.eventWrong();
+        require(bytes(why).length == 0, why);
     }
 }

@@ -25,6 +25,92 @@ contract JobMarketTest is Base {
         require(address(market).balance == 0, "escrow released");
     }
 
+    function test_FinalizedEventEqualsCreditedEarningsWithDust() public {
+        uint256 fee = 1 ether + 7; // 7 wei of dust
+        uint256 id = submit(fee);
+        for (uint256 r; r < 3; ++r) doCommit(id, r, OUT, fee);
+        for (uint256 r; r < 3; ++r) doReveal(id, r, OUT);
+        Books memory before = books();
+        Finalized memory f = finalizeRecorded(id, fee);
+        string memory why = eventMismatch(f, before, fee);
+        require(bytes(why).length == 0, why);
+        require(f.outcome == 1 && f.winnersMask == 7 && f.outputHash == keccak256(OUT) && f.refund == 0, "header");
+        uint256 share = fee / 90 * 10;
+        for (uint256 i; i < 9; ++i) {
+            require(f.outcomes[i] == 1, "every hop paid");
+            require(f.paid[i] == (i == 2 ? share + fee - 9 * share : share), "pro rata, dust to the first tail");
+        }
+    }
+
+    function test_FinalizedEventReportsSlashedTailAndItsStake() public {
+        uint256 fee = 1 ether + 5; // dust with 2 winners
+        uint256 id = submit(fee);
+        for (uint256 r; r < 3; ++r) doCommit(id, r, OUT, fee);
+        doReveal(id, 0, OUT);
+        doReveal(id, 1, OUT);
+        vm.warp(block.timestamp + 201);
+        Books memory before = books();
+        Finalized memory f = finalizeRecorded(id, fee);
+        string memory why = eventMismatch(f, before, fee);
+        require(bytes(why).length == 0, why);
+        require(f.outcome == 1 && f.winnersMask == 3, "majority of two");
+        for (uint256 i; i < 6; ++i) require(f.outcomes[i] == 1 && f.paid[i] != 0, "winners paid");
+        require(f.paid[2] == fee / 60 * 10 + fee - 6 * (fee / 60 * 10), "dust to the first tail");
+        require(f.outcomes[6] == 0 && f.outcomes[7] == 0, "upstream hops of the silent replica untouched");
+        require(f.outcomes[8] == 3 && f.slashed[8] == SLASH && f.paid[8] == 0, "silent tail slashed");
+        require(market.creditsOf(requester) == SLASH, "slash credited to the requester");
+    }
+
+    function test_FinalizedEventReportsLosersAsFailed() public {
+        uint256 id = submit(0.9 ether);
+        for (uint256 r; r < 3; ++r) doCommit(id, r, r == 1 ? BAD : OUT, 0.9 ether);
+        for (uint256 r; r < 3; ++r) doReveal(id, r, r == 1 ? BAD : OUT);
+        Books memory before = books();
+        Finalized memory f = finalizeRecorded(id, 0.9 ether);
+        string memory why = eventMismatch(f, before, 0.9 ether);
+        require(bytes(why).length == 0, why);
+        for (uint256 i = 3; i < 6; ++i) require(f.outcomes[i] == 2 && f.paid[i] == 0, "loser failed, unpaid");
+        require(f.paid[0] == 0.15 ether, "winner paid");
+    }
+
+    function test_FinalizedEventOnRefundWithTwoSlashedTails() public {
+        uint256 id = submit(1 ether);
+        for (uint256 r; r < 3; ++r) doCommit(id, r, OUT, 1 ether);
+        doReveal(id, 0, OUT); // one of three is no majority
+        vm.warp(block.timestamp + 201);
+        Books memory before = books();
+        Finalized memory f = finalizeRecorded(id, 1 ether);
+        string memory why = eventMismatch(f, before, 1 ether);
+        require(bytes(why).length == 0, why);
+        require(f.outcome == 2 && f.winnersMask == 0 && f.refund == 1 ether && f.outputHash == 0, "refund");
+        for (uint256 i; i < 9; ++i) {
+            bool silentTail = i == 5 || i == 8;
+            require(f.outcomes[i] == (silentTail ? 3 : 0), "only the silent tails are judged");
+            require(f.slashed[i] == (silentTail ? SLASH : 0), "their stake is taken");
+        }
+        require(market.creditsOf(requester) == 1 ether + 2 * SLASH, "fee and slashes credited");
+    }
+
+    /// @dev behaviour per replica (2 bits each): 0 reveals OUT, 1 reveals BAD, 2 commits only, 3 silent
+    function testFuzz_FinalizedEventEqualsWhatTheChainCredited(uint96 seed, uint8 behaviour) public {
+        uint256 fee = uint256(seed) % 500 ether + 1;
+        uint256 id = submit(fee);
+        for (uint256 r; r < 3; ++r) {
+            uint256 b = (behaviour >> (2 * r)) & 3;
+            if (b != 3) doCommit(id, r, b == 1 ? BAD : OUT, fee);
+        }
+        vm.warp(block.timestamp + 101);
+        for (uint256 r; r < 3; ++r) {
+            uint256 b = (behaviour >> (2 * r)) & 3;
+            if (b < 2) doReveal(id, r, b == 1 ? BAD : OUT);
+        }
+        vm.warp(block.timestamp + 100);
+        Books memory before = books();
+        Finalized memory f = finalizeRecorded(id, fee);
+        string memory why = eventMismatch(f, before, fee);
+        require(bytes(why).length == 0, why);
+    }
+
     function test_2of3LoserLosesReputation() public {
         uint256 id = submit(0.9 ether);
         doCommit(id, 0, OUT, 0.9 ether);

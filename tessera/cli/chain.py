@@ -98,11 +98,9 @@ def status(rpc_url: str | None, chain_kind: str, as_json: bool) -> None:
 def deploy(rpc_url, chain_kind, key, account_index, min_stake, unbonding_s, slash, max_job_s, out) -> None:
     """Compile if needed and deploy ModelRegistry, NodeRegistry and JobMarket."""
     # lazy: web3 imported only when this command runs (fast --help)
-    from chain.build import build
     from chain.deploy import DeployParams, save_deployment
     from chain.deploy import deploy as do_deploy
 
-    build()
     w3 = make_web3(rpc_url, chain_kind)
     if key is None and account_index is None:
         account_index = 0  # the devnet's first dev account

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import sys
@@ -12,8 +11,10 @@ import time
 import click
 
 from proto import paths
-from tessera.cli.options import eth_to_wei, fmt_eth
+from tessera.cli.options import eth_to_wei
+from tessera.cli.present import NO_MAJORITY_EXIT
 from tessera.devcluster import DevCluster
+from tessera.units import fmt_eth
 
 
 @click.command()
@@ -30,12 +31,10 @@ def demo(prompt, max_tokens, replicas, byzantine, image, fee, as_json, keep_logs
     """Start anvil, deploy, register and start operator nodes, submit a job, show the
     consensus and the payouts, then stop everything (also on Ctrl-C or failure)."""
     # lazy: web3 imported only when this command runs (fast --help)
-    from router.plan import plan_replicas
-    from router.source import chain_source
     from tessera import requester
 
     # lazy: torch imported only when this command runs (fast --help)
-    from worker.node.payload import describe_output, encode_prompt
+    from worker.node.payload import encode_prompt
 
     if byzantine >= replicas and byzantine:
         raise click.BadParameter("with that many corrupt nodes no honest majority can exist; use fewer",
@@ -56,44 +55,37 @@ def demo(prompt, max_tokens, replicas, byzantine, image, fee, as_json, keep_logs
             tag = "  (byzantine)" if n.byzantine else ""
             say(f"  node {n.address}  blocks [{n.span[0]}, {n.span[1]})  127.0.0.1:{n.port}{tag}")
         client = cluster.client()
-
-        os.environ["TESSERA_DEPLOYMENT"] = str(workdir / "deployment.json")
-        routed = plan_replicas(chain_source(cluster.net.rpc_url)(model), replicas)
-        say(f"[{time.time() - t0:5.1f}s] router planned {replicas} replicas:")
-        for r, (rep, c) in enumerate(zip(routed.plan.replicas, routed.costs)):
-            say(f"  replica {r}: " + " -> ".join(f"{h.node[:10]}[{h.start},{h.end})" for h in rep.hops)
-                + f"  ~{c.latency_ms:.0f} ms/token predicted")
         if image:
             # lazy: torch imported only when this command runs (fast --help)
             from worker.vision.data import digits_test_split, encode_images
 
             images, labels = digits_test_split()
-            data, kind, expect = encode_images(images[:1]), "classifier", int(labels[0])
+            data, expect = encode_images(images[:1]), int(labels[0])
         else:
-            data, kind, expect = encode_prompt(prompt), "causal-lm", None
-        job_id = client.submit_job(routed.plan, data, max_tokens, eth_to_wei(fee), commit_window_s=600,
-                                   reveal_window_s=120)
-        say(f"[{time.time() - t0:5.1f}s] submitted job {job_id} with {fee} ETH in escrow")
-        res = requester.wait(client, job_id, timeout_s=900,
-                             on_progress=lambda p: say(f"[{time.time() - t0:5.1f}s] job {job_id}: {p.line()}"))
-        text = describe_output(kind, cluster.manifest.directory, res.output) if res.output else ""
+            data, expect = encode_prompt(prompt), None
+        spec = requester.JobSpec(model, data, max_tokens, eth_to_wei(fee), replicas, commit_window_s=600,
+                                 reveal_window_s=120)
+        res = requester.run_job(client, spec, on_progress=lambda u: say(f"[{time.time() - t0:5.1f}s] {u.line()}"))
+        text = res.readable if res.output else ""
         click.echo("")
-        if kind == "classifier":
+        if image:
             click.echo(f"class: {text}  (label {expect})")
         else:
             click.echo(f"prompt: {prompt!r}")
             click.echo(f"output: {text!r}")
+        if res.outcome == "refund":
+            click.echo(f"no majority: {res.reason}; refunded {fmt_eth(res.refund)}")
         click.echo(f"consensus: {len(res.winners)}/{replicas} replicas agree: {list(res.winners)}")
-        for r, h in sorted(res.reveals.items()):
-            nodes = ", ".join(h2.node[:10] for h2 in routed.plan.replicas[r].hops)
+        for r, h in res.reveals.items():
+            nodes = ", ".join(h2.node[:10] for h2 in res.plan.replicas[r].hops)
             click.echo(f"  replica {r} ({nodes}): {h[:14]}...  {'agreed' if r in res.winners else 'OUTVOTED'}")
-        click.echo("payouts:")
+        click.echo("payouts (from the JobFinalized event):")
         for node in cluster.nodes:
             rec = client.get_node(node.address)
             paid = res.payouts.get(node.address, 0)
             click.echo(f"  {node.address}{' (byzantine)' if node.byzantine else ''}: +{fmt_eth(paid)}, "
                        f"reputation {rec.reputation:.3f}")
-        summary = {"job_id": job_id, "model": model, "prompt": None if image else prompt, "output": text,
+        summary = {"job_id": res.job_id, "model": model, "prompt": None if image else prompt, "output": text,
                    "outcome": res.outcome, "winners": list(res.winners), "replicas": replicas,
                    "byzantine_nodes": [n.address for n in cluster.nodes if n.byzantine],
                    "payouts_wei": {k: str(v) for k, v in res.payouts.items()},
@@ -107,3 +99,5 @@ def demo(prompt, max_tokens, replicas, byzantine, image, fee, as_json, keep_logs
             say(f"logs kept in {workdir}")
     if as_json:
         click.echo(json.dumps(summary))
+    if summary.get("outcome") == "refund":
+        raise click.exceptions.Exit(NO_MAJORITY_EXIT)

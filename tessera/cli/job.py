@@ -3,50 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from tessera.cli.options import account_options, eth_to_wei, fmt_eth, make_client, resolve_rpc, rpc_options
+from tessera.cli.options import account_options, eth_to_wei, make_client, rpc_options
+from tessera.cli.present import NO_MAJORITY_EXIT, PENDING_EXIT, show_result
 
 
 @click.group()
 def job() -> None:
     """Submit jobs and read their status and results."""
-
-
-def _model_dir(model: str):
-    try:
-        # lazy: torch imported only when this command runs (fast --help)
-        from worker.store import resolve
-
-        return resolve(model)
-    except Exception:  # noqa: BLE001 - decoding text needs the tokenizer; ids are printed without it
-        return None
-
-
-def _print_result(res, model_dir, kind: str) -> None:
-    # lazy: torch imported only when this command runs (fast --help)
-    from worker.node.payload import describe_output
-
-    if res.outcome == "pending":
-        click.echo(f"job {res.job_id}: not finalized yet (reveals so far: {len(res.reveals)})")
-        return
-    if res.outcome == "refund":
-        click.echo(f"job {res.job_id}: no majority; refunded {fmt_eth(res.refund)} to the requester")
-    else:
-        click.echo(f"output: {describe_output(kind, model_dir, res.output)!r}")
-        n = len(res.plan.replicas)
-        click.echo(f"consensus: {len(res.winners)}/{n} replicas agree (replicas {list(res.winners)}), "
-                   f"output hash {res.output_hash[:18]}...")
-        for r, h in sorted(res.reveals.items()):
-            mark = "agreed" if r in res.winners else "OUTVOTED"
-            click.echo(f"  replica {r}: {h[:18]}...  {mark}")
-        click.echo("payouts:")
-        for node, wei in res.payouts.items():
-            click.echo(f"  {node}  {fmt_eth(wei)}")
-        if res.refund:
-            click.echo(f"requester credited {fmt_eth(res.refund)} (slashed stake)")
 
 
 @job.command()
@@ -56,7 +22,8 @@ def _print_result(res, model_dir, kind: str) -> None:
 @click.option("--max-tokens", default=32, show_default=True, type=click.IntRange(1, 4096), help="Tokens to generate.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0, 10), help="0 = greedy.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the reproducible sampling.")
-@click.option("--replicas", default=3, show_default=True, type=click.IntRange(1, 8), help="Node-disjoint replicas.")
+@click.option("--replicas", default=3, show_default=True, type=click.IntRange(1),
+              help="Node-disjoint replicas (at most the contract's MAX_REPLICAS).")
 @click.option("--fee", default="0.01", show_default=True, help="Fee in ETH, held in escrow.")
 @click.option("--codec", default="int8-outlier", show_default=True,
               type=click.Choice(["fp32", "fp16", "bf16", "int8-absmax", "int8-outlier", "int8-dynamic"]),
@@ -71,47 +38,39 @@ def _print_result(res, model_dir, kind: str) -> None:
 @account_options
 def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, fee, codec, mode, weights,
            commit_window, reveal_window, wait, as_json, rpc_url, chain_kind, key, account_index) -> None:
-    """Plan replicas with the router, escrow the fee and submit a job."""
+    """Plan replicas with the router, escrow the fee and submit a job. With --wait, follow it to
+    the result; the exit status is 4 when it ends without a majority (the fee is refunded)."""
     # lazy: web3 imported only when this command runs (fast --help)
-    from router.plan import plan_replicas
-    from router.source import make_source
     from router.types import Weights
     from tessera import requester
 
     client = make_client(rpc_url, chain_kind, key, account_index)
-    model_dir = _model_dir(model)
-    data, kind = _job_input(model, prompt, image_index)
-    routed = plan_replicas(make_source(None, resolve_rpc(rpc_url))(model), replicas, mode, Weights.parse(weights))
+    spec = requester.JobSpec(model, _job_input(prompt, image_index), max_tokens, eth_to_wei(fee), replicas,
+                             temperature, seed, codec, commit_window, reveal_window)
     log = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
-    log(f"planned {replicas} replica(s): " + "; ".join(
-        " -> ".join(f"{h.node[:8]}[{h.start},{h.end})" for h in rep.hops) for rep in routed.plan.replicas))
-    job_id = client.submit_job(routed.plan, data, max_tokens, eth_to_wei(fee), temperature=temperature, seed=seed,
-                               codec=codec, commit_window_s=commit_window, reveal_window_s=reveal_window)
-    log(f"submitted job {job_id} with {fee} ETH in escrow")
+    res = requester.run_job(client, spec, mode=mode, weights=Weights.parse(weights), wait=wait,
+                            on_progress=lambda u: log(u.line()))
     if not wait:
-        click.echo(json.dumps({"job_id": job_id}) if as_json else str(job_id))
+        click.echo(json.dumps({"job_id": res.job_id}) if as_json else str(res.job_id))
         return
-    res = requester.wait(client, job_id, timeout_s=commit_window + reveal_window + 60,
-                         on_progress=lambda p: log(f"job {job_id}: {p.line()}"))
     if as_json:
-        # lazy: torch imported only when this command runs (fast --help)
-        from worker.node.payload import describe_output
-
-        out = res.to_json()
-        out["text"] = describe_output(kind, model_dir, res.output) if res.output else ""
-        click.echo(json.dumps(out))
+        click.echo(json.dumps(res.to_json()))
     else:
-        _print_result(res, model_dir, kind)
+        show_result(res)
+    if res.outcome == "refund":
+        if as_json:  # the text output already said why
+            click.echo(f"job {res.job_id}: no majority: {res.reason}", err=True)
+        raise click.exceptions.Exit(NO_MAJORITY_EXIT)
 
 
-def _job_input(model: str, prompt: str | None, image_index: int | None) -> tuple[bytes, str]:
+def _job_input(prompt: str | None, image_index: int | None) -> bytes:
     # lazy: torch imported only when this command runs (fast --help)
     from worker.node.payload import encode_prompt
 
     if (prompt is None) == (image_index is None):
         raise click.UsageError("give exactly one of --prompt TEXT (language models) or --image-index N (classifiers)")
     if prompt is not None:
-        return encode_prompt(prompt), "causal-lm"
+        return encode_prompt(prompt)
     # lazy: torch imported only when this command runs (fast --help)
     from worker.vision.data import digits_test_split, encode_images
 
@@ -119,7 +78,7 @@ def _job_input(model: str, prompt: str | None, image_index: int | None) -> tuple
     if not 0 <= image_index < len(images):
         raise click.BadParameter(f"the digits test split has {len(images)} images; use 0..{len(images) - 1}",
                                  param_hint="--image-index")
-    return encode_images(images[image_index:image_index + 1]), "classifier"
+    return encode_images(images[image_index:image_index + 1])
 
 
 @job.command()
@@ -132,7 +91,7 @@ def status(job_id, as_json, rpc_url, chain_kind) -> None:
     from tessera import requester
 
     p = requester.progress(make_client(rpc_url, chain_kind, None, None, required=False), job_id)
-    click.echo(json.dumps(p.__dict__) if as_json else f"job {job_id}: {p.line()}")
+    click.echo(json.dumps(p.__dict__) if as_json else p.line())
 
 
 @job.command()
@@ -140,23 +99,17 @@ def status(job_id, as_json, rpc_url, chain_kind) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @rpc_options
 def result(job_id, as_json, rpc_url, chain_kind) -> None:
-    """The decoded output, the agreeing replicas and the payouts of a finalized job."""
+    """The decoded output, the agreeing replicas and the payouts of a job, as the chain recorded
+    them. Exit status 3 while it is open, 4 when it ended without a majority."""
     # lazy: web3 imported only when this command runs (fast --help)
     from tessera import requester
 
-    client = make_client(rpc_url, chain_kind, None, None, required=False)
-    res = requester.result(client, job_id)
-    name = client.get_model(client.get_request(job_id).model_id).name
-    model_dir = _model_dir(name)
-    kind = "causal-lm"
-    if model_dir is not None:
-        # lazy: torch imported only when this command runs (fast --help)
-        from worker.store import load_manifest
-
-        kind = load_manifest(model_dir).kind
+    res = requester.result(make_client(rpc_url, chain_kind, None, None, required=False), job_id)
     if as_json:
         click.echo(json.dumps(res.to_json()))
     else:
-        _print_result(res, model_dir, kind)
+        show_result(res)
     if res.outcome == "pending":
-        sys.exit(3)
+        raise click.exceptions.Exit(PENDING_EXIT)
+    if res.outcome == "refund":
+        raise click.exceptions.Exit(NO_MAJORITY_EXIT)

@@ -29,12 +29,6 @@ GROUPS: dict[str, tuple[str, str, str]] = {
 }
 
 
-# extra commands attached to a group: group -> [(module, attribute)]
-EXTRA: dict[str, list[tuple[str, str]]] = {
-    "operator": [("tessera.cli.operator_run", "run")],
-}
-
-
 class LazyGroup(click.Group):
     """A click group whose sub-groups are imported on first use."""
 
@@ -51,9 +45,6 @@ class LazyGroup(click.Group):
             if exc.name == module:
                 return _missing(name)
             raise
-        for mod, cmd in EXTRA.get(name, []):
-            if cmd not in group.commands:
-                group.add_command(getattr(importlib.import_module(mod), cmd))
         return group
 
     def format_commands(self, ctx, formatter):
@@ -83,7 +74,7 @@ def cli(verbose: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a TesseraError prints its message, not a traceback."""
     try:
-        cli.main(args=argv, prog_name="tessera", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="tessera", standalone_mode=False)  # an int from click.exceptions.Exit
     except TesseraError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         return 1
@@ -95,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

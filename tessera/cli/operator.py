@@ -1,7 +1,6 @@
 """``tessera operator``: register a node, manage its stake, withdraw, show status.
 
-``operator run`` (the node daemon) lives in another module and is attached here
-when it exists: ``tessera.cli.operator_run`` exposing a click command ``run``.
+``operator run`` (the worker itself) lives in :mod:`tessera.cli.operator_run`.
 """
 
 from __future__ import annotations
@@ -15,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from proto.errors import ConfigError
-from tessera.cli.options import account_options, eth_to_wei, fmt_eth, make_client, rpc_options
+from tessera.cli.operator_run import run
+from tessera.cli.options import account_options, eth_to_wei, make_client, rpc_options
+from tessera.units import fmt_eth
 
 
 @click.group()
@@ -130,8 +131,4 @@ def status(rpc_url, chain_kind, key, account_index, node, model, as_json) -> Non
     Console().print(t)
 
 
-try:  # `operator run` is contributed by the node daemon's module when present
-    operator.add_command(importlib.import_module("tessera.cli.operator_run").run)
-except ModuleNotFoundError as exc:
-    if exc.name != "tessera.cli.operator_run":
-        raise
+operator.add_command(run)

@@ -1,40 +1,88 @@
-"""``tessera operator run``: the node daemon in the foreground."""
+"""``tessera operator run``: the one way to run a worker, in the foreground.
+
+With ``--config node.toml`` it is the on-chain node daemon; with ``--plan-file
+plan.json`` it serves its span for the routes in that file, without a chain
+(tests, benchmarks). Its worker flags are generated from
+:class:`worker.config.WorkerConfig`, one per field, so a new setting gets its flag.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+from typing import Callable, get_args
 
 import click
 
+from worker.config import WorkerConfig
+from worker.node.config import NodeConfig, load
+
+
+def worker_options(f):
+    """One flag per WorkerConfig field (``session_ttl_s`` -> ``--session-ttl-s``), its help from the
+    field's description; a flag left out stays None, so the file's value or the default holds."""
+    for name, field in reversed(WorkerConfig.model_fields.items()):
+        kind = next(t for t in get_args(field.annotation) or (field.annotation,) if t is not type(None))
+        flag = "--" + name.replace("_", "-")
+        desc = field.description
+        text = (desc if desc[1:2].isupper() else desc[:1].upper() + desc[1:]) + "."  # gRPC stays gRPC
+        if field.default is not None:
+            text += f" [default: {str(field.default).lower() if kind is bool else field.default}]"
+        if kind is bool:
+            f = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=text)(f)
+        else:
+            f = click.option(flag, name, type=kind, default=None, help=text)(f)
+    return f
+
 
 @click.command(name="run")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="node.toml with [node] (chain, key) and [worker] (model, span, port) tables.")
-@click.option("--port", type=int, default=None, help="Override [worker] port.")
-@click.option("--device", default=None, help="Override [worker] device (cpu, cuda, cuda:1).")
-@click.option("--byzantine", is_flag=True, default=None, help="Corrupt outgoing activations (demo only).")
-def run(config_path: str, port: int | None, device: str | None, byzantine: bool | None) -> None:
-    """Serve this node's shard and follow jobs on chain until Ctrl-C.
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="node.toml: [node] (chain, key) and [worker] (model, span, port); runs the on-chain daemon.")
+@click.option("--plan-file", type=click.Path(dir_okay=False), default=None,
+              help="Serve the job routes in this JSON file (worker.planview.StaticPlanView) instead of following "
+                   "the chain: tests and benchmarks. [node] of --config is then unused.")
+@worker_options
+def run(config_path: str | None, plan_file: str | None, **flags) -> None:
+    """Serve this node's span until Ctrl-C: follow jobs on chain (--config) or serve a static plan (--plan-file).
 
-    Prints `READY <port> <address>` once it serves, then one log line per job step.
+    Every [worker] setting of node.toml is also a flag, which overrides the file.
+    Prints `READY <port> <address>` on stdout once it serves.
     """
-    # lazy: torch imported only when this command runs (fast --help)
-    from worker.node.config import load
-    from worker.node.daemon import NodeDaemon
-
+    if config_path is None and plan_file is None:
+        raise click.UsageError("give --config node.toml (jobs on chain) or --plan-file plan.json (a static plan)")
     if not logging.getLogger().handlers or logging.getLogger().level > logging.INFO:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    node, worker = load(config_path, port=port, device=device, byzantine=byzantine)
-    daemon = NodeDaemon(node, worker)
-    bound = daemon.start()
+    node, wcfg = load(config_path, **flags) if config_path else (None, WorkerConfig.build(**flags))
+    if plan_file is not None:
+        port, address, what, stop = _serve_plan(wcfg, plan_file)
+    else:
+        port, address, what, stop = _serve_chain(node, wcfg)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    click.echo(f"READY {bound} {daemon.me}", nl=True)
-    click.echo(f"node {daemon.me} serves {daemon.manifest.name} [{daemon.wcfg.start}, {daemon.wcfg.end}) on "
-               f"{daemon.wcfg.host}:{bound}; Ctrl-C stops it", err=True)
+    click.echo(f"READY {port} {address}")
+    click.echo(f"node {address} serves {what} on {wcfg.host}:{port}; Ctrl-C stops it", err=True)
     done.wait()
-    daemon.stop()
+    stop()
     click.echo("stopped", err=True)
+
+
+def _serve_plan(wcfg: WorkerConfig, plan_file: str) -> tuple[int, str, str, Callable[[], None]]:
+    # lazy: torch, grpc and eth_utils only when a worker runs (fast --help)
+    from worker import server
+    from worker.planview import StaticPlanView
+
+    running = server.serve(wcfg, StaticPlanView.from_file(plan_file))
+    spec = running.runtime.stage.spec
+    return (running.port, running.runtime.signer.address,
+            f"{spec.model} [{spec.start}, {spec.end}) for the jobs in {plan_file}", running.stop)
+
+
+def _serve_chain(node: NodeConfig, wcfg: WorkerConfig) -> tuple[int, str, str, Callable[[], None]]:
+    from worker.node.daemon import NodeDaemon  # lazy: torch, grpc and web3 only when a node runs (fast --help)
+
+    daemon = NodeDaemon(node, wcfg)
+    port = daemon.start()
+    return (port, daemon.me, f"{daemon.manifest.name} [{daemon.wcfg.start}, {daemon.wcfg.end}) for jobs on chain",
+            daemon.stop)

@@ -60,11 +60,6 @@ def make_web3(rpc_url: str | None, chain_kind: str = "rpc"):
     return connect.make_web3(rpc_url, chain_kind)
 
 
-def fmt_eth(wei: int) -> str:
-    """Wei as ETH with 6 significant digits."""
-    return f"{wei / 10**18:.6g} ETH"
-
-
 def eth_to_wei(value: str) -> int:
     """'1.5' (ETH) -> wei, exactly; a usage error otherwise."""
     from chain import connect  # lazy: web3, see above

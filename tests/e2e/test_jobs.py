@@ -10,9 +10,11 @@ import json
 import subprocess
 import sys
 import time
+from decimal import Decimal
 
 import pytest
 import torch
+from web3 import Web3
 
 from chain.devnet import advance_time
 from proto.types import decode_output
@@ -40,8 +42,14 @@ def _reference_tokens(model_dir, prompt: str, n: int) -> list[int]:
     return out[0, ids.shape[1]:].tolist()
 
 
-def _earnings(c) -> dict[str, int]:
-    return {n.address: c.client().get_node(n.address).earnings for n in c.nodes}
+def _earnings(c, extra=()) -> dict[str, int]:
+    return {a: c.client().get_node(a).earnings for a in [n.address for n in c.nodes] + list(extra)}
+
+
+def _credited(c, before: dict[str, int]) -> dict[str, int]:
+    """Earnings credited since ``before``, for the nodes that got any."""
+    after = _earnings(c, before)
+    return {a: after[a] - before[a] for a in after if after[a] != before[a]}
 
 
 def test_honest_job_via_cli_is_unanimous_and_matches_transformers(lm_cluster):
@@ -58,11 +66,12 @@ def test_honest_job_via_cli_is_unanimous_and_matches_transformers(lm_cluster):
     ids = decode_output(bytes.fromhex(res["output_hex"]))
     assert ids == _reference_tokens(c.manifest.directory, PROMPT, TOKENS)
     assert "Paris" in res["text"]
-    after = _earnings(c)
-    paid = {a: after[a] - before[a] for a in after}
-    assert all(v > 0 for v in paid.values()), paid  # all six nodes served and were paid
-    assert sum(paid.values()) == FEE
+    paid = _credited(c, before)
+    assert len(paid) == 6 and sum(paid.values()) == FEE, paid  # all six nodes served and were paid
     assert {a: str(v) for a, v in paid.items()} == res["payouts"]  # what we print is what the chain paid
+    settled = c.client().settlement(res["job_id"])  # ... and what its JobFinalized event says
+    assert settled.payouts == paid and settled.tx_hash == res["tx"]["finalize"]
+    assert [h["outcome"] for h in res["hops"]] == ["paid"] * 6
 
 
 def test_example_requester_script_with_router_over_http(lm_cluster):
@@ -72,6 +81,7 @@ def test_example_requester_script_with_router_over_http(lm_cluster):
     from chain.devnet import dev_key, free_port
 
     c = lm_cluster
+    before = _earnings(c)
     port = free_port()
     env = {**c.env, "TESSERA_RPC_URL": c.net.rpc_url}
     router = subprocess.Popen([sys.executable, "-m", "tessera.cli.main", "router", "serve", "--port", str(port)],
@@ -93,6 +103,8 @@ def test_example_requester_script_with_router_over_http(lm_cluster):
         assert out.returncode == 0, out.stderr[-3000:]
         assert "output: ' Paris." in out.stdout
         assert "agreed by replicas [0, 1, 2] of 3" in out.stdout
+        printed = dict(line.split()[:3:2] for line in out.stdout.splitlines() if " paid: +" in line)
+        assert {a: int(Web3.to_wei(Decimal(v[1:]), "ether")) for a, v in printed.items()} == _credited(c, before)
     finally:
         router.terminate()
         router.wait(10)
@@ -105,10 +117,13 @@ def test_corrupt_node_is_outvoted_unpaid_and_loses_reputation(lm_cluster):
         requester_ = c.client()
         plan = c.plan([c.nodes[0], c.nodes[1]], [c.nodes[2], c.nodes[3]], [c.nodes[4], bad])
         rep_before = requester_.get_node(bad.address).reputation
+        before = _earnings(c, [bad.address])
         job = requester_.submit_job(plan, PROMPT.encode(), TOKENS, FEE, codec="int8-outlier")
-        res = requester.wait(requester_, job, timeout_s=300)
+        res = requester.follow(requester_, job, timeout_s=300)
         assert res.outcome == "majority" and res.winners == (0, 1)
         assert bad.address not in res.payouts and c.nodes[4].address not in res.payouts
+        assert res.payouts == _credited(c, before) and sum(res.payouts.values()) == FEE
+        assert [h.outcome for h in res.settlement.hops[4:]] == ["failed", "failed"]
         assert requester_.get_node(bad.address).reputation == pytest.approx(rep_before * 0.8)
         honest = _reference_tokens(c.manifest.directory, PROMPT, TOKENS)
         assert decode_output(res.output) == honest
@@ -125,6 +140,7 @@ def test_node_killed_mid_job_still_settles_and_locks_nothing(lm_cluster):
     c.kill_node(victim)
     try:
         market_before = cl.balance(c.deployment.job_market)
+        before = _earnings(c)
         job = cl.submit_job(plan, PROMPT.encode(), TOKENS, FEE, commit_window_s=120, reveal_window_s=60)
         t_end = time.monotonic() + 300
         while requester.progress(cl, job).committed < 2 and time.monotonic() < t_end:
@@ -134,9 +150,10 @@ def test_node_killed_mid_job_still_settles_and_locks_nothing(lm_cluster):
         while requester.progress(cl, job).revealed < 2 and time.monotonic() < t_end:
             time.sleep(0.5)  # the live tails reveal
         advance_time(c.w3, 61)  # and the reveal window closes: anyone may finalize
-        res = requester.wait(cl, job, timeout_s=120)
+        res = requester.follow(cl, job, timeout_s=120)
         assert res.outcome == "majority" and res.winners == (0, 1)
-        assert sum(res.payouts.values()) == FEE
+        assert res.payouts == _credited(c, before) and sum(res.payouts.values()) == FEE
+        assert res.slashes == {}  # the dead tail never committed: no evidence, no slash
         assert cl.balance(c.deployment.job_market) == market_before  # the whole fee left escrow
         assert cl.get_job(job).status == "finalized"
     finally:
@@ -149,12 +166,12 @@ def test_restarted_worker_misses_no_job_and_runs_none_twice(lm_cluster):
     head = c.nodes[0]
     plan = _replicas(c, (0, 1), (2, 3), (4, 5))
     first = cl.submit_job(plan, PROMPT.encode(), 4, FEE)
-    assert requester.wait(cl, first, timeout_s=300).winners == (0, 1, 2)
+    assert requester.follow(cl, first, timeout_s=300).winners == (0, 1, 2)
     c.stop_node(head)
     queued = [cl.submit_job(plan, p.encode(), 4, FEE) for p in ("One, two,", "Water boils at")]
     c.start_node(head)
     for job in queued:
-        assert requester.wait(cl, job, timeout_s=300).winners == (0, 1, 2)
+        assert requester.follow(cl, job, timeout_s=300).winners == (0, 1, 2)
     log = head.log.read_text()
     for job in (first, *queued):
         assert log.count(f"job {job} replica 0: head done") == 1, f"job {job} ran {log.count(f'job {job} replica 0: head done')} times"
@@ -169,7 +186,7 @@ def test_image_job_through_sharded_classifier(vision_cluster):
     cl = c.client()
     plan = _replicas(c, (0, 1), (2, 3), (4, 5))
     job = cl.submit_job(plan, encode_images(images[:4]), 1, FEE, codec="int8-outlier")
-    res = requester.wait(cl, job, timeout_s=300)
+    res = requester.follow(cl, job, timeout_s=300)
     assert res.outcome == "majority" and res.winners == (0, 1, 2)
     whole = load_full(c.manifest.directory)
     with torch.inference_mode():

@@ -38,11 +38,27 @@ def run(chain, nodes, plan, outputs, reveal=(True, True, True), fee=FEE):
     return job
 
 
+def books(chain, nodes):
+    """What finalize may change: each node's (earnings, stake) and the requester's credits."""
+    return [(n.get_node().earnings, n.get_node().stake) for n in nodes], chain.credits_of()
+
+
+def assert_event_is_what_the_chain_did(res, nodes, before, after):
+    """The decoded JobFinalized equals the earnings credited, stake taken and requester credits."""
+    assert [h.node for h in res.hops] == [n.address for n in nodes]  # plan order
+    assert [h.paid for h in res.hops] == [a[0] - b[0] for a, b in zip(after[0], before[0])]
+    assert [h.slashed for h in res.hops] == [b[1] - a[1] for a, b in zip(after[0], before[0])]
+    assert res.requester_credit == after[1] - before[1]
+
+
 def test_3_of_3_pays_every_node_by_blocks_and_raises_reputation(deployed, nodes_3x3):
     nodes, plan = nodes_3x3
     job = run(deployed, nodes, plan, [OUT, OUT, OUT])
+    before = books(deployed, nodes)
     res = deployed.finalize(job)
-    assert res["outcome"] == 1 and res["winnersMask"] == 0b111 and res["outputHash"] == Web3.keccak(OUT)
+    assert res.majority and res.winners == (0, 1, 2) and res.output_hash == Web3.keccak(OUT)
+    assert_event_is_what_the_chain_did(res, nodes, before, books(deployed, nodes))
+    assert [h.outcome for h in res.hops] == ["paid"] * 9 and res.refund == 0
     for n in nodes:
         rec = n.get_node()
         assert rec.earnings == FEE // 9 and rec.reputation == pytest.approx(1.01)
@@ -56,7 +72,9 @@ def test_2_of_3_pays_majority_and_penalises_the_dissenter(deployed, nodes_3x3):
     nodes, plan = nodes_3x3
     job = run(deployed, nodes, plan, [OUT, BAD, OUT])
     res = deployed.finalize(job)
-    assert res["winnersMask"] == 0b101
+    assert res.winners == (0, 2)
+    assert [h.outcome for h in res.hops] == ["paid"] * 3 + ["failed"] * 3 + ["paid"] * 3
+    assert res.payouts == {n.address: FEE // 6 for n in nodes[:3] + nodes[6:]}
     assert [n.get_node().earnings for n in nodes] == [FEE // 6] * 3 + [0] * 3 + [FEE // 6] * 3
     assert nodes[4].get_node().reputation == pytest.approx(0.8)
     assert nodes[0].get_node().reputation == pytest.approx(1.01)
@@ -66,7 +84,8 @@ def test_no_majority_refunds_the_requester_and_punishes_nobody(deployed, nodes_3
     nodes, plan = nodes_3x3
     job = run(deployed, nodes, plan, [OUT, BAD, encode_output([1])])
     res = deployed.finalize(job)
-    assert res["outcome"] == 2 and res["refund"] == FEE
+    assert not res.majority and res.refund == FEE and res.winners == ()
+    assert [h.outcome for h in res.hops] == ["none"] * 9 and res.payouts == {}
     assert deployed.credits_of() == FEE
     assert all(n.get_node().reputation == 1.0 and n.get_node().earnings == 0 for n in nodes)
     assert deployed.withdraw() == FEE
@@ -80,7 +99,8 @@ def test_committed_but_unrevealed_tail_is_slashed(deployed, nodes_3x3):
     with raises("JobNotFinalizable"):
         deployed.finalize(job)
     advance_time(deployed.w3, 201)
-    deployed.finalize(job)
+    res = deployed.finalize(job)
+    assert res.slashes == {nodes[8].address: 10**17} and res.hops[8].outcome == "slashed"
     silent = nodes[8].get_node()
     assert silent.stake == 10**18 - 10**17 and silent.status == "understaked"
     assert nodes[6].get_node().stake == 10**18  # only the tail is answerable for the commitment
@@ -94,9 +114,24 @@ def test_nothing_by_the_deadline_refunds(deployed, nodes_3x3):
     nodes, plan = nodes_3x3
     job = run(deployed, nodes, plan, [None, None, None])
     advance_time(deployed.w3, 201)
-    assert deployed.finalize(job)["refund"] == FEE
+    assert deployed.finalize(job).refund == FEE
     with raises("JobAlreadyFinalized"):
         deployed.finalize(job)
+
+
+def test_jobfinalized_reports_what_was_credited_with_dust_and_a_slashed_tail(deployed, nodes_3x3):
+    nodes, plan = nodes_3x3
+    fee = FEE + 7  # 7 wei of integer-division dust
+    job = run(deployed, nodes, plan, [OUT, OUT, OUT], reveal=(True, True, False), fee=fee)
+    advance_time(deployed.w3, 201)
+    before = books(deployed, nodes)
+    res = deployed.finalize(job)
+    assert_event_is_what_the_chain_did(res, nodes, before, books(deployed, nodes))
+    assert res.winners == (0, 1) and sum(res.payouts.values()) == fee
+    assert res.payouts[nodes[2].address] == FEE // 6 + 7  # the dust went to the first agreeing tail
+    assert [h.outcome for h in res.hops[6:]] == ["none", "none", "slashed"]
+    assert res.requester_credit == 10**17 and res.refund == 0
+    assert deployed.settlement(job) == res  # read back from the log
 
 
 def test_commit_and_reveal_rules(deployed, nodes_3x3):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
-from chain.build import REPO_ROOT, compile_sources
+from chain.build import load_artifact
 from chain.devnet import advance_time
 from chain.testing import clients, setup_3x3
 from proto.errors import ContractError
@@ -96,15 +94,9 @@ def test_unbonding_timing(deployed):
     assert a.get_node().status == "active"
 
 
-@functools.lru_cache(maxsize=1)
-def _reentrant_artifact() -> dict:
-    src = (REPO_ROOT / "contracts" / "test" / "ReentrantPayout.sol").read_text()
-    return compile_sources({"test/ReentrantPayout.sol": src})["contracts"]["test/ReentrantPayout.sol"]["ReentrantPayout"]
-
-
 def _deploy_reentrant(chain):
-    art = _reentrant_artifact()
-    factory = chain.w3.eth.contract(abi=art["abi"], bytecode="0x" + art["evm"]["bytecode"]["object"])
+    art = load_artifact("ReentrantPayout")  # test/ReentrantPayout.sol, built with the contracts
+    factory = chain.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"]["object"])
     addr = chain.sender.send(factory.constructor())["contractAddress"]
     return chain.w3.eth.contract(address=addr, abi=art["abi"])
 

@@ -28,6 +28,7 @@ from test_worker_tiny import TinyLM, TinyStage, save  # noqa: E402
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+WORKER = [sys.executable, "-m", "tessera.cli.main", "operator", "run"]
 LOADER = str(Path(__file__).parent / "test_worker_tiny.py") + ":load_stage"
 SPANS = [(0, 2), (2, 5), (5, 6)]
 PROMPT = [5, 17, 42, 8]
@@ -67,9 +68,9 @@ def ring(tmp_path_factory):
     procs = []
     try:
         for (a, b), key, port in zip(SPANS[1:], keys[1:], ports[1:]):
-            cmd = [sys.executable, "-m", "worker.server", "--model-dir", str(model_dir), "--start", str(a),
-                   "--end", str(b), "--port", str(port), "--private-key", key, "--plan-file", str(plan),
-                   "--loader", LOADER, "--session-ttl-s", "60"]
+            cmd = [*WORKER, "--plan-file", str(plan), "--model-dir", str(model_dir), "--start", str(a),
+                   "--end", str(b), "--port", str(port), "--private-key", key, "--loader", LOADER,
+                   "--session-ttl-s", "60"]
             procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
         for p in procs:
             line = p.stdout.readline()

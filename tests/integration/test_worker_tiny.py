@@ -1,7 +1,7 @@
 """A tiny causal LM split into stages, for worker tests that must not wait on model files.
 
 ``load_stage(model_dir, start, end, device, dtype)`` has the signature of
-``worker.shard.load_stage``, so ``python -m worker.server --loader
+``worker.shard.load_stage``, so ``tessera operator run --plan-file plan.json --loader
 tests/integration/test_worker_tiny.py:load_stage`` serves it in a real process.
 The stage's "cache" is the history of its inputs (full recompute each step):
 slow for big models, exact and simple for this one.

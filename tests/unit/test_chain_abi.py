@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 from eth_abi import encode
 
-from chain import build
 from chain.abi import HINTS, _type_str, decode_revert, error_table
 from proto.errors import ChainError, ContractError
 
@@ -37,14 +35,3 @@ def test_plain_and_empty_reverts():
     assert "without a reason" in str(decode_revert(b""))
     assert "unknown error" in str(decode_revert(b"\xde\xad\xbe\xef"))
 
-
-def test_build_skips_when_sources_are_unchanged(monkeypatch):
-    build.build()
-
-    def boom(_sources):
-        raise AssertionError("compiled although nothing changed")
-
-    monkeypatch.setattr(build, "compile_sources", boom)
-    assert build.build() == build.OUT_DIR
-    with pytest.raises(AssertionError):
-        build.build(force=True)

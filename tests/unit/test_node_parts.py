@@ -1,4 +1,4 @@
-"""Pure parts of the operator daemon and the requester: config, ledger, payouts."""
+"""Pure parts of the operator daemon and the requester: config, ledger, the decoded settlement."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from chain.records import JobSettlement
 from proto.errors import ConfigError
 from proto.types import Hop, NodeId, Plan, Replica
-from tessera.requester import payouts
+from tessera.jobresult import JobResult
 from worker.node.book import JobBook, JobEntry
 from worker.node.config import load
 
@@ -59,18 +60,18 @@ def _plan() -> Plan:
     return Plan("m", 30, (Replica((Hop(a, 0, 10), Hop(b, 10, 30))), Replica((Hop(c, 0, 15), Hop(d, 15, 30)))))
 
 
-def test_payouts_are_pro_rata_by_blocks_and_sum_to_the_fee():
+def test_settlement_is_decoded_from_jobfinalized_without_assuming_a_replica_count():
     plan = _plan()
-    fee = 10**16 + 7  # not divisible: the remainder goes to the first agreeing tail
-    paid = payouts(plan, fee, (0, 1))
-    assert sum(paid.values()) == fee
-    per_block = fee // 60
-    assert paid[plan.replicas[0].hops[0].node] == 10 * per_block
-    assert paid[plan.replicas[1].hops[0].node] == 15 * per_block
-    assert paid[plan.replicas[0].tail.node] == 20 * per_block + fee - 60 * per_block
-    assert payouts(plan, fee, ()) == {}
-    only = payouts(plan, fee, (1,))
-    assert set(only) == {plan.replicas[1].hops[0].node, plan.replicas[1].tail.node}
+    nodes = [h.node for r in plan.replicas for h in r.hops]
+    args = {"jobId": 7, "outcome": 2, "outputHash": b"\0" * 32, "winnersMask": 0, "refund": 10, "nodes": nodes,
+            "outcomes": [0, 0, 0, 3], "paid": [0, 0, 0, 0], "slashed": [0, 0, 0, 5]}
+    s = JobSettlement.from_event(args, 3, "0xab")
+    assert not s.majority and s.winners == () and s.slashes == {nodes[3]: 5} and s.requester_credit == 15
+    res = JobResult(7, "m", plan, 10, "0xcd", {0: "0x01"}, s)
+    assert res.outcome == "refund" and "1 revealed" in res.reason and res.to_json()["slashed"] == {nodes[3]: "5"}
+    wide = JobSettlement.from_event({**args, "outcome": 1, "winnersMask": 0b10000001, "outcomes": [1, 1, 2, 2],
+                                     "paid": [4, 6, 0, 0], "slashed": [0] * 4}, 3, "0xab")
+    assert wide.winners == (0, 7) and wide.payouts == {nodes[0]: 4, nodes[1]: 6}
 
 
 class _View:
@@ -110,3 +111,41 @@ def test_a_tail_keeps_an_output_that_arrives_before_the_job_event(tmp_path):
     assert started == [(5, 1)]  # head of replica 1 started once, not twice
     d._on_output(5, 0, b"\0\0\0\x08")  # a second output for the same replica is ignored
     assert d.book.get(5).outputs == {"0": "00000007"}
+
+
+def test_a_job_whose_input_can_never_run_is_tried_once_not_retried(tmp_path):
+    """Regression (finding 16): a prompt sent to a classifier was retried 30 times with backoff
+    while the error never changed. The head now reports it once and lets the job expire."""
+    import threading
+    from types import SimpleNamespace
+
+    from worker.node.config import NodeConfig
+    from worker.node.daemon import NodeDaemon
+    from worker.planview import HopRoute, JobRoute
+
+    me = "0x" + "a" * 40
+    d = NodeDaemon.__new__(NodeDaemon)
+    d.me, d.book, d.cfg = me, JobBook(tmp_path), NodeConfig(head_retries=30, retry_backoff_s=0.01)
+    d.stop_event, d.model_dir = threading.Event(), tmp_path
+    d._now = lambda: 0
+    req = SimpleNamespace(job_id=5, commit_deadline=100, reveal_deadline=200, input=b"a prompt, not pixels",
+                          max_tokens=1)
+    route = JobRoute(5, "digits", 2, ((HopRoute(me, "-", 0, 2),),), kind="classifier")
+    d.view = SimpleNamespace(request=lambda j: req, route=lambda j: route)
+    attempts = []
+    d.running = SimpleNamespace(runtime=SimpleNamespace(stages=SimpleNamespace(
+        get=lambda a, b: attempts.append((a, b)))))
+    d.book.add(JobEntry(5, ((0, 0),), (0,), 100, 200))
+    d._run_head(5, 0)
+    assert attempts == []  # refused while decoding the input, before any stage ran
+    assert "input refused" in d.book.get(5).note and "multiple of 64" in d.book.get(5).note
+
+
+def test_node_toml_sets_confirmations_and_websocket(tmp_path):
+    from worker.node.config import load
+
+    p = tmp_path / "node.toml"
+    p.write_text('[node]\ndev_account = 1\nconfirmations = 6\nws_url = "ws://127.0.0.1:8545"\n'
+                 '[worker]\nmodel = "m"\nend = 2\n')
+    node, _ = load(p)
+    assert (node.confirmations, node.ws_url) == (6, "ws://127.0.0.1:8545")

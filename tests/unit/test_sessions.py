@@ -18,42 +18,42 @@ class Clock:
 def test_idle_sessions_expire_after_their_ttl_and_active_ones_do_not():
     clock = Clock()
     table = SessionTable(ttl_s=10, max_bytes=1000, max_sessions=8, clock=clock)
-    table.open((1, 0), cache="a")
-    table.open((2, 0), cache="b")
+    table.open((1, 0))
+    table.open((2, 0)).pipe = "b"
     clock.t = 8
     table.get((2, 0))  # touching a session keeps it alive
     clock.t = 12
     with pytest.raises(SessionError, match="expired"):
         table.get((1, 0))
-    assert table.get((2, 0)).cache == "b" and len(table) == 1
+    assert table.get((2, 0)).pipe == "b" and len(table) == 1
 
 
 def test_memory_cap_refuses_new_sessions_and_closes_the_one_that_overflows():
     table = SessionTable(ttl_s=10, max_bytes=100, max_sessions=8, clock=Clock())
-    a = table.open((1, 0), cache=None)
-    b = table.open((2, 0), cache=None)
+    a = table.open((1, 0))
+    b = table.open((2, 0))
     table.account(a, 60)
     with pytest.raises(SessionError, match="cap"):
         table.account(b, 50)
     assert len(table) == 1 and table.used_bytes() == 60
     table.account(a, 100)
     with pytest.raises(SessionError, match="cap"):
-        table.open((3, 0), cache=None)
+        table.open((3, 0))
     table.close((1, 0))
-    table.open((3, 0), cache=None)  # memory freed by close
+    table.open((3, 0))  # memory freed by close
 
 
 def test_table_size_and_duplicates_are_refused():
     table = SessionTable(ttl_s=10, max_bytes=100, max_sessions=2, clock=Clock())
-    table.open((1, 0), cache=None)
+    table.open((1, 0))
     with pytest.raises(SessionError, match="already open"):
-        table.open((1, 0), cache=None)
-    table.open((1, 1), cache=None)
+        table.open((1, 0))
+    table.open((1, 1))
     with pytest.raises(SessionError, match="full"):
-        table.open((2, 0), cache=None)
+        table.open((2, 0))
 
 
-def test_closing_a_session_closes_its_outbound_stream():
+def test_closing_a_session_closes_its_pipeline():
     closed = []
 
     class Out:
@@ -61,6 +61,6 @@ def test_closing_a_session_closes_its_outbound_stream():
             closed.append(True)
 
     table = SessionTable(ttl_s=10, max_bytes=100, max_sessions=2, clock=Clock())
-    table.open((1, 0), cache=None).outbound = Out()
+    table.open((1, 0)).pipe = Out()
     table.close_all()
     assert closed == [True] and len(table) == 0

@@ -1,6 +1,6 @@
 """The on-chain operator daemon (``tessera operator run``).
 
-It joins the parts: the stage (``worker.shard``), the gRPC hop runtime
+It joins the parts: the stage (``worker.shard``), the gRPC service
 (``worker.server``), the chain client (``chain.client``) and the event
 follower (``chain.events``). Modules:
 

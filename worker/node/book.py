@@ -27,6 +27,7 @@ class JobEntry:
     committed: tuple[int, ...] = ()
     revealed: tuple[int, ...] = ()
     closed: bool = False  # finalized or past every deadline
+    tx: str = ""  # hash of the submitting transaction (tells a job from another one a reorg gave the same id)
     note: str = ""  # last thing that happened, for `operator status`
 
     @property
@@ -65,6 +66,11 @@ class JobBook:
                 return False
             self._save(entry)
             return True
+
+    def replace(self, entry: JobEntry) -> None:
+        """Overwrite a job's entry (a reorg replaced the job with another under the same id)."""
+        with self._lock:
+            self._save(entry)
 
     def update(self, job_id: int, **changes) -> JobEntry:
         with self._lock:

@@ -35,8 +35,10 @@ class ChainPlanView:
         self._lock = threading.Lock()
 
     def add_request(self, req: JobRequest) -> JobRoute:
-        """Remember a request seen in an event; returns its route."""
+        """Remember a request seen in an event (replacing one a reorg removed); returns its route."""
         with self._lock:
+            if self._requests.get(int(req.job_id), req) != req:
+                self._routes.pop(int(req.job_id), None)
             self._requests[int(req.job_id)] = req
         return self.route(req.job_id)
 

@@ -26,10 +26,12 @@ class NodeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     rpc_url: str | None = None  # JSON-RPC URL; None = the deployment's or the running devnet's
+    ws_url: str | None = None  # WebSocket URL for new-head wake-ups (events are still read over rpc_url)
+    confirmations: int = Field(0, ge=0, le=10_000)  # blocks behind the head before a job is read (reorg safety)
     deployment: str | None = None  # deployment.json path; None = $TESSERA_HOME/deployment.json
     key: str | None = None  # keystore name or 0x private key (node identity and tx sender)
     dev_account: int | None = None  # well-known devnet account index instead of key (devnets only)
-    state_dir: str | None = None  # cursor + job ledger; None = $TESSERA_HOME/nodes/<address>
+    state_dir: str | None = None  # cursor + job ledger; None = $TESSERA_HOME/nodes/<chain key>/<address>
     poll_interval_s: float = Field(0.5, gt=0)  # chain polling period, seconds
     head_retries: int = Field(30, ge=1)  # attempts to run a replica from the head (within the commit window), count
     retry_backoff_s: float = Field(2.0, gt=0)  # first wait between head attempts, doubling up to 30 s, seconds
@@ -41,8 +43,13 @@ class NodeConfig(BaseModel):
                "deployment": os.environ.get("TESSERA_DEPLOYMENT")}
         return self.model_copy(update={k: v for k, v in env.items() if v and getattr(self, k) is None})
 
-    def state_path(self, address: str) -> Path:
-        p = Path(self.state_dir).expanduser() if self.state_dir else paths.home() / "nodes" / address.lower()
+    def state_path(self, address: str, chain_key: str) -> Path:
+        """Where this node keeps its cursor and ledger: ``state_dir``, or one folder per chain
+        (``chain_key``, see :mod:`worker.node.state`) and address under $TESSERA_HOME/nodes."""
+        if self.state_dir:
+            p = Path(self.state_dir).expanduser()
+        else:
+            p = paths.home() / "nodes" / chain_key / address.lower()
         p.mkdir(parents=True, exist_ok=True)
         return p
 

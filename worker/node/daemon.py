@@ -25,7 +25,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-import torch
 
 from chain.client import TesseraChain
 from chain.clock import ChainClock
@@ -33,16 +32,16 @@ from chain.connect import make_web3, resolve_account
 from chain.deploy import load_deployment
 from chain.events import EventFollower
 from chain.records import JobRequest
-from proto.errors import ConfigError, ContractError, TesseraError
+from proto.errors import ConfigError, ContractError, JobInputError, TesseraError
 from worker import server
 from worker.config import WorkerConfig
 from worker.node.book import JobBook, JobEntry
 from worker.node.chainview import ChainPlanView
 from worker.node.config import NodeConfig
 from worker.node.payload import head_inputs
+from worker.node.state import ChainIdentity, claim
 from worker.ring import run_replica
 from worker.signing import Signer
-from worker.stagepool import shard_loader
 from worker.store import load_manifest, resolve, verify_span
 
 logger = logging.getLogger(__name__)
@@ -78,17 +77,16 @@ class NodeDaemon:
         if self.cfg.verify_weights:
             verify_span(self.manifest, self.wcfg.start, end, self.chain.get_model(self.manifest.name).weights_root)
         self.wcfg = self.wcfg.model_copy(update={"end": end, "model_dir": str(self.model_dir)})
-        torch.set_num_threads(self.wcfg.threads)
-        load = shard_loader(self.model_dir, device=self.wcfg.device, dtype=getattr(torch, self.wcfg.dtype),
-                            weights=self.wcfg.weights)  # the main span and planned sub-spans of it
-        self.stage = load(self.wcfg.start, end)
-        self.book = JobBook(self.cfg.state_path(self.me))
+        ident = ChainIdentity.of(w3, self.deployment)
+        state_dir = self.cfg.state_path(self.me, ident.key)
+        claim(state_dir, ident)
+        self.book = JobBook(state_dir)
         self.view = ChainPlanView(self.chain, self.manifest, self.model_dir)
         self.signer = Signer(account.key)
-        self.running = server.start(self.wcfg, self.stage, self.view, on_output=self._on_output, signer=self.signer,
-                                    loader=load)
-        self.follower = EventFollower(w3, [self.chain.market], self.book.dir.parent / "cursor.json",
-                                      self.deployment.block, names=["JobSubmitted"])
+        self.running = server.serve(self.wcfg, self.view, on_output=self._on_output, signer=self.signer)
+        self.follower = EventFollower(w3, [self.chain.market], state_dir / "cursor.json", self.deployment.block,
+                                      names=["JobSubmitted"], confirmations=self.cfg.confirmations,
+                                      ws_url=self.cfg.ws_url)
         for job in self.book.open_jobs():  # resume what a previous run left
             self._launch_heads(job)
         threading.Thread(target=self.follower.follow, args=(self._on_event, self.stop_event,
@@ -110,9 +108,9 @@ class NodeDaemon:
         if req.model_id != self.manifest.model_id:
             return
         self.view.add_request(req)
-        self._admit(req)
+        self._admit(req, ev.tx_hash)
 
-    def _admit(self, req) -> JobEntry | None:
+    def _admit(self, req, tx: str = "") -> JobEntry | None:
         """Write a job this node is planned in to the ledger (and start the replicas it
         heads) the first time it is seen; returns its entry, None if not planned.
 
@@ -124,8 +122,18 @@ class NodeDaemon:
         if not roles:
             return None
         tails = tuple(r for r, i in roles if i == len(route.replicas[r]) - 1)
-        entry = JobEntry(int(req.job_id), roles, tails, req.commit_deadline, req.reveal_deadline, note="planned")
-        if self.book.add(entry):
+        entry = JobEntry(int(req.job_id), roles, tails, req.commit_deadline, req.reveal_deadline, note="planned",
+                         tx=tx)
+        old = self.book.get(req.job_id)
+        if old is not None and tx and old.tx and old.tx != tx:
+            if old.committed:
+                logger.error("job %s: a reorg replaced it after this node committed; keeping the old entry",
+                             req.job_id)
+                return old
+            logger.warning("job %s: a reorg replaced it (tx %s -> %s); planning it again", req.job_id, old.tx, tx)
+            self.book.replace(entry)
+            self._launch_heads(entry)
+        elif self.book.add(entry):
             logger.info("job %s: planned as %s", req.job_id, ", ".join(f"replica {r} hop {i}" for r, i in roles))
             self._launch_heads(entry)
         return self.book.get(req.job_id)
@@ -143,7 +151,7 @@ class NodeDaemon:
             if self.stop_event.is_set() or self._now() > req.commit_deadline:
                 break
             try:
-                inputs = head_inputs(route.kind, self.model_dir, req.input)
+                inputs = head_inputs(route.kind, self.model_dir, req.input, req.max_tokens)
                 head = route.hop(replica, 0)
                 stage = self.running.runtime.stages.get(head.start, head.end)
                 ids = run_replica(stage, route, replica, inputs, self.signer, config=self.wcfg,
@@ -151,6 +159,10 @@ class NodeDaemon:
                 job = self.book.get(job_id)
                 self.book.update(job_id, head_done=job.head_done + (replica,), note=f"ran replica {replica}")
                 logger.info("job %s replica %s: head done, %d ids", job_id, replica, len(ids))
+                return
+            except JobInputError as exc:
+                logger.warning("job %s replica %s: input refused, not retrying: %s", job_id, replica, exc)
+                self.book.update(job_id, note=f"replica {replica}: input refused: {exc}")
                 return
             except (TesseraError, grpc.RpcError) as exc:
                 msg = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
@@ -182,7 +194,14 @@ class NodeDaemon:
                     logger.exception("job %s: settlement step failed; will retry", job.job_id)
 
     def _settle(self, job: JobEntry) -> None:
-        state = self.chain.get_job(job.job_id)
+        try:
+            state = self.chain.get_job(job.job_id)
+        except ContractError as exc:
+            if exc.name != "JobUnknown":
+                raise
+            self.book.update(job.job_id, closed=True, note="no longer on chain (removed by a reorg)")
+            logger.warning("job %s: no longer on chain (a reorg removed it); dropped", job.job_id)
+            return
         everyone = (1 << state.num_replicas) - 1
         now = self._now()
         if state.status == "finalized":
@@ -209,8 +228,8 @@ class NodeDaemon:
                 state = self.chain.get_job(job.job_id)
         if job.tails and self.cfg.finalize and (state.revealed_mask == everyone or now > job.reveal_deadline):
             try:
-                args = self.chain.finalize(job.job_id)
-                logger.info("job %s: finalized (winners mask %s)", job.job_id, args["winnersMask"])
+                settled = self.chain.finalize(job.job_id)
+                logger.info("job %s: finalized (winners %s)", job.job_id, list(settled.winners))
             except ContractError as exc:
                 if exc.name not in ("JobAlreadyFinalized",):
                     raise

@@ -9,20 +9,17 @@ With a single hop (head == tail) it samples locally and no network is used.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Sequence
 
 import torch
 
 from proto.errors import ProtocolError
-from proto.tessera.v1 import worker_pb2 as pb
 from proto.types import encode_output
-from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import JobRoute
-from worker.ring.hop import OnOutput, tail_choose
-from worker.ring.link import Channels, Link, corrupt, message
-from worker.signing import PendingCheck, Signer
+from worker.ring.link import Channels
+from worker.ring.pipeline import OnOutput, Pipeline
+from worker.signing import Signer
 from worker.stage import Stage
 
 logger = logging.getLogger(__name__)
@@ -48,62 +45,30 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
                             f"[{stage.spec.start}, {stage.spec.end})")
     x = _first_input(route, inputs, stage)
     steps = 1 if route.kind == "classifier" else route.params.max_tokens
-    cache = stage.new_cache()
-    hops = route.replicas[replica]
     own_channels = channels is None
     channels = channels or Channels(config.max_message_bytes)
-    link = None
     ids: list[int] = []
     output = b""
-    compute_s = wait_s = 0.0  # seconds in the head's forward / waiting for the ring
-    signature = None  # the check of the last answer's signature, overlapped with the next step's compute
     try:
-        if len(hops) > 1:
-            link = Link(channels.stub(hops[1].endpoint), hops[1].node, config.hop_timeout_s)
-            link.call(signer.sign(message(job, replica, 0, 0, pb.KIND_OPEN)))
-        for step in range(steps):
-            if signature is not None:
-                signature.start()
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                y = stage.forward(x, cache, last=link is None and route.kind == "causal-lm")
-            compute_s += time.perf_counter() - t0
-            if signature is not None:
-                signature.result()  # the token this step ran on came from the planned successor
-            if config.byzantine:
-                y = corrupt(y, config.byzantine_noise, step)
-            if link is None:
-                new, done = tail_choose(route, y, step, len(ids))
-                output = encode_output(ids + new) if done else b""
-            else:
-                p = route.params
-                msg = message(job, replica, 0, step, pb.KIND_STEP, payload=codec.encode(y, p.codec, p.block))
-                signer.sign(msg)
-                t1 = time.perf_counter()
-                resp = link.exchange(msg)
-                signature = PendingCheck(resp, link.peer)
-                wait_s += time.perf_counter() - t1
-                new, output = list(resp.ids), resp.output
-            ids.extend(new)
-            if output:  # the tail is done (max_tokens or end of sequence)
-                break
-            x = torch.tensor([new], dtype=torch.long, device=stage.device)
-        if signature is not None:
-            signature.result()
-        if link is not None:
-            link.call(signer.sign(message(job, replica, 0, len(ids), pb.KIND_CLOSE)))
+        with Pipeline(route, replica, 0, stage, signer, config, channels, defer_answer_check=True,
+                      on_output=on_output) as pipe:
+            pipe.open()
+            for step in range(steps):
+                new, output = pipe.step(x, step)
+                ids.extend(new)
+                if output:  # the tail is done (max_tokens or end of sequence)
+                    break
+                x = torch.tensor([list(new)], dtype=torch.long, device=stage.device)
+            pipe.finish(len(ids))  # the last answer's signature is checked before the ids are returned
     finally:
-        if link is not None:
-            link.close()
         if own_channels:
             channels.close()
     if output != encode_output(ids):
         raise ProtocolError(f"tail of replica {replica} reported an output that does not match its tokens")
-    if link is None and on_output is not None:
-        on_output(job, replica, output)
+    n = max(len(ids), 1)
     logger.info("job %s replica %s: %d ids through %d hop(s); head %.1f ms/step compute, %.1f ms/step "
-                "waiting for the ring", job, replica, len(ids), len(hops), 1e3 * compute_s / max(len(ids), 1),
-                1e3 * wait_s / max(len(ids), 1))
+                "waiting for the ring", job, replica, len(ids), len(route.replicas[replica]),
+                1e3 * pipe.compute_s / n, 1e3 * pipe.wait_s / n)
     return ids
 
 

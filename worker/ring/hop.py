@@ -4,35 +4,32 @@
 authenticates the sender against the plan (signature, planned predecessor,
 step order), runs the stage on the session's cache, and then either forwards
 the activations to the next hop and relays its answer, or, on the tail,
-samples the next token (or the class ids) and answers with it. The signature
-of a step is checked on a second thread while the stage runs, and joined
-before the activations are forwarded or the token answered.
+samples the next token (or the class ids) and answers with it. The step itself
+is the session's :class:`worker.ring.pipeline.Pipeline`, the code the head runs
+too: a step's signature is checked on a second thread while the stage runs, and
+joined before the activations are forwarded or the token answered.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
 
 import torch
 
 from proto.errors import ProtocolError, TesseraError
 from proto.tessera.v1 import worker_pb2 as pb
-from proto.types import JobId, encode_output
-from worker import codec
+from proto.types import JobId
 from worker.config import WorkerConfig
 from worker.planview import JobRoute, PlanView
-from worker.ring.link import Channels, Link, corrupt, message, payload_of
-from worker.sampling import argmax_classes, sample
+from worker.ring.link import Channels, message, payload_of
+from worker.ring.pipeline import OnOutput, Pipeline
 from worker.sessions import Session, SessionKey, SessionTable
 from worker.signing import PendingCheck, Signer, verify
 from worker.stage import Stage
 from worker.stagepool import Loader, StagePool
 
 logger = logging.getLogger(__name__)
-
-OnOutput = Callable[[int, int, bytes], None]  # (job id, replica, canonical output bytes)
 
 
 class HopRuntime:
@@ -70,18 +67,18 @@ class HopRuntime:
                 stream.add(key)
         elif step:
             try:
-                return self._step(route, pos, msg, self.sessions.get(key), signature)
+                return self._step(msg, self.sessions.get(key), signature)
             except TesseraError:
                 if signature is not None:
                     signature.result()  # a forged message is refused as forged, whatever else is wrong
                 raise
         elif msg.kind == pb.KIND_CLOSE:
             s = self.sessions.get(key)
-            if s.outbound is not None:
-                s.outbound.call(self.signer.sign(message(key[0], key[1], pos, msg.step, pb.KIND_CLOSE)))
-            logger.info("closed job %s replica %s at hop %d: %d steps, %.1f ms/step compute, "
-                        "%.1f ms/step waiting for the next hop, %.1f ms/step total", key[0], key[1], pos,
-                        s.next_step, *(1e3 * v / max(s.next_step, 1) for v in (s.compute_s, s.wait_s, s.busy_s)))
+            s.pipe.finish(msg.step)
+            n = max(s.next_step, 1)
+            logger.info("closed job %s replica %s at hop %d: %d steps, %.1f ms/step compute, %.1f ms/step "
+                        "waiting for the next hop, %.1f ms/step total", key[0], key[1], pos, s.next_step,
+                        1e3 * s.pipe.compute_s / n, 1e3 * s.pipe.wait_s / n, 1e3 * s.busy_s / n)
             self.sessions.close(key)
             if stream is not None:
                 stream.discard(key)
@@ -114,66 +111,33 @@ class HopRuntime:
     def _open(self, route: JobRoute, pos: int, msg: pb.HopMessage, key) -> None:
         hop = route.hop(msg.replica, pos)
         stage = self.stages.get(hop.start, hop.end)
-        s = self.sessions.open(key, stage.new_cache())
-        s.stage = stage
-        if pos + 1 < len(route.replicas[msg.replica]):
-            nxt = route.hop(msg.replica, pos + 1)
-            try:
-                s.outbound = Link(self.channels.stub(nxt.endpoint), nxt.node, self.config.hop_timeout_s)
-                s.outbound.call(self.signer.sign(message(key[0], key[1], pos, 0, pb.KIND_OPEN)))
-            except Exception:
-                self.sessions.close(key)
-                raise
+        s = self.sessions.open(key)
+        try:
+            s.pipe = Pipeline(route, msg.replica, pos, stage, self.signer, self.config, self.channels,
+                              on_output=self.on_output)
+            s.pipe.open()
+        except Exception:
+            self.sessions.close(key)
+            raise
         logger.info("opened job %s replica %s at hop %d [%d, %d)", key[0], key[1], pos, hop.start, hop.end)
 
-    def _step(self, route: JobRoute, pos: int, msg: pb.HopMessage, s: Session,
-              signature: PendingCheck | None = None) -> pb.HopMessage:
+    def _step(self, msg: pb.HopMessage, s: Session, signature: PendingCheck | None = None) -> pb.HopMessage:
         if msg.step != s.next_step:
             raise ProtocolError(f"expected step {s.next_step} of job {msg.job_id}, got step {msg.step} "
                                 "(replayed or out of order)")
         t_in = time.perf_counter()
-        stage = s.stage
+        pipe = s.pipe
+        stage = pipe.stage
         x = payload_of(msg, self.config.max_payload_bytes).to(stage.device, stage.dtype)
-        t0 = time.perf_counter()
-        tail = s.outbound is None
-        if signature is not None:
-            signature.start()
-        with torch.inference_mode():
-            y = stage.forward(x, s.cache, last=tail and route.kind == "causal-lm")
-        s.compute_s += time.perf_counter() - t0
-        self._measure(x, time.perf_counter() - t0)
-        if signature is not None:
-            signature.result()  # before anything computed from the message leaves this node
+        before = pipe.compute_s
+        y = pipe.forward(x, msg.step, signature)
+        self._measure(x, pipe.compute_s - before)
         s.next_step += 1
-        self.sessions.account(s, stage.cache_bytes(s.cache))
-        if self.config.byzantine:
-            y = corrupt(y, self.config.byzantine_noise, msg.step)
-        if tail:
-            answer = self._tail(route, pos, msg, s, y)
-        else:
-            p = route.params
-            out = self.signer.sign(message(int(msg.job_id), msg.replica, pos, msg.step, pb.KIND_STEP,
-                                           payload=codec.encode(y, p.codec, p.block)))
-            t1 = time.perf_counter()
-            resp = s.outbound.call(out)
-            s.wait_s += time.perf_counter() - t1
-            answer = self._answer(msg, pos, ids=resp.ids, output=resp.output)
+        self.sessions.account(s, stage.cache_bytes(pipe.cache))  # over the memory cap, the step ends here
+        ids, output = pipe.send(y, msg.step)
+        answer = self._answer(msg, pipe.pos, ids=ids, output=output)
         s.busy_s += time.perf_counter() - t_in
         return answer
-
-    def _tail(self, route: JobRoute, pos: int, msg: pb.HopMessage, s: Session, y: torch.Tensor) -> pb.HopMessage:
-        if s.finished:
-            raise ProtocolError(f"job {msg.job_id} is finished; step {msg.step} is past the end")
-        ids, done = tail_choose(route, y, msg.step, len(s.tokens))
-        s.tokens.extend(ids)
-        s.finished = done
-        output = b""
-        if done:
-            output = encode_output(s.tokens)
-            if self.on_output is not None:
-                self.on_output(int(msg.job_id), msg.replica, output)
-            logger.info("job %s replica %s finished: %d ids", msg.job_id, msg.replica, len(s.tokens))
-        return self._answer(msg, pos, ids=ids, output=output)
 
     def _measure(self, x: torch.Tensor, seconds: float) -> None:
         if x.dim() == 3 and x.shape[1] == 1 and seconds > 0:
@@ -184,11 +148,3 @@ class HopRuntime:
         self.sessions.close_all()
         self.channels.close()
 
-
-def tail_choose(route: JobRoute, y: torch.Tensor, step: int, have: int) -> tuple[list[int], bool]:
-    """The tail's choice at ``step``: (ids, finished). Language: one token; vision: class ids."""
-    if route.kind == "classifier":
-        return argmax_classes(y), True
-    p = route.params
-    tok = sample(y[0, -1], p.temperature_milli, p.seed, step)
-    return [tok], have + 1 >= p.max_tokens or tok == p.eos_token_id

@@ -13,7 +13,7 @@ from proto.errors import ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
 from worker import codec
-from worker.signing import Signer, verify
+from worker.signing import verify
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,3 @@ def corrupt(x: torch.Tensor, noise: float, step: int) -> torch.Tensor:
     """Byzantine mode: add seeded Gaussian noise (deterministic, for demos and tests)."""
     g = torch.Generator().manual_seed(1_000_003 + step)
     return x + noise * torch.randn(x.shape, generator=g).to(x.device, x.dtype)
-
-
-def sign_send(link: Link, signer: Signer, msg: pb.HopMessage) -> pb.HopMessage:
-    return link.call(signer.sign(msg))

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from proto.errors import JobError
+from proto.errors import JobInputError
 
 TEST_SIZE = 360
 SPLIT_SEED = 0
@@ -55,17 +55,17 @@ def encode_images(images: torch.Tensor) -> bytes:
     """Canonical bytes of ``(B, 1, 8, 8)`` (or ``(B, 8, 8)``) images with integer pixels 0..16."""
     x = images.detach().to("cpu").reshape(-1, PIXELS)
     if x.numel() == 0 or ((x != x.round()) | (x < 0) | (x > 16)).any():
-        raise JobError("images must be non-empty with integer pixel values in 0..16 (the digits scale)")
+        raise JobInputError("images must be non-empty with integer pixel values in 0..16 (the digits scale)")
     return x.to(torch.uint8).numpy().tobytes()
 
 
 def decode_images(data: bytes) -> torch.Tensor:
     """Inverse of :func:`encode_images`: ``(B, 1, 8, 8)`` float32; refuses malformed input."""
     if not data or len(data) % PIXELS:
-        raise JobError(f"image input must be a non-empty multiple of {PIXELS} bytes, got {len(data)}")
+        raise JobInputError(f"image input must be a non-empty multiple of {PIXELS} bytes, got {len(data)}")
     if len(data) > PIXELS * MAX_IMAGES:
-        raise JobError(f"image input holds more than {MAX_IMAGES} images; split the job")
+        raise JobInputError(f"image input holds more than {MAX_IMAGES} images; split the job")
     x = np.frombuffer(data, dtype=np.uint8)
     if x.max() > 16:
-        raise JobError("image pixel values must lie in 0..16")
+        raise JobInputError("image pixel values must lie in 0..16")
     return torch.from_numpy(x.astype(np.float32)).reshape(-1, 1, 8, 8)

@@ -1,0 +1,151 @@
+"""This node's part of one replica, step by step: the same code on the head and on every hop.
+
+A step is verify -> forward -> encode + sign -> exchange. The signature check of
+the message a step's input came from runs on the verifier thread while the stage
+computes (:class:`worker.signing.PendingCheck`) and is joined before
+:meth:`Pipeline.forward` returns, so nothing computed from an unverified message
+leaves the node. The overlap policy says when the next hop's answer is checked:
+
+* ``defer_answer_check=True`` (the head): the answer only feeds the head's next
+  step, so its check runs while that step computes; :meth:`Pipeline.finish`
+  joins the last one before the caller may return the ids.
+* ``False`` (a hop): the hop relays the answer upstream at once, so it is checked
+  on arrival; the check of the incoming step is the caller's (``forward(check=)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Sequence
+
+import torch
+
+from proto.errors import ProtocolError
+from proto.tessera.v1 import worker_pb2 as pb
+from proto.types import encode_output
+from worker import codec
+from worker.config import WorkerConfig
+from worker.planview import JobRoute
+from worker.ring.link import Channels, Link, corrupt, message
+from worker.sampling import argmax_classes, sample
+from worker.signing import PendingCheck, Signer, verify
+from worker.stage import Stage
+
+logger = logging.getLogger(__name__)
+
+OnOutput = Callable[[int, int, bytes], None]  # (job id, replica, canonical output bytes)
+
+
+class Pipeline:
+    """Hop ``pos`` of ``replica`` of ``route`` on this node: the stage and its cache, a stream
+    to the next hop (over ``channels``; none on the tail) and, on the tail, the ids chosen so far."""
+
+    __slots__ = ("route", "job", "replica", "pos", "stage", "cache", "signer", "config", "link", "last",
+                 "defer", "pending", "on_output", "tokens", "finished", "compute_s", "wait_s")
+
+    def __init__(self, route: JobRoute, replica: int, pos: int, stage: Stage, signer: Signer,
+                 config: WorkerConfig, channels: Channels, *, defer_answer_check: bool = False,
+                 on_output: OnOutput | None = None):
+        self.route, self.job, self.replica, self.pos = route, int(route.job_id), replica, pos
+        tail = pos + 1 == len(route.replicas[replica])
+        self.stage, self.cache = stage, stage.new_cache()
+        self.signer, self.config = signer, config
+        self.last = tail and route.kind == "causal-lm"  # a generating tail needs the last position only
+        self.defer = defer_answer_check
+        self.pending: PendingCheck | None = None  # the last answer's check, when deferred
+        self.on_output = on_output  # called on the tail with the output once it is complete
+        self.tokens: list[int] = []  # ids chosen so far (tail only)
+        self.finished = False  # the tail has chosen the whole output
+        self.compute_s = 0.0  # time in the stage's forward, seconds
+        self.wait_s = 0.0  # time waiting for the next hop's answers, seconds
+        self.link: Link | None = None  # the stream to the next hop; None on the tail
+        if not tail:
+            nxt = route.hop(replica, pos + 1)
+            self.link = Link(channels.stub(nxt.endpoint), nxt.node, config.hop_timeout_s)
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Open the session on the next hop (nothing to do on the tail)."""
+        if self.link is not None:
+            self.link.call(self.signer.sign(message(self.job, self.replica, self.pos, 0, pb.KIND_OPEN)))
+
+    def forward(self, x: torch.Tensor, step: int, check: PendingCheck | None = None) -> torch.Tensor:
+        """Run the stage on ``x``, the input of ``step``, while ``check`` runs; return its output once
+        ``check`` passed. ``check``: the signature of the message ``x`` came from; None = the
+        deferred check of the last answer, if any (``x`` then holds that answer's token)."""
+        if self.finished:
+            raise ProtocolError(f"job {self.job} is finished; step {step} is past the end")
+        if check is None:
+            check, self.pending = self.pending, None
+        if check is not None:
+            check.start()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            y = self.stage.forward(x, self.cache, last=self.last)
+        self.compute_s += time.perf_counter() - t0
+        if check is not None:
+            check.result()  # before anything computed from x can leave this node
+        return y
+
+    def send(self, y: torch.Tensor, step: int) -> tuple[Sequence[int], bytes]:
+        """Pass ``step``'s output ``y`` on; return the ids the tail chose for it and the
+        tail's output (empty until the replica is finished)."""
+        if self.config.byzantine:
+            y = corrupt(y, self.config.byzantine_noise, step)
+        if self.link is None:
+            return self._choose(y, step)
+        p = self.route.params
+        msg = self.signer.sign(message(self.job, self.replica, self.pos, step, pb.KIND_STEP,
+                                       payload=codec.encode(y, p.codec, p.block)))
+        t1 = time.perf_counter()
+        resp = self.link.exchange(msg)
+        self.wait_s += time.perf_counter() - t1
+        if self.defer:
+            self.pending = PendingCheck(resp, self.link.peer)
+        else:
+            verify(resp, self.link.peer)
+        return resp.ids, resp.output
+
+    def step(self, x: torch.Tensor, step: int) -> tuple[Sequence[int], bytes]:
+        """:meth:`forward` then :meth:`send` (the head's step)."""
+        return self.send(self.forward(x, step), step)
+
+    def finish(self, step: int) -> None:
+        """Join the last deferred check, then close the session on the next hop at ``step``."""
+        if self.pending is not None:
+            self.pending.result()
+            self.pending = None
+        if self.link is not None:
+            self.link.call(self.signer.sign(message(self.job, self.replica, self.pos, step, pb.KIND_CLOSE)))
+
+    def close(self) -> None:
+        """Close the stream to the next hop and drop the cache."""
+        if self.link is not None:
+            self.link.close()
+        self.cache = None
+
+    def _choose(self, y: torch.Tensor, step: int) -> tuple[list[int], bytes]:
+        ids, self.finished = tail_choose(self.route, y, step, len(self.tokens))
+        self.tokens.extend(ids)
+        if not self.finished:
+            return ids, b""
+        output = encode_output(self.tokens)
+        if self.on_output is not None:
+            self.on_output(self.job, self.replica, output)
+        logger.info("job %s replica %s finished: %d ids", self.job, self.replica, len(self.tokens))
+        return ids, output
+
+
+def tail_choose(route: JobRoute, y: torch.Tensor, step: int, have: int) -> tuple[list[int], bool]:
+    """The tail's choice at ``step``: (ids, finished). Language: one token; vision: class ids."""
+    if route.kind == "classifier":
+        return argmax_classes(y), True
+    p = route.params
+    tok = sample(y[0, -1], p.temperature_milli, p.seed, step)
+    return [tok], have + 1 >= p.max_tokens or tok == p.eos_token_id
