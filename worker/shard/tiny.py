@@ -52,19 +52,21 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
                       "tie_word_embeddings": False}),
 }
 
-# architectures the store refuses to import (the tests and the support matrix show why)
-REFUSED: dict[str, tuple[str, dict]] = {
+# architectures the store refuses to import: (config.model_type, config values, what the refusal says)
+REFUSED: dict[str, tuple[str, dict, str]] = {
     "bert": ("bert", {**_TOKENS, "hidden_size": 64, "num_hidden_layers": BLOCKS, "num_attention_heads": 4,
-                      "intermediate_size": 128}),
-    "mamba": ("mamba", {**_TOKENS, "hidden_size": 64, "num_hidden_layers": BLOCKS, "state_size": 8}),
+                      "intermediate_size": 128}, "this config is an encoder"),
+    "mamba": ("mamba", {**_TOKENS, "hidden_size": 64, "num_hidden_layers": BLOCKS, "state_size": 8},
+              "keeps recurrent (state-space or linear-attention) state"),
     "qwen3_next": ("qwen3_next", {**_COMMON, **_MOE, "head_dim": 16, "num_experts": 4,
                                   "shared_expert_intermediate_size": 32, "linear_num_value_heads": 4,
-                                  "linear_num_key_heads": 2, "linear_key_head_dim": 16, "linear_value_head_dim": 16}),
+                                  "linear_num_key_heads": 2, "linear_key_head_dim": 16, "linear_value_head_dim": 16},
+                   "keeps recurrent (state-space or linear-attention) state"),
 }
 
 
 def tiny_config(arch: str):
-    known = {**ARCHITECTURES, **REFUSED}
+    known = {**ARCHITECTURES, **{name: r[:2] for name, r in REFUSED.items()}}
     if arch not in known:
         raise ValueError(f"unknown tiny architecture {arch!r}; one of {', '.join(known)}")
     model_type, values = known[arch]
