@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
 
 from proto.errors import ModelError
 from worker.quant import quantize_stage
@@ -107,5 +108,6 @@ def load_full(model_dir: Path | str, device: str | torch.device = "cpu",
     config = read_config(model_dir)
     if is_fx(config):
         return build_fx_full(model_dir, config, torch.device(device), dtype)
+    hf_logging.disable_progress_bar()  # callers show their own progress
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)  # the model's default attention, as stages
     return model.to(device).eval()

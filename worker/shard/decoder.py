@@ -159,12 +159,12 @@ class DecoderStage(nn.Module):
             kw["input_ids"] = x.long()
         else:
             self._entry.x = kw["inputs_embeds"] = x.to(self.dtype)
-        if self.spec.is_tail:
-            if self._keep_logits:
-                return self.model(**kw, logits_to_keep=1 if last else 0).logits
-            logits = self.model(**kw).logits
-            return logits[:, -1:] if last else logits
         try:
+            if self.spec.is_tail:
+                if self._keep_logits:
+                    return self.model(**kw, logits_to_keep=1 if last else 0).logits
+                logits = self.model(**kw).logits
+                return logits[:, -1:] if last else logits
             self.model(**kw)
         except _Handoff as done:
             return done.hidden
