@@ -6,7 +6,10 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from proto.errors import ModelError
 from worker import store
@@ -64,3 +67,99 @@ def test_the_import_check_refuses_stages_that_are_not_exact(tmp_path):
 def test_a_family_that_splits_exactly_is_stored(home, tmp_path):
     m = store.import_dir(save_tiny_model("gpt2-inverse-layer-scaling", tmp_path / "g"), name="g")
     assert (m.kind, m.family, m.num_blocks) == ("causal-lm", "gpt2", 4)
+
+
+class OddConfig(PretrainedConfig):
+    """A tiny user-defined causal LM whose ``quirk`` breaks one rule a stage boundary needs."""
+
+    model_type = "tessera-odd"
+
+    def __init__(self, vocab_size=32, hidden_size=8, num_hidden_layers=3, quirk="", **kwargs):
+        self.vocab_size, self.hidden_size, self.num_hidden_layers, self.quirk = (vocab_size, hidden_size,
+                                                                                num_hidden_layers, quirk)
+        super().__init__(**kwargs)
+
+
+class OddForCausalLM(PreTrainedModel):
+    config_class = OddConfig
+    base_model_prefix = "odd"
+
+    def __init__(self, config):
+        super().__init__(config)
+        h, n = config.hidden_size, config.num_hidden_layers
+        self.embed = nn.Embedding(config.vocab_size, h)
+        self.layers = nn.ModuleList(nn.Linear(h, h) for _ in range(n))
+        if config.quirk == "twin-lists":
+            self.twins = nn.ModuleList(nn.Linear(h, h) for _ in range(n))
+        self.mid = nn.Linear(h, h)
+        self.head = nn.Linear(h, config.vocab_size)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed
+
+    def get_output_embeddings(self):
+        return self.head
+
+    def forward(self, input_ids=None, inputs_embeds=None, past_key_values=None, use_cache=None, **kwargs):
+        quirk = self.config.quirk
+        h = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        layers = list(self.layers)[::-1] if quirk == "reversed" else self.layers
+        for i, layer in enumerate(layers):
+            h = layer(h)
+            if quirk == "shared-module" and i == 0:
+                h = self.mid(h)  # weights used between two layers
+            if quirk == "mixed-hidden":
+                h = h * 2  # what the next layer gets is not what this one returned
+            if quirk == "data-dependent" and float(h.sum()) > 0:  # needs values: cannot run on meta
+                h = -h
+        return CausalLMOutputWithPast(logits=self.head(h))
+
+
+AutoConfig.register("tessera-odd", OddConfig, exist_ok=True)
+AutoModelForCausalLM.register(OddConfig, OddForCausalLM, exist_ok=True)
+
+
+@pytest.mark.parametrize("quirk, reason", [
+    ("twin-lists", r"cannot tell which module list holds the 3 decoder layers of OddForCausalLM \(candidates: "
+                   r"\['layers', 'twins'\]\)"),
+    ("reversed", "OddForCausalLM does not run its 3 layers once each in order"),
+    ("shared-module", "module mid of OddForCausalLM runs between or on both sides of the decoder layers"),
+    ("mixed-hidden", "OddForCausalLM changes the hidden states between decoder layers"),
+    ("data-dependent", "cannot trace OddForCausalLM's forward to find its stages"),
+])
+def test_a_structure_that_cannot_be_cut_is_refused(home, tmp_path, quirk, reason):
+    torch.manual_seed(0)
+    OddForCausalLM(OddConfig(quirk=quirk)).save_pretrained(tmp_path / quirk)
+    with pytest.raises(ModelError, match=reason):
+        store.import_dir(tmp_path / quirk)
+
+
+def test_a_config_transformers_cannot_build_is_refused(home, tmp_path):
+    d = tmp_path / "gemma3n"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "gemma3n_text", "hidden_size": 64, "num_hidden_layers": 4,
+                                               "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                                               "vocab_size": 256, "intermediate_size": 128}))
+    save_file({"x": torch.zeros(1)}, d / "model.safetensors")
+    with pytest.raises(ModelError, match="transformers cannot build model_type 'gemma3n_text' from this config.json"):
+        store.import_dir(d)
+
+
+def test_incomplete_checkpoints_are_refused(tmp_path):
+    d = save_tiny_model("llama", tmp_path / "llama")
+    sd = load_file(d / "model.safetensors")
+    save_file({k: v for k, v in sd.items() if not k.startswith("model.layers.2.")}, d / "model.safetensors")
+    with pytest.raises(ModelError, match=r"lacks the weights of blocks \[2\]"):
+        stage_layout(d)
+    save_file({k: v for k, v in sd.items() if k != "lm_head.weight"}, d / "model.safetensors")
+    with pytest.raises(ModelError, match="has no lm_head.weight and no tensor it is tied to"):
+        stage_layout(d)
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
+    d = save_tiny_model("llama", tmp_path / "llama")
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 96}))
+    with pytest.raises(ModelError, match="stage weights do not fit the model: .*mlp"):
+        load_stage(d, 1, 2)

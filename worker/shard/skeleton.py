@@ -100,8 +100,13 @@ class Skeleton:
         return None
 
 
-def hf_config(model_dir) -> AutoConfig:
-    return AutoConfig.from_pretrained(model_dir)
+def hf_config(model_dir):
+    """The transformers config of a model directory; ModelError when transformers cannot read it."""
+    try:
+        return AutoConfig.from_pretrained(model_dir)
+    except Exception as exc:  # config validation raises many types (huggingface_hub's strict dataclasses too)
+        raise ModelError(f"transformers cannot read {model_dir}/config.json ({type(exc).__name__}: {exc}); is it "
+                         "a Hugging Face model directory of a model type this transformers version knows?") from exc
 
 
 def meta_model(config, dtype: torch.dtype | None = None) -> PreTrainedModel:
@@ -117,7 +122,7 @@ def meta_model(config, dtype: torch.dtype | None = None) -> PreTrainedModel:
     try:
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, dtype=dtype)
-    except (ValueError, TypeError, AttributeError, AssertionError) as exc:
+    except Exception as exc:  # an inconsistent config fails model construction in any number of ways
         raise ModelError(f"transformers cannot build model_type {config.model_type!r} from this config.json "
                          f"({type(exc).__name__}: {exc})") from exc
 
@@ -219,9 +224,6 @@ def _trace(model: nn.Module, layers_path: str, n: int, config, as_tuple: bool) -
     if order != [f"#{i}" for i in range(n)]:
         raise ModelError(f"{type(model).__name__} does not run its {n} layers once each in order; it cannot be cut "
                          "into contiguous spans")
-    if not all(handoffs):
-        raise ModelError(f"{type(model).__name__} changes the hidden states between decoder layers; a stage boundary "
-                         "would lose that, so it cannot be sharded")
     calls.insert(0, next(name for name, m in model.named_modules() if m is emb))
     first, last = calls.index("#0"), calls.index(f"#{n - 1}")
     before, after, unused = set(), set(), set()
@@ -236,4 +238,7 @@ def _trace(model: nn.Module, layers_path: str, n: int, config, as_tuple: bool) -
                              "layers; its weights cannot be given to one stage, so it cannot be sharded")
         else:
             unused.add(name)
+    if not all(handoffs):
+        raise ModelError(f"{type(model).__name__} changes the hidden states between decoder layers; a stage boundary "
+                         "would lose that, so it cannot be sharded")
     return before, after, unused

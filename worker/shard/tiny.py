@@ -62,6 +62,8 @@ REFUSED: dict[str, tuple[str, dict, str]] = {
                                   "shared_expert_intermediate_size": 32, "linear_num_value_heads": 4,
                                   "linear_num_key_heads": 2, "linear_key_head_dim": 16, "linear_value_head_dim": 16},
                    "keeps recurrent (state-space or linear-attention) state"),
+    "openai-gpt": ("openai-gpt", {"vocab_size": VOCAB, "n_embd": 64, "n_layer": BLOCKS, "n_head": 4, "n_positions": 256},
+                   "takes no inputs_embeds or past_key_values"),
 }
 
 
