@@ -7,18 +7,18 @@ warm-up job and then measures a second, steady-state job: submitJob, 3 commits,
 job needs). Earnings are pull payments that accumulate across jobs, so a node's
 ``withdrawEarnings`` is reported separately (``withdraw_earnings_per_node``)
 together with ``total_if_every_node_withdraws_every_job`` as an upper bound.
-The last line of stdout is one JSON object.
+The last line of stdout is one JSON object; ``--save FILE`` writes it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from eth_account import Account
 from web3 import Web3
 
+from bench._out import emit
 from chain import devnet
 from chain.client import TesseraChain
 from chain.deploy import DeployParams, deploy
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tessera bench gas", description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print only the JSON result line")
     ap.add_argument("--chain", choices=["anvil", "embedded"], default="anvil")
+    ap.add_argument("--save", help="also write the JSON result to this file")
     args = ap.parse_args(argv)
 
     net = None
@@ -122,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in res["calls"].items():
             print(f"{k:>12}: {v:>8,}")
         print(f"{'total':>12}: {res['total']:>8,} (target {TARGET_GAS:,})")
-    print(json.dumps(res))
-    return 0
+    return emit(res, args.save, args.json)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ class NodeProc:
     proc: subprocess.Popen | None = None
     address: str = ""
     lines: list[str] = field(default_factory=list)
+    metrics_port: int = 0  # HTTP port of the node's /metrics and /health
 
     @property
     def alive(self) -> bool:
@@ -61,7 +62,7 @@ class DevCluster:
 
     def __init__(self, workdir: str | Path, model: str = "smollm2-135m", spans: list[tuple[int, int]] | None = None,
                  copies: int = 3, byzantine: tuple[int, ...] = (), threads: int = 1,
-                 params: DeployParams | None = None):
+                 params: DeployParams | None = None, engine: str = "anvil"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.model = model
@@ -70,6 +71,7 @@ class DevCluster:
         self.byzantine = set(byzantine)  # node positions (0-based) that corrupt activations
         self.threads = threads
         self.params = params or DeployParams(unbonding_period_s=3600, max_job_duration_s=3600)
+        self.engine = engine  # devnet: anvil or hardhat
         self.net: devnet.Devnet | None = None
         self.nodes: list[NodeProc] = []
         self.env = {**os.environ, "TESSERA_DEPLOYMENT": str(self.workdir / "deployment.json")}
@@ -82,8 +84,8 @@ class DevCluster:
         self.close()
 
     def start(self, on_step=lambda s: None) -> "DevCluster":
-        on_step("starting anvil")
-        self.net = devnet.start_anvil(log_file=self.workdir / "anvil.log")
+        on_step(f"starting {self.engine}")
+        self.net = devnet.start(self.engine, log_file=self.workdir / f"{self.engine}.log")
         self.w3 = devnet_w3(self.net)
         on_step("deploying contracts")
         self.deployment = deploy(self.w3, _acct(0), self.params, rpc_url=self.net.rpc_url)
@@ -108,7 +110,7 @@ class DevCluster:
         return self
 
     def _register(self, index: int, span: tuple[int, int], byzantine: bool) -> NodeProc:
-        port = devnet.free_port()
+        port, metrics_port = devnet.free_port(), devnet.free_port()
         c = self.client(index)
         c.register_node(self.model, span[0], span[1], f"127.0.0.1:{port}", 10**18, throughput=2000,
                         price_per_block=10**9)
@@ -118,9 +120,10 @@ class DevCluster:
                      "dev_account": index, "state_dir": str(self.workdir / f"node{index}"),
                      "poll_interval_s": 0.3, "retry_backoff_s": 0.5},
             "worker": {"model": self.model, "start": span[0], "end": span[1], "port": port,
-                       "threads": self.threads, "byzantine": byzantine},
+                       "metrics_port": metrics_port, "threads": self.threads, "byzantine": byzantine},
         }))
-        return NodeProc(index, span, port, cfg, self.workdir / f"node{index}.log", byzantine, address=c.address)
+        return NodeProc(index, span, port, cfg, self.workdir / f"node{index}.log", byzantine, address=c.address,
+                        metrics_port=metrics_port)
 
     # ------------------------------------------------------------------ nodes
     def add_node(self, span: tuple[int, int], byzantine: bool = False) -> NodeProc:

@@ -132,6 +132,7 @@ def check(client: TesseraChain, spec: JobSpec, plan: Plan | None = None) -> None
     """
     if not spec.input:
         raise JobError("the job has no input; pass a prompt or an image")
+    check_input(spec.model, spec.input, spec.max_tokens)
     n = len(plan.replicas) if plan is not None else spec.replicas
     most = client.max_replicas()
     if not 1 <= n <= most:
@@ -151,6 +152,23 @@ def check(client: TesseraChain, spec: JobSpec, plan: Plan | None = None) -> None
     if client.balance() < spec.fee_wei:
         raise JobError(f"account {client.address} holds {fmt_eth(client.balance())}, less than the fee "
                        f"({fmt_eth(spec.fee_wei)}); fund it or lower the fee")
+
+
+def check_input(model: str, data: bytes, max_tokens: int) -> None:
+    """Refuse input the model can never run (an image for a language model, a prompt for a
+    classifier, a prompt past the context) with the rule the head applies, when the model is
+    installed here; otherwise the nodes refuse it and the job refunds after its deadlines."""
+    # lazy: torch and transformers load only when a job is checked (fast CLI start-up)
+    from worker.node.payload import head_inputs
+    from worker.store import load_manifest, resolve
+
+    try:
+        directory = resolve(model)
+        kind = load_manifest(directory).kind
+    except (ModelError, OSError) as exc:
+        logger.info("input of %s not checked here: %s", model, exc)
+        return
+    head_inputs(kind, directory, data, max_tokens)
 
 
 def progress(chain: TesseraChain, job_id: int) -> Progress:
@@ -196,8 +214,9 @@ def follow(chain: TesseraChain, job_id: int, timeout_s: float = 600.0, poll_s: f
                 if exc.name not in ("JobAlreadyFinalized", "JobNotFinalizable"):
                     raise
         time.sleep(poll_s)
-    raise JobError(f"job {job_id} was not finalized within {timeout_s:.0f} s; check it later with "
-                   f"`tessera job status {job_id}`")
+    raise JobError(f"job {job_id} was not finalized within {timeout_s:.0f} s (reveal deadline "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(req.reveal_deadline))}); once that passed, "
+                   f"`tessera job finalize {job_id}` settles it (anyone may); `tessera job status {job_id}` shows it")
 
 
 def decode_text(model: str, output: bytes) -> str | None:

@@ -47,6 +47,15 @@ class WorkerConfig(BaseModel):
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     grpc_workers: int = Field(16, ge=1, description="gRPC handler threads, count (bounds concurrent streams)")
     max_message_bytes: int = Field(64 << 20, ge=1024, description="largest gRPC message, bytes")
+    metrics: bool = Field(True, description="serve /metrics (Prometheus) and /health over HTTP (on-chain nodes)")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="HTTP port of /metrics and /health; unset: "
+                                     "the gRPC port + 1000 (a free one when that is 0 or past 65535)")
+
+    def http_port(self, grpc_port: int) -> int:
+        """The port /metrics and /health bind: ``metrics_port``, else the gRPC port + 1000."""
+        if self.metrics_port is not None:
+            return self.metrics_port
+        return grpc_port + 1000 if 0 < grpc_port + 1000 <= 65535 and self.port else 0
 
     # --- identity (the on-chain daemon signs with the [node] key instead)
     key_file: str | None = Field(None, description="node key file, raw hex or eth keystore JSON (with --plan-file)")
@@ -71,4 +80,14 @@ class WorkerConfig(BaseModel):
         try:
             return cls(**{k: v for k, v in values.items() if v is not None})
         except ValidationError as exc:
-            raise ConfigError(f"invalid worker config: {exc}") from exc
+            raise ConfigError(f"invalid [worker] setting: {describe(exc)}") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """pydantic's errors in one line each: ``field: what is wrong (got value)``, no URLs."""
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "value"
+        got = f" (got {e['input']!r})" if e.get("type") != "missing" and not isinstance(e.get("input"), dict) else ""
+        parts.append(f"{where}: {e['msg'][:1].lower() + e['msg'][1:]}{got}")
+    return "; ".join(parts)

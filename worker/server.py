@@ -25,7 +25,7 @@ import torch
 from proto.errors import CodecError, ConfigError, ProtocolError, TesseraError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
-from worker import codec
+from worker import codec, stream
 from worker.config import WorkerConfig
 from worker.planview import PlanView
 from worker.ring import HopRuntime, OnOutput
@@ -97,6 +97,7 @@ class RunningWorker:
     server: grpc.Server
     port: int  # bound TCP port
     runtime: HopRuntime
+    tokens: stream.TokenHub | None = None  # token events of the replicas this node heads (StreamService)
 
     def stop(self, grace_s: float = 1.0) -> None:
         self.server.stop(grace_s).wait()
@@ -116,6 +117,7 @@ def start(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnO
             ("grpc.max_receive_message_length", config.max_message_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.grpc_workers), options=opts)
     pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(runtime), server)
+    tokens = stream.add_to_server(server, config.grpc_workers)
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise TesseraError(f"cannot bind {config.host}:{config.port}; is the port in use?")
@@ -124,7 +126,7 @@ def start(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnO
     _start_reaper(runtime, config.session_ttl_s)
     logger.info("worker %s serves %s [%d, %d) on %s:%d", signer.address, stage.spec.model,
                 stage.spec.start, stage.spec.end, config.host, port)
-    return RunningWorker(server, port, runtime)
+    return RunningWorker(server, port, runtime, tokens)
 
 
 def serve(config: WorkerConfig, planview: PlanView, on_output: OnOutput | None = None,

@@ -13,7 +13,6 @@ import click
 from proto import paths
 from tessera.cli.options import eth_to_wei
 from tessera.cli.present import NO_MAJORITY_EXIT
-from tessera.devcluster import DevCluster
 from tessera.units import fmt_eth
 
 
@@ -29,9 +28,17 @@ from tessera.units import fmt_eth
 @click.option("--keep-logs", is_flag=True, help="Keep the demo's work folder (node logs, configs).")
 def demo(prompt, max_tokens, replicas, byzantine, image, fee, as_json, keep_logs) -> None:
     """Start anvil, deploy, register and start operator nodes, submit a job, show the
-    consensus and the payouts, then stop everything (also on Ctrl-C or failure)."""
+    consensus and the payouts, then stop everything (also on Ctrl-C or failure).
+
+    \b
+    Examples:
+      tessera demo
+      tessera demo --byzantine 1
+      tessera demo --image --json
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from tessera import requester
+    from tessera.devcluster import DevCluster
 
     # lazy: torch imported only when this command runs (fast --help)
     from worker.node.payload import encode_prompt

@@ -6,8 +6,10 @@ import json
 
 import click
 
+from tessera.cli import job_money
+from tessera.cli.checks import fee_floor_early, require_model
 from tessera.cli.options import account_options, eth_to_wei, make_client, rpc_options
-from tessera.cli.present import NO_MAJORITY_EXIT, PENDING_EXIT, show_result
+from tessera.cli.present import NO_MAJORITY_EXIT, PENDING_EXIT, LiveText, show_result
 
 
 @click.group()
@@ -38,18 +40,41 @@ def job() -> None:
 @account_options
 def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, fee, codec, mode, weights,
            commit_window, reveal_window, wait, as_json, rpc_url, chain_kind, key, account_index) -> None:
-    """Plan replicas with the router, escrow the fee and submit a job. With --wait, follow it to
-    the result; the exit status is 4 when it ends without a majority (the fee is refunded)."""
+    """Plan replicas with the router, escrow the fee and submit a job. With --wait, show the text
+    as the head produces it (a preview, unverified until the job settles), then the settled
+    result; the exit status is 4 when it ends without a majority (the fee is refunded as credit:
+    `tessera job withdraw`). The input is checked against the model and the fee against a floor
+    before anything is escrowed.
+
+    \b
+    Examples:
+      tessera job submit --model smollm2-135m --prompt "The capital of France is" --wait --account 9
+      tessera job submit --model digits-cnn --image-index 0 --replicas 3 --fee 0.01 --wait --json
+      tessera job submit --model smollm2-135m --prompt "Hi" --mode price --weights reputation=2
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from router.types import Weights
     from tessera import requester
 
+    data = _job_input(prompt, image_index)
     client = make_client(rpc_url, chain_kind, key, account_index)
-    spec = requester.JobSpec(model, _job_input(prompt, image_index), max_tokens, eth_to_wei(fee), replicas,
+    fee_floor_early(eth_to_wei(fee), replicas, require_model(client, model).num_blocks)
+    spec = requester.JobSpec(model, data, max_tokens, eth_to_wei(fee), replicas,
                              temperature, seed, codec, commit_window, reveal_window)
     log = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
-    res = requester.run_job(client, spec, mode=mode, weights=Weights.parse(weights), wait=wait,
-                            on_progress=lambda u: log(u.line()))
+    live = LiveText(client, model, log) if wait and not as_json else None
+
+    def on_progress(u) -> None:
+        if live is not None:
+            live.on_update(u)
+        log(u.line())
+
+    try:
+        res = requester.run_job(client, spec, mode=mode, weights=Weights.parse(weights), wait=wait,
+                                on_progress=on_progress)
+    finally:
+        if live is not None:
+            live.stop()
     if not wait:
         click.echo(json.dumps({"job_id": res.job_id}) if as_json else str(res.job_id))
         return
@@ -86,7 +111,13 @@ def _job_input(prompt: str | None, image_index: int | None) -> bytes:
 @click.option("--json", "as_json", is_flag=True)
 @rpc_options
 def status(job_id, as_json, rpc_url, chain_kind) -> None:
-    """Commit/reveal progress of a job."""
+    """Commit/reveal progress of a job.
+
+    \b
+    Examples:
+      tessera job status 4
+      tessera job status 4 --json
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from tessera import requester
 
@@ -100,7 +131,13 @@ def status(job_id, as_json, rpc_url, chain_kind) -> None:
 @rpc_options
 def result(job_id, as_json, rpc_url, chain_kind) -> None:
     """The decoded output, the agreeing replicas and the payouts of a job, as the chain recorded
-    them. Exit status 3 while it is open, 4 when it ended without a majority."""
+    them. Exit status 3 while it is open, 4 when it ended without a majority.
+
+    \b
+    Examples:
+      tessera job result 4
+      tessera job result 4 --json | jq .text
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from tessera import requester
 
@@ -113,3 +150,7 @@ def result(job_id, as_json, rpc_url, chain_kind) -> None:
         raise click.exceptions.Exit(PENDING_EXIT)
     if res.outcome == "refund":
         raise click.exceptions.Exit(NO_MAJORITY_EXIT)
+
+
+for _cmd in (job_money.balance, job_money.withdraw, job_money.list_, job_money.finalize, job_money.cancel):
+    job.add_command(_cmd)

@@ -65,11 +65,19 @@ def _from_manifest(name: str, directory: Path | None) -> tuple[int, bytes, bytes
 @rpc_options
 @account_options
 def register(name, directory, hashes_file, rpc_url, chain_kind, key, account_index) -> None:
-    """Publish model NAME's weights commitment in the ModelRegistry."""
+    """Publish model NAME's weights commitment in the ModelRegistry.
+
+    \b
+    Examples:
+      tessera model register smollm2-135m --account 0
+      tessera model register my-model --hashes hashes.json --key publisher
+    """
     if hashes_file:
         num_blocks, root, tok, cfg = commitment_from_hashes(json.loads(hashes_file.read_text()))
     else:
+        click.echo(f"reading {name}'s weights commitment (hashing its blocks if it has no manifest yet)", err=True)
         num_blocks, root, tok, cfg = _from_manifest(name, directory)
     c = make_client(rpc_url, chain_kind, key, account_index)
+    click.echo(f"publishing {name} ({num_blocks} blocks) from {c.address}", err=True)
     mid = c.register_model(name, num_blocks, root, tok, cfg)
     click.echo(f"registered {name} ({num_blocks} blocks) as 0x{mid.hex()}, weights root 0x{root.hex()}")

@@ -98,10 +98,11 @@ def test_a_tail_keeps_an_output_that_arrives_before_the_job_event(tmp_path):
     has seen JobSubmitted; the output must be kept (and committed later), and the replica
     this node heads must still be started exactly once."""
     from worker.node.daemon import NodeDaemon
+    from worker.node.health import NodeMetrics
 
     me = "0x" + "a" * 40
     d = NodeDaemon.__new__(NodeDaemon)
-    d.me, d.book, d.view = me, JobBook(tmp_path), _View(me)
+    d.me, d.book, d.view, d.metrics = me, JobBook(tmp_path), _View(me), NodeMetrics()
     started = []
     d._pool = type("Pool", (), {"submit": lambda self, fn, *a: started.append(a)})()
     d._on_output(5, 0, b"\0\0\0\7")
@@ -121,11 +122,14 @@ def test_a_job_whose_input_can_never_run_is_tried_once_not_retried(tmp_path):
 
     from worker.node.config import NodeConfig
     from worker.node.daemon import NodeDaemon
+    from worker.node.health import NodeMetrics
     from worker.planview import HopRoute, JobRoute
+    from worker.stream import TokenHub, TokenSigner
 
     me = "0x" + "a" * 40
     d = NodeDaemon.__new__(NodeDaemon)
     d.me, d.book, d.cfg = me, JobBook(tmp_path), NodeConfig(head_retries=30, retry_backoff_s=0.01)
+    d.metrics = NodeMetrics()
     d.stop_event, d.model_dir = threading.Event(), tmp_path
     d._now = lambda: 0
     req = SimpleNamespace(job_id=5, commit_deadline=100, reveal_deadline=200, input=b"a prompt, not pixels",
@@ -134,7 +138,7 @@ def test_a_job_whose_input_can_never_run_is_tried_once_not_retried(tmp_path):
     d.view = SimpleNamespace(request=lambda j: req, route=lambda j: route)
     attempts = []
     d.running = SimpleNamespace(runtime=SimpleNamespace(stages=SimpleNamespace(
-        get=lambda a, b: attempts.append((a, b)))))
+        get=lambda a, b: attempts.append((a, b)))), tokens=TokenHub(1, TokenSigner("0x" + "11" * 32)))
     d.book.add(JobEntry(5, ((0, 0),), (0,), 100, 200))
     d._run_head(5, 0)
     assert attempts == []  # refused while decoding the input, before any stage ran

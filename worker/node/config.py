@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from proto import paths
 from proto.errors import ConfigError
-from worker.config import WorkerConfig
+from worker.config import WorkerConfig, describe
 
 
 class NodeConfig(BaseModel):
@@ -69,7 +69,10 @@ def load(path: str | Path, **worker_overrides: Any) -> tuple[NodeConfig, WorkerC
     try:
         node = NodeConfig(**data.get("node", {})).with_env()
     except ValidationError as exc:
-        raise ConfigError(f"{p} [node]: {exc}") from exc
+        raise ConfigError(f"{p} [node]: {describe(exc)}") from None
     overrides = {k: v for k, v in worker_overrides.items() if v is not None}
-    worker = WorkerConfig.build(**{**data.get("worker", {}), **overrides})
+    try:
+        worker = WorkerConfig.build(**{**data.get("worker", {}), **overrides})
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     return node, worker

@@ -56,6 +56,9 @@ def head_inputs(kind: str, model_dir: str | Path, data: bytes, max_tokens: int =
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JobInputError(f"job input is not UTF-8 text ({exc}); a language model takes a prompt") from exc
+    if not any(c.isprintable() and not c.isspace() for c in text):
+        raise JobInputError("job input holds no printable text (images are bytes 0..16); a language model takes "
+                            "a prompt")
     ids = tokenizer(str(model_dir))(text)["input_ids"]
     if not ids:
         raise JobInputError("the prompt is empty; a language model needs at least one token")

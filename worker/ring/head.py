@@ -9,7 +9,7 @@ With a single hop (head == tail) it samples locally and no network is used.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -24,16 +24,20 @@ from worker.stage import Stage
 
 logger = logging.getLogger(__name__)
 
+OnToken = Callable[[int, Sequence[int]], None]  # (step, ids the tail chose at that step)
+
 
 def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[int] | torch.Tensor,
                 signer: Signer, *, config: WorkerConfig | None = None, on_output: OnOutput | None = None,
-                channels: Channels | None = None) -> list[int]:
+                channels: Channels | None = None, on_token: OnToken | None = None) -> list[int]:
     """Generate with ``replica`` of ``route`` from the head; return the token ids (or class ids).
 
     ``inputs``: prompt token ids for a language model, the input tensor (e.g.
     images ``(B, 1, 8, 8)``) for a classifier. ``on_output`` is called with the
     canonical output bytes when the head is also the tail (otherwise the tail
     calls its own); the tail's bytes are checked against the returned ids.
+    ``on_token`` gets each step's ids as they arrive (a preview for streaming:
+    their signature check finishes during the next step).
     """
     config = config or WorkerConfig()
     job = int(route.job_id)
@@ -56,6 +60,8 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
             for step in range(steps):
                 new, output = pipe.step(x, step)
                 ids.extend(new)
+                if on_token is not None:
+                    on_token(step, new)
                 if output:  # the tail is done (max_tokens or end of sequence)
                     break
                 x = torch.tensor([list(new)], dtype=torch.long, device=stage.device)
