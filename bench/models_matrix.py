@@ -27,7 +27,6 @@ import argparse
 import os
 import re
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -177,12 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # tiny matrices: threads only add contention
     archs = [a for a in args.only.split(",") if a] or [*ARCHITECTURES, *REFUSED]
-    t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="models-matrix-") as tmp:
         rows = [row(a, Path(tmp), processes=not args.no_processes) for a in archs]
     result = {"bench": "models_matrix", "tokens": TOKENS, "atol": ATOL, "blocks": BLOCKS, "rows": rows,
-              "all_exact": all(all(r["exact"].values()) for r in rows if r["import"] == "yes"),
-              "wall_s": round(time.time() - t0, 1)}
+              "all_exact": all(all(r["exact"].values()) for r in rows if r["import"] == "yes")}
     if args.readme:
         update_readme(Path(args.readme), rows)
     return emit(result, args.save, args.json)
