@@ -4,6 +4,10 @@ Every field has a default and a description with its unit; the description is
 also the help of the field's flag on ``tessera operator run`` (``session_ttl_s``
 -> ``--session-ttl-s``), which generates one flag per field. Precedence:
 defaults, then the ``[worker]`` table, then flags.
+
+``weights = "int8-mixed"`` is a node's own memory choice for now; nodes will
+advertise it (and plans pin it) with the verification work, since int8 and fp32
+replicas do not produce bit-equal outputs.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ class WorkerConfig(BaseModel):
     threads: int = Field(1, ge=1, description="torch intra-op threads, count")
     loader: str = Field("worker.shard:load_stage", description="what loads the span: module:function or "
                         "path/file.py:function, called as f(model_dir, start, end, device=, dtype=)")
+    # Not advertised on chain yet: until verification work adds that, a planner cannot tell int8 nodes apart.
+    weights: str = Field("fp32", pattern=r"^(fp32|int8-mixed)$", description="block weights in memory: fp32 (as "
+                         "stored, in dtype) or int8-mixed (Linear weights in int8 with 16-bit outlier features: about "
+                         "0.4x the memory; outputs close to, not bit-equal with, fp32 replicas)")
 
     # --- network
     host: str = Field("127.0.0.1", description="interface the gRPC server binds to")

@@ -203,8 +203,9 @@ def load_stage(config: WorkerConfig) -> Stage:
     if config.end is None:
         raise ConfigError("say which blocks to serve: --start S --end E (half-open)")
     model_dir = config.model_dir if config.model_dir is not None else resolve(config.model)
+    weights = {} if config.weights == "fp32" else {"weights": config.weights}  # custom loaders: fp32 only
     return _loader(config.loader)(model_dir, config.start, config.end, device=config.device,
-                           dtype=getattr(torch, config.dtype))
+                           dtype=getattr(torch, config.dtype), **weights)
 
 
 def _loader(loader: str):

@@ -42,7 +42,7 @@ def _unhex(s: str) -> bytes:
 class Manifest:
     name: str  # model name as registered on chain
     kind: str  # "causal-lm" or "classifier"
-    family: str  # "llama", "gpt2" or "fx"
+    family: str  # config.model_type of a Hugging Face causal LM ("llama", "gpt2"...), or "fx"
     model_type: str  # config.model_type, or the tessera_arch of an fx model
     num_blocks: int
     input_hash: bytes  # 32 bytes each
