@@ -1,0 +1,419 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {ModelRegistry} from "./ModelRegistry.sol";
+import {NodeRegistry} from "./NodeRegistry.sol";
+import {Disputes} from "./Disputes.sol";
+import {JobPlan} from "./JobPlan.sol";
+
+/// @title JobSettle
+/// @notice JobMarket's settlement half: configuration, job storage, finalize (fast path or dispute),
+///         verifier draws, payouts, keeper rewards.
+/// @dev Every state reaches FINALIZED by a deadline and anyone may push it there; a push made more
+///      than `finalizeGrace` after a stage's deadline earns the caller keeperBps of the fee (once per
+///      stage, from the verification reserve).
+abstract contract JobSettle {
+    // -------------------------------------------------------------- constants
+    uint8 internal constant OPEN = 1;
+    uint8 internal constant FINALIZED = 2;
+    uint8 internal constant DISPUTED = 3; // waiting for drawVerifiers
+    uint8 internal constant ATTESTING = 4;
+    uint8 internal constant OPTIMISTIC = 1; // job mode (0: replicated)
+    uint8 internal constant R_MAX = 8;
+
+    // ------------------------------------------------------------- immutables
+    ModelRegistry public immutable models;
+    NodeRegistry public immutable nodes;
+    Disputes public immutable disputes;
+    uint256 public immutable maxJobDuration; // seconds, commit + reveal window
+    uint256 public immutable minCommitWindow; // seconds
+    uint256 public immutable minRevealWindow; // seconds
+    uint256 public immutable attestWindow; // seconds verifiers have to attest
+    uint256 public immutable finalizeGrace; // seconds after a stage's deadline before keepers are paid
+    uint256 public immutable verifyBps; // verification reserve, basis points of the fee
+    uint256 public immutable keeperBps; // keeper reward per stage, basis points of the fee
+
+    // ---------------------------------------------------------------- storage
+    /// @notice Deployment parameters (seconds and basis points).
+    struct Config {
+        uint32 maxJobDuration;
+        uint32 minCommitWindow;
+        uint32 minRevealWindow;
+        uint32 attestWindow;
+        uint32 finalizeGrace;
+        uint16 verifyBps;
+        uint16 keeperBps;
+    }
+
+    /// @notice A job's stored state: one slot of state and the hash of its plan and terms.
+    struct Job {
+        uint32 commitDeadline; // unix seconds, inclusive
+        uint32 revealDeadline; // unix seconds, inclusive
+        uint8 numReplicas;
+        uint8 status; // 0 none, 1 open, 2 finalized, 3 disputed, 4 attesting
+        uint8 committedMask; // bit r: replica r committed
+        uint8 revealedMask; // bit r: replica r revealed
+        uint8 standbyMask; // bit r: the tail's standby committed for replica r
+        uint8 mode; // 0 replicated, 1 optimistic
+        uint16 auditBps;
+        uint8 dtype;
+        uint8 weights;
+        uint8 keeperPaid; // bit s: a keeper was paid for stage s (0 open, 1 disputed, 2 attesting)
+        uint32 commitBlock; // block of the latest commit (the audit seed is the next block's hash)
+        uint32 seedBlock; // disputed: the block whose hash draws the verifiers
+        uint32 stageDeadline; // disputed: when keepers may draw; attesting: the attestation deadline
+        bytes32 jobHash; // keccak256(abi.encode(tailsDigest, hopsHash, termsDigest)) (README); 0 once finalized
+    }
+
+    /// @notice What settlement needs besides the plan; fixed at submission (all in JobSubmitted),
+    ///         passed back by callers. Its digest: keccak256(abi.encode(requester, modelId, fee, weight,
+    ///         keccak256(abi.encodePacked(prices)))).
+    struct Terms {
+        address requester;
+        bytes32 modelId;
+        uint256 fee; // wei escrowed
+        uint256 weight; // the plan's price weight (NodeRegistry.checkHops): node pay is pool x price x blocks / weight
+        uint256[] prices; // per hop word: its node's price at submission
+    }
+
+    /// @dev Which replicas revealed a valid route, their served masks and where their words start.
+    struct Routes {
+        uint64[R_MAX] served;
+        uint8 valid;
+        uint256[R_MAX + 1] firsts; // JobPlan.firsts
+    }
+
+    /// @dev What a settlement applies: served routes, replicas paid, words slashed, the verifiers.
+    struct Outcome {
+        uint8 code; // JobFinalized.outcome before "nobody paid" turns it into 3
+        uint8 paidMask;
+        uint64[R_MAX] served;
+        uint256[R_MAX] slashAt; // per replica r < R, the plan word to slash (JobPlan.NONE: none)
+        uint8[] decided; // dispute: the verdict per replica
+        address[] verifiers; // dispute: the drawn verifiers
+        bool[] aligned; // dispute: attested with the majority
+    }
+
+    mapping(uint256 => Job) internal _jobs;
+    /// @dev replica r: commitment XOR committer until revealed; then outputHash[0:24] || servedMask
+    mapping(uint256 => mapping(uint256 => bytes32)) internal _replica;
+    mapping(address => uint256) internal _credits;
+    /// @notice Wei of slashed stake burned (kept here, owned by nobody).
+    uint256 public burned;
+
+    // ----------------------------------------------------------------- events
+    /// @notice A job went to dispute. reason: 1 revealed outputs differ, 2 audited, 3 seed expired (re-armed).
+    event JobDisputed(uint256 indexed jobId, uint8 reason, uint256 seedBlock);
+    /// @notice A job was settled; the one record of who got what (clients read it, never recompute it).
+    /// @param outcome 1 agreed (fast path), 2 verified (a dispute paid an honest replica), 3 refunded (nobody paid)
+    /// @param paidMask bit r: replica r's served hops were paid; the answer is the lowest such replica's output
+    /// @param refund wei credited to the requester (unused node pay, the reserve left, dust)
+    /// @param burnedWei slashed stake burned (no verifier in the majority)
+    /// @param hops one word per hop word of the plan, in plan order (the node is the plan's):
+    ///        paid wei (bits 0-95) | slashed wei (96-191) | outcome (192-199: 0 none, 1 paid, 3 slashed)
+    event JobFinalized(
+        uint256 indexed jobId, uint8 outcome, uint8 paidMask, uint256 refund, uint256 burnedWei, uint256[] hops
+    );
+    /// @notice A dispute's verdicts and what each verifier got: outcome 1 in the majority (paid),
+    ///         2 absent or against it (reputation down).
+    event DisputeSettled(uint256 indexed jobId, uint8[] verdicts, address[] verifiers, uint8[] outcomes, uint256[] paid);
+    /// @notice A keeper pushed a stale job on and was credited.
+    event KeeperRewarded(uint256 indexed jobId, address indexed keeper, uint256 amount);
+    /// @notice Credits (refunds, keeper rewards) were paid out.
+    event CreditsWithdrawn(address indexed account, uint256 amount);
+
+    // ----------------------------------------------------------------- errors
+    /// @notice A deployment parameter is out of bounds.
+    error JobBadConfig(string what, uint256 value, uint256 bound);
+    /// @notice No job has this id.
+    error JobUnknown(uint256 jobId);
+    /// @notice The plan or terms passed are not the ones submitted.
+    error JobPlanMismatch(uint256 jobId);
+    /// @notice Finalize needs every replica revealed or the reveal deadline passed.
+    error JobNotFinalizable(uint256 jobId, uint256 revealDeadline, uint256 nowTs);
+    /// @notice The job was already finalized.
+    error JobAlreadyFinalized(uint256 jobId);
+    /// @notice The block whose hash seeds the draw is not mined yet.
+    error JobSeedNotReady(uint256 jobId, uint256 seedBlock, uint256 blockNumber);
+    /// @notice The job is disputed: call drawVerifiers first.
+    error JobAwaitingVerifiers(uint256 jobId, uint256 seedBlock);
+    /// @notice drawVerifiers needs a disputed job.
+    error JobNotDisputed(uint256 jobId, uint8 status);
+    /// @notice This account has no credits.
+    error JobNothingToWithdraw(address account);
+    /// @notice Paying an account failed.
+    error JobTransferFailed(address to, uint256 amount);
+    /// @notice Only the node registry sends slashed stake.
+    error JobOnlyNodeRegistry(address caller);
+
+    // ------------------------------------------------------------ constructor
+    constructor(ModelRegistry models_, NodeRegistry nodes_, Disputes disputes_, Config memory c) {
+        uint256 lifetime = uint256(c.maxJobDuration) + c.attestWindow + 3 * uint256(c.finalizeGrace);
+        if (nodes_.unbondingPeriod() <= lifetime) revert JobBadConfig("unbondingPeriod", nodes_.unbondingPeriod(), lifetime);
+        if (c.minCommitWindow == 0) revert JobBadConfig("minCommitWindow", 0, 1);
+        if (c.minRevealWindow == 0) revert JobBadConfig("minRevealWindow", 0, 1);
+        if (uint256(c.minCommitWindow) + c.minRevealWindow > c.maxJobDuration) {
+            revert JobBadConfig("maxJobDuration", c.maxJobDuration, uint256(c.minCommitWindow) + c.minRevealWindow);
+        }
+        if (c.attestWindow == 0) revert JobBadConfig("attestWindow", 0, 1);
+        if (c.verifyBps >= 10_000) revert JobBadConfig("verifyBps", c.verifyBps, 9_999);
+        if (3 * uint256(c.keeperBps) > c.verifyBps) revert JobBadConfig("keeperBps", c.keeperBps, c.verifyBps / 3);
+        (models, nodes, disputes) = (models_, nodes_, disputes_);
+        (maxJobDuration, minCommitWindow, minRevealWindow) = (c.maxJobDuration, c.minCommitWindow, c.minRevealWindow);
+        (attestWindow, finalizeGrace, verifyBps, keeperBps) = (c.attestWindow, c.finalizeGrace, c.verifyBps, c.keeperBps);
+    }
+
+    // --------------------------------------------------------------- external
+    /// @notice Move a job on (anyone): an open job once every replica revealed or its reveal deadline
+    ///         passed (fast path, or dispute); an attesting job once every verifier attested or the
+    ///         attestation deadline passed (settles by the verifiers' majority).
+    function finalize(uint256 jobId, uint256[] calldata hops, Terms calldata t) external {
+        Job storage j = _job(jobId);
+        Job memory m = j;
+        if (m.status == DISPUTED) revert JobAwaitingVerifiers(jobId, m.seedBlock);
+        if (m.status == OPEN) {
+            if (m.revealedMask != (1 << m.numReplicas) - 1 && block.timestamp <= m.revealDeadline) {
+                revert JobNotFinalizable(jobId, m.revealDeadline, block.timestamp);
+            }
+            Routes memory rt = _routes(jobId, m, hops, t);
+            _keeper(jobId, j, m, t.fee, 0, uint256(m.revealDeadline) + finalizeGrace);
+            _finalizeOpen(jobId, j, m, hops, t, rt);
+        } else {
+            Outcome memory o;
+            (o.decided, o.verifiers, o.aligned) = disputes.close(jobId);
+            Routes memory rt = _routes(jobId, m, hops, t);
+            _keeper(jobId, j, m, t.fee, 2, uint256(m.stageDeadline) + finalizeGrace);
+            (o.code, o.served, o.slashAt) = (2, rt.served, _silent(m, hops, rt));
+            for (uint256 r; r < o.decided.length; ++r) {
+                if (rt.valid & (1 << r) == 0) continue;
+                if (o.decided[r] == 1) o.paidMask |= uint8(1 << r);
+                if (o.decided[r] >= 2) o.slashAt[r] = JobPlan.servedWord(rt.firsts[r], rt.served[r], o.decided[r] - 2);
+            }
+            _settle(jobId, j, m, hops, t, o);
+        }
+    }
+
+    /// @notice Draw the verifiers of a disputed job (anyone, once its seed block is mined). With
+    ///         nobody eligible the job settles at once: no verdict, only silent committers slashed.
+    function drawVerifiers(uint256 jobId, uint256[] calldata hops, Terms calldata t) external {
+        Job storage j = _job(jobId);
+        Job memory m = j;
+        if (m.status != DISPUTED) revert JobNotDisputed(jobId, m.status);
+        Routes memory rt = _routes(jobId, m, hops, t);
+        if (block.number <= m.seedBlock) revert JobSeedNotReady(jobId, m.seedBlock, block.number);
+        _keeper(jobId, j, m, t.fee, 1, m.stageDeadline);
+        bytes32 seed = blockhash(m.seedBlock);
+        if (seed == 0) {
+            j.seedBlock = uint32(block.number + 1);
+            emit JobDisputed(jobId, 3, block.number + 1);
+            return;
+        }
+        uint64 maxVerdicts;
+        for (uint256 r; r < m.numReplicas; ++r) {
+            if (rt.valid & (1 << r) != 0) maxVerdicts |= uint64((1 + JobPlan.popcount(rt.served[r])) << (8 * r));
+        }
+        uint32 deadline = uint32(block.timestamp + attestWindow);
+        address[] memory drawn = disputes.open(
+            jobId,
+            hops,
+            Disputes.Request(t.modelId, t.requester, m.dtype, m.weights, seed, m.numReplicas, maxVerdicts, deadline)
+        );
+        if (drawn.length == 0) {
+            Outcome memory o;
+            (o.code, o.served, o.slashAt) = (3, rt.served, _silent(m, hops, rt));
+            return _settle(jobId, j, m, hops, t, o);
+        }
+        (j.status, j.stageDeadline) = (ATTESTING, deadline);
+    }
+
+    /// @notice Withdrawable credits of an account.
+    function creditsOf(address account) external view returns (uint256) {
+        return _credits[account];
+    }
+
+    /// @notice A job's stored state; reverts JobUnknown if absent.
+    function getJob(uint256 jobId) external view returns (Job memory) {
+        Job memory j = _jobs[jobId];
+        if (j.status == 0) revert JobUnknown(jobId);
+        return j;
+    }
+
+    /// @notice Replica r's stored word: commitment XOR committer, or after the reveal
+    ///         outputHash[0:24] || servedMask.
+    function replicaRecord(uint256 jobId, uint256 replica) external view returns (bytes32) {
+        return _replica[jobId][replica];
+    }
+
+    // --------------------------------------------------------------- internal
+    /// @dev An open job whose outputs are in: pay on agreement (or an unaudited optimistic job),
+    ///      otherwise open a dispute seeded by the next block's hash.
+    function _finalizeOpen(
+        uint256 jobId,
+        Job storage j,
+        Job memory m,
+        uint256[] calldata hops,
+        Terms calldata t,
+        Routes memory rt
+    ) internal {
+        bool agree = true;
+        uint256 first;
+        for (uint256 r; r < m.numReplicas; ++r) {
+            if (rt.valid & (1 << r) == 0) continue;
+            uint256 h = (uint256(_replica[jobId][r]) >> 64) | (1 << 192);
+            if (first == 0) first = h;
+            else if (first != h) agree = false;
+        }
+        uint8 reason = m.mode == OPTIMISTIC ? (rt.valid != 0 && _audited(jobId, m) ? 2 : 0) : (agree ? 0 : 1);
+        if (reason == 0) {
+            Outcome memory o;
+            (o.code, o.paidMask, o.served, o.slashAt) = (1, rt.valid, rt.served, _silent(m, hops, rt));
+            return _settle(jobId, j, m, hops, t, o);
+        }
+        (j.status, j.seedBlock, j.stageDeadline) =
+            (DISPUTED, uint32(block.number + 1), uint32(block.timestamp + finalizeGrace));
+        emit JobDisputed(jobId, reason, block.number + 1);
+    }
+
+    /// @dev Whether an optimistic job is audited: keccak(blockhash(commitBlock + 1), jobId) % 1e4 <
+    ///      auditBps; an expired blockhash audits (waiting the draw out never helps the node).
+    function _audited(uint256 jobId, Job memory m) internal view returns (bool) {
+        if (m.auditBps == 0 || m.auditBps >= 10_000) return m.auditBps != 0;
+        uint256 seedBlock = uint256(m.commitBlock) + 1;
+        if (block.number <= seedBlock) revert JobSeedNotReady(jobId, seedBlock, block.number);
+        bytes32 bh = blockhash(seedBlock);
+        return bh == 0 || uint256(keccak256(abi.encode(bh, jobId))) % 10_000 < m.auditBps;
+    }
+
+    /// @dev Check the plan and terms against the job's hash; return the revealed replicas whose
+    ///      servedMask is a route of the plan, their masks and where each replica's words start.
+    function _routes(uint256 jobId, Job memory m, uint256[] calldata hops, Terms calldata t)
+        internal
+        view
+        returns (Routes memory rt)
+    {
+        bytes32 tails;
+        (tails, rt.firsts) = JobPlan.scan(hops);
+        bytes32 terms = _termsDigest(t.requester, t.modelId, t.fee, t.weight, JobPlan.hashWords(t.prices));
+        if (_jobHash(tails, JobPlan.hashWords(hops), terms) != m.jobHash) revert JobPlanMismatch(jobId);
+        for (uint256 r; r < m.numReplicas; ++r) {
+            if (m.revealedMask & (1 << r) == 0) continue;
+            uint64 mask = uint64(uint256(_replica[jobId][r]));
+            if (_validRoute(hops, rt, r, mask, m.standbyMask & (1 << r) != 0)) {
+                rt.valid |= uint8(1 << r);
+                rt.served[r] = mask;
+            }
+        }
+    }
+
+    function _validRoute(uint256[] calldata hops, Routes memory rt, uint256 r, uint64 mask, bool byStandby)
+        internal
+        pure
+        returns (bool)
+    {
+        return JobPlan.validRoute(hops, rt.firsts[r], rt.firsts[r + 1], mask, byStandby);
+    }
+
+    /// @dev Per replica r < R, the word to slash: the committer of a replica that committed and did
+    ///      not reveal a valid route (its commitment or reveal is the evidence); NONE elsewhere.
+    function _silent(Job memory m, uint256[] calldata hops, Routes memory rt)
+        internal
+        pure
+        returns (uint256[R_MAX] memory slashAt)
+    {
+        for (uint256 r; r < m.numReplicas; ++r) {
+            uint8 bit = uint8(1 << r);
+            slashAt[r] = m.committedMask & bit == 0 || rt.valid & bit != 0
+                ? JobPlan.NONE
+                : JobPlan.committerWord(hops, rt.firsts[r + 1], m.standbyMask & bit != 0);
+        }
+    }
+
+    /// @dev Pay the served hops of the paid replicas, slash, pay the verifiers in the majority (the
+    ///      reserve left and the slashed stake); without them refund the reserve left and burn the
+    ///      stake. The rest of the node pool goes back to the requester. Emits JobFinalized.
+    function _settle(
+        uint256 jobId,
+        Job storage j,
+        Job memory m,
+        uint256[] calldata hops,
+        Terms calldata t,
+        Outcome memory o
+    ) internal {
+        j.status = FINALIZED;
+        j.jobHash = 0; // finalized for good: the plan is never checked again (gas refund)
+        for (uint256 r; r < m.numReplicas; ++r) {
+            if (m.committedMask & (1 << r) != 0) delete _replica[jobId][r];
+        }
+        uint256 pool = t.fee - (t.fee * verifyBps) / 10_000;
+        (uint256[] memory entries, uint256 total) =
+            JobPlan.payouts(hops, t.prices, [pool, t.weight], o.served, o.paidMask, o.slashAt);
+        (uint256 slashed, uint256[] memory cuts) = nodes.settle{value: total}(hops, entries);
+        for (uint256 r; slashed != 0 && r < m.numReplicas; ++r) {
+            uint256 i = o.slashAt[r];
+            if (i != JobPlan.NONE) entries[i] |= cuts[i] << 96; // JobFinalized's word: paid | slashed << 96 | outcome
+        }
+        uint256 left = (t.fee * verifyBps) / 10_000 - JobPlan.popcount(m.keeperPaid) * ((t.fee * keeperBps) / 10_000);
+        bool paidVerifiers = o.verifiers.length != 0 && _payVerifiers(jobId, o, left + slashed);
+        uint256 refund = pool - total + (paidVerifiers ? 0 : left);
+        uint256 burnt = paidVerifiers ? 0 : slashed;
+        if (burnt != 0) burned += burnt;
+        if (refund != 0) _credits[t.requester] += refund;
+        emit JobFinalized(jobId, o.paidMask == 0 ? 3 : o.code, o.paidMask, refund, burnt, entries);
+    }
+
+    /// @dev Share `pot` among the verifiers in the majority (the first gets the dust); absent or
+    ///      dissenting ones lose reputation. Returns false, paying nobody, when none is in the majority.
+    function _payVerifiers(uint256 jobId, Outcome memory o, uint256 pot) internal returns (bool) {
+        uint256 n = o.verifiers.length;
+        uint256 count;
+        for (uint256 i; i < n; ++i) {
+            if (o.aligned[i]) ++count;
+        }
+        uint8[] memory outcomes = new uint8[](n);
+        uint256[] memory paid = new uint256[](n);
+        uint256[] memory who = new uint256[](n);
+        uint256[] memory entries = new uint256[](n);
+        uint256 total;
+        for (uint256 i; i < n; ++i) {
+            outcomes[i] = o.aligned[i] ? 1 : 2;
+            if (o.aligned[i]) {
+                paid[i] = total == 0 ? pot - (pot / count) * (count - 1) : pot / count;
+                total += paid[i];
+            }
+            (who[i], entries[i]) = (uint160(o.verifiers[i]), paid[i] | (uint256(outcomes[i]) << 192));
+        }
+        nodes.settle{value: total}(who, entries);
+        emit DisputeSettled(jobId, o.decided, o.verifiers, outcomes, paid);
+        return count != 0;
+    }
+
+    /// @dev Credit the caller a keeper reward if it moves stage `stage` past `deadline` (once per stage).
+    function _keeper(uint256 jobId, Job storage j, Job memory m, uint256 fee, uint8 stage, uint256 deadline) internal {
+        if (block.timestamp <= deadline || m.keeperPaid & (1 << stage) != 0) return;
+        m.keeperPaid |= uint8(1 << stage);
+        j.keeperPaid = m.keeperPaid;
+        uint256 amount = (fee * keeperBps) / 10_000;
+        _credits[msg.sender] += amount;
+        emit KeeperRewarded(jobId, msg.sender, amount);
+    }
+
+    /// @dev keccak256(abi.encode(requester, modelId, fee, weight, pricesHash)).
+    function _termsDigest(address requester, bytes32 modelId, uint256 fee, uint256 w, bytes32 pricesHash)
+        internal
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(requester, modelId, fee, w, pricesHash));
+    }
+
+    /// @dev What a job stores of its plan and terms: hashes of its tail words, its hops and its terms.
+    function _jobHash(bytes32 tailsDigest, bytes32 hopsHash, bytes32 termsDigest) internal pure returns (bytes32) {
+        return keccak256(abi.encode(tailsDigest, hopsHash, termsDigest));
+    }
+
+    function _job(uint256 jobId) internal view returns (Job storage j) {
+        j = _jobs[jobId];
+        if (j.status == FINALIZED) revert JobAlreadyFinalized(jobId);
+        if (j.status == 0) revert JobUnknown(jobId);
+    }
+}
