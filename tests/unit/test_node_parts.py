@@ -8,7 +8,7 @@ import pytest
 
 from chain.records import JobSettlement
 from proto.errors import ConfigError
-from proto.types import Hop, NodeId, Plan, Replica
+from proto.types import Hop, NodeId, Plan, Replica, pack_plan
 from tessera.jobresult import JobResult
 from worker.node.book import JobBook, JobEntry
 from worker.node.config import load
@@ -63,15 +63,20 @@ def _plan() -> Plan:
 def test_settlement_is_decoded_from_jobfinalized_without_assuming_a_replica_count():
     plan = _plan()
     nodes = [h.node for r in plan.replicas for h in r.hops]
-    args = {"jobId": 7, "outcome": 2, "outputHash": b"\0" * 32, "winnersMask": 0, "refund": 10, "nodes": nodes,
-            "outcomes": [0, 0, 0, 3], "paid": [0, 0, 0, 0], "slashed": [0, 0, 0, 5]}
-    s = JobSettlement.from_event(args, 3, "0xab")
-    assert not s.majority and s.winners == () and s.slashes == {nodes[3]: 5} and s.requester_credit == 15
+    hops = pack_plan(plan)
+    words = [0, 0, 0, 5 << 96 | 3 << 192]  # paid | slashed << 96 | outcome << 192
+    args = {"jobId": 7, "outcome": 3, "paidMask": 0, "refund": 10, "burnedWei": 5, "hops": words}
+    s = JobSettlement.from_events(args, hops, 3, "0xab")
+    assert s.outcome == "refunded" and s.paid_replicas == () and s.slashes == {nodes[3]: 5} and s.burned == 5
     res = JobResult(7, "m", plan, 10, "0xcd", {0: "0x01"}, s)
-    assert res.outcome == "refund" and "1 revealed" in res.reason and res.to_json()["slashed"] == {nodes[3]: "5"}
-    wide = JobSettlement.from_event({**args, "outcome": 1, "winnersMask": 0b10000001, "outcomes": [1, 1, 2, 2],
-                                     "paid": [4, 6, 0, 0], "slashed": [0] * 4}, 3, "0xab")
-    assert wide.winners == (0, 7) and wide.payouts == {nodes[0]: 4, nodes[1]: 6}
+    assert res.outcome == "refunded" and "no verifier could be drawn" in res.reason
+    assert res.to_json()["slashed"] == {nodes[3]: "5"}
+    assert [v.verdict for v in res.replicas()] == ["undecided", "silent"]
+    wide = JobSettlement.from_events({**args, "outcome": 1, "paidMask": 0b10000001,
+                                      "hops": [4 | 1 << 192, 6 | 1 << 192, 0, 0]}, hops, 3, "0xab")
+    assert wide.paid_replicas == (0, 7) and wide.answer == 0 and wide.payouts == {nodes[0]: 4, nodes[1]: 6}
+    with pytest.raises(ValueError):  # one word per hop word, or the event is not this plan's
+        JobSettlement.from_events({**args, "hops": words[:3]}, hops, 3, "0xab")
 
 
 class _View:

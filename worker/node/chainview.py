@@ -15,7 +15,7 @@ from pathlib import Path
 from chain.client import TesseraChain
 from chain.records import JobRequest
 from proto.errors import ChainError, ProtocolError
-from proto.types import JobId
+from proto.types import JobId, ModelId
 from worker.node.payload import eos_token_id
 from worker.planview import GenParams, HopRoute, JobRoute
 
@@ -23,11 +23,12 @@ logger = logging.getLogger(__name__)
 
 
 class ChainPlanView:
-    """PlanView over the JobMarket for one model."""
+    """PlanView over the JobMarket for one model (``model_id``: its chain id, publisher and name)."""
 
-    def __init__(self, chain: TesseraChain, manifest, model_dir: str | Path):
+    def __init__(self, chain: TesseraChain, manifest, model_dir: str | Path, model_id: ModelId):
         self.chain = chain
         self.manifest = manifest
+        self.model_id = model_id
         self.eos = eos_token_id(model_dir) if manifest.kind == "causal-lm" else None
         self._routes: dict[int, JobRoute] = {}
         self._requests: dict[int, JobRequest] = {}
@@ -60,7 +61,7 @@ class ChainPlanView:
         if cached is not None:
             return cached
         req = self.request(job_id)
-        if req.model_id != self.manifest.model_id:
+        if req.model_id != self.model_id:
             raise ProtocolError(f"job {job_id} is for another model than {self.manifest.name}")
         plan = req.plan(self.manifest.name, self.manifest.num_blocks)
         replicas = tuple(tuple(HopRoute(h.node, self._endpoint(h.node), h.start, h.end) for h in rep.hops)
