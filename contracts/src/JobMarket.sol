@@ -6,6 +6,7 @@ import {NodeRegistry, ISlashSink} from "./NodeRegistry.sol";
 import {Disputes} from "./Disputes.sol";
 import {JobPlan} from "./JobPlan.sol";
 import {JobSettle} from "./JobSettle.sol";
+import {JobStore} from "./JobStore.sol";
 
 /// @title JobMarket
 /// @notice Escrowed inference jobs: R node-disjoint replicas (or one, audited at random), paid on
@@ -100,7 +101,7 @@ contract JobMarket is ISlashSink, JobSettle {
 
     // ------------------------------------------------------------ constructor
     constructor(ModelRegistry models_, NodeRegistry nodes_, Disputes disputes_, Config memory c)
-        JobSettle(models_, nodes_, disputes_, c)
+        JobStore(models_, nodes_, disputes_, c)
     {}
 
     // --------------------------------------------------------------- external

@@ -5,7 +5,7 @@ import {ModelRegistry} from "../src/ModelRegistry.sol";
 import {NodeRegistry} from "../src/NodeRegistry.sol";
 import {Disputes} from "../src/Disputes.sol";
 import {JobMarket} from "../src/JobMarket.sol";
-import {JobSettle} from "../src/JobSettle.sol";
+import {JobStore} from "../src/JobStore.sol";
 
 /// @dev The forge cheatcodes these tests use (no forge-std here).
 interface Vm {
@@ -55,7 +55,7 @@ contract Base {
         uint256 burned;
     }
 
-    /// @dev JobSettle.JobFinalized's fields, decoded.
+    /// @dev JobStore.JobFinalized's fields, decoded.
     struct Finalized {
         uint8 outcome;
         uint8 paidMask;
@@ -96,8 +96,8 @@ contract Base {
         vm.roll(100);
     }
 
-    function config() internal pure returns (JobSettle.Config memory) {
-        return JobSettle.Config(MAX_JOB, MIN_WINDOW, MIN_WINDOW, ATTEST, GRACE, VERIFY_BPS, KEEPER_BPS);
+    function config() internal pure returns (JobStore.Config memory) {
+        return JobStore.Config(MAX_JOB, MIN_WINDOW, MIN_WINDOW, ATTEST, GRACE, VERIFY_BPS, KEEPER_BPS);
     }
 
     function hop(address n, uint256 s, uint256 e, uint256 r) internal pure returns (uint256) {
@@ -127,15 +127,15 @@ contract Base {
     }
 
     /// @dev The terms of a plan3x3 job of the requester (weight: 9 hops x 10 blocks x PRICE).
-    function terms(uint256 fee) internal view returns (JobSettle.Terms memory) {
-        return JobSettle.Terms(requester, modelId, fee, 90 * uint256(PRICE), prices(9));
+    function terms(uint256 fee) internal view returns (JobStore.Terms memory) {
+        return JobStore.Terms(requester, modelId, fee, 90 * uint256(PRICE), prices(9));
     }
 
     function digest(uint256 fee) internal view returns (bytes32) {
         return digestOf(terms(fee));
     }
 
-    function digestOf(JobSettle.Terms memory t) internal pure returns (bytes32) {
+    function digestOf(JobStore.Terms memory t) internal pure returns (bytes32) {
         return keccak256(abi.encode(t.requester, t.modelId, t.fee, t.weight, keccak256(abi.encodePacked(t.prices))));
     }
 
@@ -186,7 +186,7 @@ contract Base {
         Vm.Log[] memory logs = vm.getRecordedLogs();
         for (uint256 i; i < logs.length; ++i) {
             Vm.Log memory l = logs[i];
-            if (l.emitter != address(market) || l.topics[0] != JobSettle.JobFinalized.selector) continue;
+            if (l.emitter != address(market) || l.topics[0] != JobStore.JobFinalized.selector) continue;
             require(uint256(l.topics[1]) == id, "JobFinalized of another job");
             uint256[] memory words;
             (f.outcome, f.paidMask, f.refund, f.burned, words) =

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {Base, Vm} from "./Base.sol";
+import {Base} from "./Base.sol";
 import {JobMarket} from "../src/JobMarket.sol";
-import {JobSettle} from "../src/JobSettle.sol";
+import {JobStore} from "../src/JobStore.sol";
 import {Disputes} from "../src/Disputes.sol";
 
 contract DisputesTest is Base {
@@ -45,9 +45,9 @@ contract DisputesTest is Base {
     function test_DivergenceIsJudgedByDrawnVerifiers() public {
         uint256 fee = 1 ether;
         uint256 id = disputed(fee, [OUT, BAD, OUT]);
-        vm.expectRevert(abi.encodeWithSelector(JobSettle.JobAwaitingVerifiers.selector, id, block.number + 1));
+        vm.expectRevert(abi.encodeWithSelector(JobStore.JobAwaitingVerifiers.selector, id, block.number + 1));
         fin(id, fee);
-        vm.expectRevert(abi.encodeWithSelector(JobSettle.JobSeedNotReady.selector, id, block.number + 1, block.number));
+        vm.expectRevert(abi.encodeWithSelector(JobStore.JobSeedNotReady.selector, id, block.number + 1, block.number));
         market.drawVerifiers(id, plan3x3(), terms(fee));
         address[] memory v = draw(id, fee);
         require(v.length == 3, "K verifiers");
@@ -133,7 +133,7 @@ contract DisputesTest is Base {
         uint256 seedBlock = market.getJob(id).seedBlock;
         vm.roll(seedBlock + 300);
         market.drawVerifiers(id, plan3x3(), terms(1 ether));
-        JobSettle.Job memory j = market.getJob(id);
+        JobStore.Job memory j = market.getJob(id);
         require(j.status == 3 && j.seedBlock == block.number + 1, "re-armed, nobody drawn");
         require(disputes.verifiersOf(id).length == 0, "no draw from a stale seed");
         require(draw(id, 1 ether).length == 3, "drawn after re-arming");
@@ -170,7 +170,7 @@ contract DisputesTest is Base {
         disputes.attest(id, d);
         vm.expectRevert(abi.encodeWithSelector(Disputes.DisputeOnlyJobMarket.selector, address(this)));
         disputes.close(id);
-        vm.expectRevert(abi.encodeWithSelector(JobSettle.JobNotDisputed.selector, id, uint8(4)));
+        vm.expectRevert(abi.encodeWithSelector(JobStore.JobNotDisputed.selector, id, uint8(4)));
         market.drawVerifiers(id, plan3x3(), terms(1 ether));
     }
 
@@ -190,14 +190,14 @@ contract DisputesTest is Base {
         require(market.creditsOf(requester) == 2 * fee - fee / 100, "from the reserve");
     }
 
-    function _optimistic(uint16 auditBps) internal returns (uint256 id, uint256[] memory h, JobSettle.Terms memory t) {
+    function _optimistic(uint16 auditBps) internal returns (uint256 id, uint256[] memory h, JobStore.Terms memory t) {
         h = new uint256[](1);
         h[0] = hop(full[0], 0, 30, 0);
         JobMarket.JobParams memory p = params();
         p.spec = (1 << 16) | (uint256(auditBps) << 24); // optimistic
         vm.prank(requester);
         id = market.submitJob{value: 1 ether}(modelId, h, p);
-        t = JobSettle.Terms(requester, modelId, 1 ether, 30 * uint256(PRICE), prices(1));
+        t = JobStore.Terms(requester, modelId, 1 ether, 30 * uint256(PRICE), prices(1));
         vm.prank(full[0]);
         commitTo(id, 0, commitment(id, 0, OUT, 1), h, digestOf(t));
         vm.prank(full[0]);
@@ -205,14 +205,14 @@ contract DisputesTest is Base {
     }
 
     function test_OptimisticJobsAreAuditedByTheNextBlocksHash() public {
-        (uint256 id, uint256[] memory h, JobSettle.Terms memory t) = _optimistic(0);
+        (uint256 id, uint256[] memory h, JobStore.Terms memory t) = _optimistic(0);
         market.finalize(id, h, t);
         require(earnings(full[0]) > 0, "never audited: paid at once");
         (id, h, t) = _optimistic(10_000);
         market.finalize(id, h, t);
         require(market.getJob(id).status == 3, "always audited: disputed");
         (id, h, t) = _optimistic(5_000);
-        vm.expectRevert(abi.encodeWithSelector(JobSettle.JobSeedNotReady.selector, id, block.number + 1, block.number));
+        vm.expectRevert(abi.encodeWithSelector(JobStore.JobSeedNotReady.selector, id, block.number + 1, block.number));
         market.finalize(id, h, t);
         uint256 commitBlock = block.number;
         vm.roll(commitBlock + 2);

@@ -2,11 +2,11 @@
 pragma solidity ^0.8.24;
 
 import {Base} from "./Base.sol";
-import {ModelRegistry} from "../src/ModelRegistry.sol";
 import {NodeRegistry} from "../src/NodeRegistry.sol";
+import {NodeBook} from "../src/NodeBook.sol";
 import {Disputes} from "../src/Disputes.sol";
 import {JobMarket} from "../src/JobMarket.sol";
-import {JobSettle} from "../src/JobSettle.sol";
+import {JobStore} from "../src/JobStore.sol";
 import {JobPlan} from "../src/JobPlan.sol";
 
 /// @dev The contracts issue's findings, one test each. Commit 2b6c5cc holds the same tests written
@@ -114,7 +114,7 @@ contract FindingsTest is Base {
         NodeRegistry reg = new NodeRegistry(models, MIN_STAKE, MAX_JOB, SLASH);
         Disputes d = new Disputes(reg, 3);
         uint256 lifetime = uint256(MAX_JOB) + ATTEST + 3 * uint256(GRACE);
-        vm.expectRevert(abi.encodeWithSelector(JobSettle.JobBadConfig.selector, "unbondingPeriod", MAX_JOB, lifetime));
+        vm.expectRevert(abi.encodeWithSelector(JobStore.JobBadConfig.selector, "unbondingPeriod", MAX_JOB, lifetime));
         new JobMarket(models, reg, d, config());
         uint256 id = submit(1 ether);
         for (uint256 r; r < 3; ++r) doCommit(id, r, OUT, 1 ether);
@@ -124,7 +124,7 @@ contract FindingsTest is Base {
         doReveal(id, 1, OUT);
         uint256 unbondAt = nodes.getNode(node[8]).unbondAt;
         vm.warp(unbondAt - 1);
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeStillBonded.selector, node[8], unbondAt, unbondAt - 1));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeStillBonded.selector, node[8], unbondAt, unbondAt - 1));
         nodes.withdrawStake(node[8]);
         fin(id, 1 ether); // long since finalizable (and paying a keeper)
         require(nodes.getNode(node[8]).stake == MIN_STAKE - SLASH, "slashed before it could leave");
@@ -156,7 +156,7 @@ contract FindingsTest is Base {
         uint256[] memory one = new uint256[](1);
         one[0] = hop(node[1], 0, 30, 0);
         vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeWrongModel.selector, node[1], other, modelId));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeWrongModel.selector, node[1], other, modelId));
         market.submitJob{value: 1 ether}(other, one, params());
         uint256 id = submit(1 ether);
         for (uint256 r; r < 3; ++r) doCommit(id, r, OUT, 1 ether);

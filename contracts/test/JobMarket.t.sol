@@ -3,9 +3,9 @@ pragma solidity ^0.8.24;
 
 import {Base} from "./Base.sol";
 import {JobMarket} from "../src/JobMarket.sol";
-import {JobSettle} from "../src/JobSettle.sol";
+import {JobStore} from "../src/JobStore.sol";
 import {JobPlan} from "../src/JobPlan.sol";
-import {NodeRegistry} from "../src/NodeRegistry.sol";
+import {NodeBook} from "../src/NodeBook.sol";
 
 contract JobMarketTest is Base {
     bytes internal constant OUT = hex"0000000100000002";
@@ -44,7 +44,7 @@ contract JobMarketTest is Base {
         market.submitJob{value: floor - 1}(modelId, h, params());
         vm.prank(requester);
         uint256 id = market.submitJob{value: floor}(modelId, h, params());
-        JobSettle.Terms memory t = JobSettle.Terms(requester, modelId, floor, 3 * uint256(PRICE) * 30, new uint256[](1));
+        JobStore.Terms memory t = JobStore.Terms(requester, modelId, floor, 3 * uint256(PRICE) * 30, new uint256[](1));
         t.prices[0] = 3 * PRICE;
         vm.prank(dear);
         commitTo(id, 0, commitment(id, 0, OUT, 1), h, digestOf(t));
@@ -76,18 +76,18 @@ contract JobMarketTest is Base {
     function test_NothingByDeadlineRefundsEverything() public {
         uint256 id = submit(1 ether);
         vm.expectRevert(
-            abi.encodeWithSelector(JobSettle.JobNotFinalizable.selector, id, block.timestamp + 200, block.timestamp)
+            abi.encodeWithSelector(JobStore.JobNotFinalizable.selector, id, block.timestamp + 200, block.timestamp)
         );
         fin(id, 1 ether);
         vm.warp(block.timestamp + 201);
         Finalized memory f = finalizeRecorded(id, 1 ether);
         require(f.outcome == 3 && f.refund == 1 ether && market.creditsOf(requester) == 1 ether, "refund");
-        vm.expectRevert(abi.encodeWithSelector(JobSettle.JobAlreadyFinalized.selector, id));
+        vm.expectRevert(abi.encodeWithSelector(JobStore.JobAlreadyFinalized.selector, id));
         fin(id, 1 ether);
         vm.prank(requester);
         market.withdraw();
         vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(JobSettle.JobNothingToWithdraw.selector, requester));
+        vm.expectRevert(abi.encodeWithSelector(JobStore.JobNothingToWithdraw.selector, requester));
         market.withdraw();
     }
 
@@ -101,7 +101,7 @@ contract JobMarketTest is Base {
         h[3] = standby(sb, 20, 30, 0);
         vm.prank(requester);
         uint256 id = market.submitJob{value: 1 ether}(modelId, h, params());
-        JobSettle.Terms memory t = JobSettle.Terms(requester, modelId, 1 ether, 30 * uint256(PRICE), prices(4));
+        JobStore.Terms memory t = JobStore.Terms(requester, modelId, 1 ether, 30 * uint256(PRICE), prices(4));
         uint64 route = 0xb; // words 0, 1 and 3: the standby served the tail's span
         vm.prank(node[0]);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.JobNotTail.selector, id, 0, node[0], node[2]));
@@ -170,7 +170,7 @@ contract JobMarketTest is Base {
         vm.expectRevert(abi.encodeWithSelector(JobMarket.JobBadReplica.selector, id, 5, 3));
         commitTo(id, 5, 0, plan3x3(), digest(1 ether));
         vm.prank(node[5]);
-        vm.expectRevert(abi.encodeWithSelector(JobSettle.JobPlanMismatch.selector, id));
+        vm.expectRevert(abi.encodeWithSelector(JobStore.JobPlanMismatch.selector, id));
         commitTo(id, 1, 0, plan3x3(), digest(2 ether));
         vm.warp(block.timestamp + 101);
         vm.expectRevert(abi.encodeWithSelector(JobMarket.JobCommitClosed.selector, id, block.timestamp - 1, block.timestamp));
@@ -289,11 +289,11 @@ contract JobMarketTest is Base {
         h[1] = hop(node[0], 10, 20, 0);
         _expectPlan(
             h,
-            abi.encodeWithSelector(NodeRegistry.NodeSpanNotServed.selector, node[1], uint16(0), uint16(10), uint16(10), uint16(20))
+            abi.encodeWithSelector(NodeBook.NodeSpanNotServed.selector, node[1], uint16(0), uint16(10), uint16(10), uint16(20))
         );
         vm.prank(node[4]);
         nodes.requestUnbond();
-        _expectPlan(plan3x3(), abi.encodeWithSelector(NodeRegistry.NodeNotActive.selector, node[4], uint8(2)));
+        _expectPlan(plan3x3(), abi.encodeWithSelector(NodeBook.NodeNotActive.selector, node[4], uint8(2)));
         address fp32Only = vm.addr(702);
         vm.deal(fp32Only, 10 ether);
         vm.prank(fp32Only);
@@ -303,7 +303,7 @@ contract JobMarketTest is Base {
         JobMarket.JobParams memory p = params();
         p.spec = 1; // bf16
         vm.prank(requester);
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeSpecNotServed.selector, fp32Only, 1, 0, 1 | 8));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeSpecNotServed.selector, fp32Only, 1, 0, 1 | 8));
         market.submitJob{value: 1 ether}(modelId, h, p);
     }
 
@@ -324,7 +324,7 @@ contract JobMarketTest is Base {
     }
 
     function test_RevertWhen_DepositSlashedByOthers() public {
-        vm.expectRevert(abi.encodeWithSelector(JobSettle.JobOnlyNodeRegistry.selector, address(this)));
+        vm.expectRevert(abi.encodeWithSelector(JobStore.JobOnlyNodeRegistry.selector, address(this)));
         market.depositSlashed{value: 1}();
     }
 }

@@ -3,7 +3,6 @@ pragma solidity ^0.8.24;
 
 import {Base} from "./Base.sol";
 import {ModelRegistry} from "../src/ModelRegistry.sol";
-import {NodeRegistry} from "../src/NodeRegistry.sol";
 
 contract ModelRegistryTest is Base {
     bytes internal constant OUT = hex"00000001";

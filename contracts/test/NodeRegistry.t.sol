@@ -3,6 +3,7 @@ pragma solidity ^0.8.24;
 
 import {Base} from "./Base.sol";
 import {NodeRegistry} from "../src/NodeRegistry.sol";
+import {NodeBook} from "../src/NodeBook.sol";
 
 /// @dev A payout address that re-enters the registry when paid.
 contract Reentrant {
@@ -41,27 +42,27 @@ contract NodeRegistryTest is Base {
 
     function test_RevertWhen_StakeTooLow() public {
         vm.prank(fresh);
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeStakeTooLow.selector, 0.5 ether, MIN_STAKE));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeStakeTooLow.selector, 0.5 ether, MIN_STAKE));
         nodes.register{value: 0.5 ether}(modelId, 0, 10, "x", address(0), 1, 1, ALL_CAPS);
     }
 
     function testFuzz_RevertWhen_BadSpan(uint16 start, uint16 end) public {
         vm.assume(start >= end || end > 30);
         vm.prank(fresh);
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeBadSpan.selector, start, end, uint16(30)));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeBadSpan.selector, start, end, uint16(30)));
         nodes.register{value: 1 ether}(modelId, start, end, "x", address(0), 1, 1, ALL_CAPS);
     }
 
     function test_RevertWhen_BadCapsOrTwice() public {
         vm.startPrank(fresh);
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeBadCaps.selector, uint8(8)));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeBadCaps.selector, uint8(8)));
         nodes.register{value: 1 ether}(modelId, 0, 10, "x", address(0), 1, 1, 8); // no dtype
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeBadCaps.selector, uint8(1)));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeBadCaps.selector, uint8(1)));
         nodes.register{value: 1 ether}(modelId, 0, 10, "x", address(0), 1, 1, 1); // no weights mode
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeBadCaps.selector, uint8(0x29)));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeBadCaps.selector, uint8(0x29)));
         nodes.register{value: 1 ether}(modelId, 0, 10, "x", address(0), 1, 1, 0x29); // bit 5
         nodes.register{value: 1 ether}(modelId, 0, 10, "x", address(0), 1, 1, ALL_CAPS);
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeAlreadyRegistered.selector, fresh));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeAlreadyRegistered.selector, fresh));
         nodes.register{value: 1 ether}(modelId, 0, 10, "x", address(0), 1, 1, ALL_CAPS);
         vm.stopPrank();
     }
@@ -69,31 +70,31 @@ contract NodeRegistryTest is Base {
     function test_UnbondingTiming() public {
         vm.prank(node[0]);
         nodes.requestUnbond();
-        NodeRegistry.Node memory n = nodes.getNode(node[0]);
+        NodeBook.Node memory n = nodes.getNode(node[0]);
         require(n.status == 2 && n.unbondAt == block.timestamp + UNBONDING, "unbonding");
         vm.prank(node[0]);
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeIsUnbonding.selector, node[0], n.unbondAt));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeIsUnbonding.selector, node[0], n.unbondAt));
         nodes.addStake{value: 1}();
         vm.warp(block.timestamp + UNBONDING - 1);
         vm.expectRevert(
-            abi.encodeWithSelector(NodeRegistry.NodeStillBonded.selector, node[0], n.unbondAt, block.timestamp)
+            abi.encodeWithSelector(NodeBook.NodeStillBonded.selector, node[0], n.unbondAt, block.timestamp)
         );
         nodes.withdrawStake(node[0]);
         vm.warp(block.timestamp + 1);
         uint256 before = node[0].balance;
         nodes.withdrawStake(node[0]);
         require(node[0].balance == before + MIN_STAKE, "paid");
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeNotUnbonding.selector, node[0]));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeNotUnbonding.selector, node[0]));
         nodes.withdrawStake(node[0]);
         vm.prank(node[0]);
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeUnknown.selector, node[0]));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeUnknown.selector, node[0]));
         nodes.requestUnbond();
     }
 
     function test_RevertWhen_SettleNotJobMarket() public {
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeOnlyJobMarket.selector, address(this)));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeOnlyJobMarket.selector, address(this)));
         nodes.settle(new uint256[](0), new uint256[](0));
-        vm.expectRevert(NodeRegistry.NodeBadSetup.selector);
+        vm.expectRevert(NodeBook.NodeBadSetup.selector);
         nodes.setJobMarket(address(1));
     }
 
@@ -121,10 +122,10 @@ contract NodeRegistryTest is Base {
         vm.prank(n);
         nodes.requestUnbond();
         vm.warp(block.timestamp + UNBONDING);
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeTransferFailed.selector, address(bad), 2 ether));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeTransferFailed.selector, address(bad), 2 ether));
         nodes.withdrawStake(n);
         vm.prank(fresh);
-        vm.expectRevert(abi.encodeWithSelector(NodeRegistry.NodeUnknown.selector, fresh));
+        vm.expectRevert(abi.encodeWithSelector(NodeBook.NodeUnknown.selector, fresh));
         nodes.setPayout(fresh);
         vm.prank(n);
         nodes.setPayout(address(0xCA5E));
