@@ -16,7 +16,7 @@ _U96 = (1 << 96) - 1  # JobFinalized per-hop word: paid | slashed << 96 | outcom
 NODE_STATUS = {0: "none", 1: "active", 2: "unbonding", 3: "exited", 4: "understaked"}
 JOB_STATUS = {0: "none", 1: "open", 2: "finalized", 3: "disputed", 4: "attesting"}
 HOP_OUTCOME = {0: "none", 1: "paid", 2: "failed", 3: "slashed"}  # JobFinalized.outcomes (NodeRegistry.OUTCOME_*)
-JOB_OUTCOME = {1: "agreed", 2: "verified", 3: "refunded"}  # JobFinalized.outcome
+JOB_OUTCOME = {1: "agreed", 2: "verified", 3: "refunded", 4: "unverified"}  # JobFinalized.outcome
 DISPUTE_REASON = {1: "outputs differ", 2: "audited", 3: "seed expired, re-armed"}  # JobDisputed.reason
 VERIFIER_OUTCOME = {1: "majority", 2: "absent or dissenting"}  # DisputeSettled.outcomes
 
@@ -198,7 +198,7 @@ class JobSettlement:
     """A finalized job as JobMarket reported it (JobFinalized, and DisputeSettled after a dispute)."""
 
     job_id: JobId
-    outcome: str  # agreed | verified | refunded (JOB_OUTCOME)
+    outcome: str  # agreed | verified | refunded | unverified (JOB_OUTCOME)
     paid_replicas: tuple[int, ...]  # replicas whose served hops were paid
     refund: int  # wei credited to the requester
     burned: int  # wei of slashed stake burned

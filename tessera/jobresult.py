@@ -14,7 +14,7 @@ class ReplicaView:
 
     replica: int
     output_hash: str  # 0x keccak of its revealed output ("" if it revealed nothing)
-    verdict: str  # honest | divergent | faulty | silent | undecided | pending
+    verdict: str  # honest | divergent | faulty | silent | undecided | unverified | pending
     detail: str = ""  # e.g. which hop was found faulty, or that the silent committer was slashed
 
 
@@ -41,7 +41,8 @@ class JobResult:
 
     @property
     def outcome(self) -> str:
-        """pending, agreed (replicas agreed), verified (verifiers found an honest replica) or refunded."""
+        """pending, agreed (replicas agreed), verified (verifiers found an honest replica), unverified
+        (they disagreed and no verifier could be drawn: every revealed replica was paid), or refunded."""
         return self.settlement.outcome if self.settlement else "pending"
 
     @property
@@ -76,7 +77,8 @@ class JobResult:
 
     def replicas(self) -> tuple[ReplicaView, ...]:
         """Per replica: honest (gave the answer), divergent (judged honest, another output), faulty,
-        silent (no reveal), undecided (revealed, no verdict), or pending."""
+        silent (no reveal), undecided (revealed, no verdict), unverified (paid, nobody could judge), or
+        pending."""
         return tuple(self._replica(r) for r in range(len(self.plan.replicas)))
 
     def _replica(self, r: int) -> ReplicaView:
@@ -91,6 +93,8 @@ class JobResult:
             note = f"its committer {s.hops[first + slashed[0]].node} was slashed" if slashed else ""
             return ReplicaView(r, h, "silent", note)
         if r in s.paid_replicas:
+            if s.outcome == "unverified":
+                return ReplicaView(r, h, "unverified", "paid without a verdict: no verifier could be drawn")
             return ReplicaView(r, h, "honest" if h == self.output_hash else "divergent")
         verdict = s.verdicts[r] if r < len(s.verdicts) else 0
         if verdict >= 2 or slashed:
@@ -109,8 +113,7 @@ class JobResult:
         if not self.reveals:
             return f"none of the {n} replicas revealed an output before the reveal deadline"
         if self.settlement and not self.settlement.verifiers:
-            return (f"the {len(self.reveals)} revealed outputs of {n} replicas disagreed (or were not valid routes) "
-                    "and no verifier could be drawn, so no replica was judged")
+            return f"none of the {len(self.reveals)} outputs revealed by the {n} replicas came with a valid route"
         return "the verifiers found no honest replica (or did not attest)"
 
     def to_json(self) -> dict:

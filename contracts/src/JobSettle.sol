@@ -43,7 +43,8 @@ abstract contract JobSettle is JobStore {
     }
 
     /// @notice Draw the verifiers of a disputed job (anyone, once its seed block is mined). With
-    ///         nobody eligible the job settles at once: no verdict, only silent committers slashed.
+    ///         nobody eligible the job settles at once, unverified: every replica that revealed a
+    ///         valid route is paid, only silent committers are slashed.
     function drawVerifiers(uint256 jobId, uint256[] calldata hops, Terms calldata t) external {
         Job storage j = _job(jobId);
         Job memory m = j;
@@ -68,8 +69,10 @@ abstract contract JobSettle is JobStore {
             Disputes.Request(t.modelId, t.requester, m.dtype, m.weights, seed, m.numReplicas, maxVerdicts, deadline)
         );
         if (drawn.length == 0) {
+            // nobody can judge: pay every replica that revealed a route, so a requester cannot get
+            // work for free by provoking a dispute where no verifier exists; slash only the silent
             Outcome memory o;
-            (o.code, o.served, o.slashAt) = (3, rt.served, _silent(m, hops, rt));
+            (o.code, o.paidMask, o.served, o.slashAt) = (4, rt.valid, rt.served, _silent(m, hops, rt));
             return _settle(jobId, j, m, hops, t, o);
         }
         (j.status, j.stageDeadline) = (ATTESTING, deadline);

@@ -101,7 +101,8 @@ abstract contract JobStore {
     /// @notice A job went to dispute. reason: 1 revealed outputs differ, 2 audited, 3 seed expired (re-armed).
     event JobDisputed(uint256 indexed jobId, uint8 reason, uint256 seedBlock);
     /// @notice A job was settled; the one record of who got what (clients read it, never recompute it).
-    /// @param outcome 1 agreed (fast path), 2 verified (a dispute paid an honest replica), 3 refunded (nobody paid)
+    /// @param outcome 1 agreed (fast path), 2 verified (a dispute paid an honest replica), 3 refunded (nobody paid),
+    ///        4 unverified (disputed, no verifier could be drawn: every replica with a valid reveal paid)
     /// @param paidMask bit r: replica r's served hops were paid; the answer is the lowest such replica's output
     /// @param refund wei credited to the requester (unused node pay, the reserve left, dust)
     /// @param burnedWei slashed stake burned (no verifier in the majority)

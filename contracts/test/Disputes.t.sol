@@ -114,7 +114,8 @@ contract DisputesTest is Base {
         for (uint256 i; i < v.length; ++i) require(nodes.getNode(v[i]).reputation == 0.8e18, "absent verifiers");
     }
 
-    function test_NoEligibleVerifierSettlesWithoutVerdict() public {
+    /// A requester cannot get work for free by provoking a dispute where nobody can judge it.
+    function test_NoEligibleVerifierPaysEveryRevealedReplica() public {
         for (uint256 k; k < 5; ++k) {
             vm.prank(full[k]);
             nodes.requestUnbond();
@@ -123,9 +124,12 @@ contract DisputesTest is Base {
         vm.roll(block.number + 2);
         vm.recordLogs();
         market.drawVerifiers(id, plan3x3(), terms(1 ether));
+        lastPlan = plan3x3();
         Finalized memory f = finalizedEvent(id);
-        require(f.outcome == 3 && f.refund == 1 ether && f.burned == 0, "no verdict: refund, no penalty");
-        for (uint256 i; i < 9; ++i) require(nodes.getNode(node[i]).reputation == 1e18, "no evidence, no penalty");
+        require(f.outcome == 4 && f.paidMask == 7 && f.burned == 0, "no verdict: every revealed replica is paid");
+        uint256 share = (1 ether - 0.1 ether) / 9;
+        require(f.refund == 1 ether - 9 * share, "the requester gets the reserve back, not the node pay");
+        for (uint256 i; i < 9; ++i) require(earnings(node[i]) == share, "nobody works for free");
     }
 
     function test_ExpiredSeedReArmsTheDraw() public {

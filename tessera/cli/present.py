@@ -22,7 +22,9 @@ def show_result(res, echo: Callable[[str], None] = click.echo) -> None:
     if res.outcome == "refunded":
         echo(f"job {res.job_id}: nobody paid: {res.reason}; refunded {fmt_eth(res.refund)} to the requester")
     else:
-        how = "agree" if res.outcome == "agreed" else "were found honest by the verifiers"
+        how = {"agreed": "agree", "verified": "were found honest by the verifiers",
+               "unverified": "revealed outputs and were paid UNVERIFIED (they disagree and no verifier could "
+                             "be drawn; the output shown is the lowest replica's)"}[res.outcome]
         echo(f"output: {res.readable!r}")
         echo(f"{len(res.winners)}/{n} replicas {how} (replicas {list(res.winners)}), "
              f"output hash {res.output_hash[:18]}...")

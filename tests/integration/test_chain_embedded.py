@@ -35,7 +35,7 @@ def test_embedded_agreement_dispute_then_timeout_refund(embedded_deployed, tmp_p
         nodes[3 * r + 2].reveal(job2, r, out, SALT)
     assert chain.finalize(job2).reason == "outputs differ"
     mine(chain.w3, 2)
-    assert chain.draw_verifiers(job2).outcome == "refunded"  # no full node to draw: no verdict, no penalty
+    assert chain.draw_verifiers(job2).outcome == "unverified"  # no full node to draw: all paid, none judged
 
     job3 = chain.submit_job(plan, b"hi", max_tokens=2, fee_wei=10**17, commit_window_s=60, reveal_window_s=60)
     with pytest.raises(ContractError, match=r"^JobNotFinalizable\("):

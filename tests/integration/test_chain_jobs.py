@@ -174,8 +174,9 @@ def test_optimistic_job_pays_one_replica_unless_audited(deployed, nodes_3x3):
     nodes[2].reveal(job, 0, OUT, SALT)
     assert deployed.finalize(job).reason == "audited"
     mine(deployed.w3, 2)  # gas is estimated at the latest block: it must be past the seed block
-    res = deployed.draw_verifiers(job)  # no full node exists: settled without a verdict
-    assert isinstance(res, JobSettlement) and res.outcome == "refunded" and res.refund == FEE
+    res = deployed.draw_verifiers(job)  # no full node exists: settled without a verdict, the work paid
+    assert isinstance(res, JobSettlement) and res.outcome == "unverified" and res.paid_replicas == (0,)
+    assert res.refund == FEE - 3 * (POOL // 3)
 
 
 def test_commit_and_reveal_rules(deployed, nodes_3x3):
