@@ -136,8 +136,23 @@ def _judge(net, case) -> tuple[str, dict] | None:
     return chain_says
 
 
+def _one_per_rule(pool: list[str]) -> list[list[int]]:
+    """A plan breaking each rule (and a valid one), so every rule is judged whatever hypothesis draws."""
+    a, b, c = pool[:3]
+    w = pack_plan(Plan("m", N, (Replica((Hop(NodeId(a), 0, 3), Hop(NodeId(b), 3, N))),)))
+    return [w, [], [w[0] | 1 << 240, w[1]], [w[0], w[1] & ~(0xFFFF << 160) | 4 << 160],
+            [w[0], w[1] & ~(0xFFFF << 160) | 2 << 160], [w[0] & ~(0xFFFF << 176), w[1]],
+            [w[0], w[1] & ~(0xFFFF << 176) | (N + 1) << 176], [w[0], w[1] & ~(0xFFFF << 176) | (N - 1) << 176],
+            [w[0], w[1] | STANDBY_BIT], [w[0], w[1] & ~((1 << 160) - 1) | int(a, 16)],
+            [w[0], w[1] | 2 << REPLICA_SHIFT], w + [pack_plan(Plan("m", N, (Replica((Hop(NodeId(c), 0, N),)),)))[0]
+                                                    | 9 << REPLICA_SHIFT]]
+
+
 def test_python_and_contract_judge_random_plans_alike(net):
     seen: dict[str | None, int] = {}
+    for words in _one_per_rule(net[1]):
+        v = _judge(net, (words, None))
+        seen[v and v[0]] = seen.get(v and v[0], 0) + 1
 
     @settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
     @given(case=cases(net[1]))
