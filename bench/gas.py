@@ -54,7 +54,6 @@ def _run_job(req, nodes, plan, outs: list[bytes]) -> tuple[int, dict[str, int]]:
 def _dispute(req, nodes, pool, plan, out: bytes, bad: bytes) -> dict[str, int]:
     """Gas of a job whose replica 1 diverges: its 8 transactions, then the dispute round."""
     job, gas = _run_job(req, nodes, plan, [out, bad, out])
-    devnet.mine(req.w3, 2)  # the seed block, and one to estimate gas past it
     gas["drawVerifiers"] = _gas(req, lambda: req.draw_verifiers(job))
     by_addr = {v.address: v for v in pool}
     for i, addr in enumerate(req.verifiers_of(job)):

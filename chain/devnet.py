@@ -161,15 +161,6 @@ def is_embedded(w3: Web3) -> bool:
     return type(w3.provider).__name__ == "EthereumTesterProvider"
 
 
-def mine(w3: Web3, blocks: int = 1) -> None:
-    """Mine empty blocks (anvil or embedded): e.g. to let a dispute's seed block be mined."""
-    for _ in range(blocks):
-        if is_embedded(w3):
-            w3.provider.ethereum_tester.mine_blocks(1)
-        else:
-            w3.provider.make_request("evm_mine", [])
-
-
 def advance_time(w3: Web3, seconds: int) -> None:
     """Move the devnet clock forward and mine a block (anvil or embedded)."""
     if is_embedded(w3):

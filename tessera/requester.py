@@ -234,7 +234,7 @@ def push(chain: TesseraChain, job_id: int, now: int) -> JobSettlement | None:
     try:
         if job.status == "open" and now > job.reveal_deadline:
             out = chain.finalize(job_id)
-        elif job.status == "disputed" and chain.w3.eth.block_number > job.seed_block:
+        elif job.status == "disputed" and chain.w3.eth.block_number >= job.seed_block:  # drawn from the next block
             out = chain.draw_verifiers(job_id)
         elif job.status == "attesting" and (now > job.stage_deadline or chain.dispute_state(job_id).all_attested):
             out = chain.finalize(job_id)

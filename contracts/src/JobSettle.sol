@@ -54,8 +54,8 @@ abstract contract JobSettle is JobStore {
         _keeper(jobId, j, m, t.fee, 1, m.stageDeadline);
         bytes32 seed = blockhash(m.seedBlock);
         if (seed == 0) {
-            j.seedBlock = uint32(block.number + 1);
-            emit JobDisputed(jobId, 3, block.number + 1);
+            j.seedBlock = uint32(block.number);
+            emit JobDisputed(jobId, 3, block.number);
             return;
         }
         uint64 maxVerdicts;
@@ -80,7 +80,7 @@ abstract contract JobSettle is JobStore {
 
     // --------------------------------------------------------------- internal
     /// @dev An open job whose outputs are in: pay on agreement (or an unaudited optimistic job),
-    ///      otherwise open a dispute seeded by the next block's hash.
+    ///      otherwise open a dispute seeded by this block's hash.
     function _finalizeOpen(
         uint256 jobId,
         Job storage j,
@@ -103,9 +103,11 @@ abstract contract JobSettle is JobStore {
             (o.code, o.paidMask, o.served, o.slashAt) = (1, rt.valid, rt.served, _silent(m, hops, rt));
             return _settle(jobId, j, m, hops, t, o);
         }
+        // the seed is this block's hash: unknown to everyone when the outputs were revealed, and
+        // drawable from the very next block (a chain that mines on demand needs no other transaction)
         (j.status, j.seedBlock, j.stageDeadline) =
-            (DISPUTED, uint32(block.number + 1), uint32(block.timestamp + finalizeGrace));
-        emit JobDisputed(jobId, reason, block.number + 1);
+            (DISPUTED, uint32(block.number), uint32(block.timestamp + finalizeGrace));
+        emit JobDisputed(jobId, reason, block.number);
     }
 
     /// @dev Whether an optimistic job is audited: keccak(blockhash(commitBlock + 1), jobId) % 1e4 <

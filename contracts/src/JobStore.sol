@@ -56,7 +56,7 @@ abstract contract JobStore {
         uint8 weights;
         uint8 keeperPaid; // bit s: a keeper was paid for stage s (0 open, 1 disputed, 2 attesting)
         uint32 commitBlock; // block of the latest commit (the audit seed is the next block's hash)
-        uint32 seedBlock; // disputed: the block whose hash draws the verifiers
+        uint32 seedBlock; // disputed: the block whose hash draws the verifiers (the dispute's own block)
         uint32 stageDeadline; // disputed: when keepers may draw; attesting: the attestation deadline
         bytes32 jobHash; // keccak256(abi.encode(tailsDigest, hopsHash, termsDigest)) (README); 0 once finalized
     }

@@ -28,7 +28,7 @@ contract DisputesTest is Base {
     }
 
     function draw(uint256 id, uint256 fee) internal returns (address[] memory v) {
-        vm.roll(block.number + 2);
+        vm.roll(block.number + 1); // the block after the dispute's
         market.drawVerifiers(id, plan3x3(), terms(fee));
         v = disputes.verifiersOf(id);
     }
@@ -45,9 +45,9 @@ contract DisputesTest is Base {
     function test_DivergenceIsJudgedByDrawnVerifiers() public {
         uint256 fee = 1 ether;
         uint256 id = disputed(fee, [OUT, BAD, OUT]);
-        vm.expectRevert(abi.encodeWithSelector(JobStore.JobAwaitingVerifiers.selector, id, block.number + 1));
+        vm.expectRevert(abi.encodeWithSelector(JobStore.JobAwaitingVerifiers.selector, id, block.number));
         fin(id, fee);
-        vm.expectRevert(abi.encodeWithSelector(JobStore.JobSeedNotReady.selector, id, block.number + 1, block.number));
+        vm.expectRevert(abi.encodeWithSelector(JobStore.JobSeedNotReady.selector, id, block.number, block.number));
         market.drawVerifiers(id, plan3x3(), terms(fee));
         address[] memory v = draw(id, fee);
         require(v.length == 3, "K verifiers");
@@ -138,7 +138,7 @@ contract DisputesTest is Base {
         vm.roll(seedBlock + 300);
         market.drawVerifiers(id, plan3x3(), terms(1 ether));
         JobStore.Job memory j = market.getJob(id);
-        require(j.status == 3 && j.seedBlock == block.number + 1, "re-armed, nobody drawn");
+        require(j.status == 3 && j.seedBlock == block.number, "re-armed, nobody drawn");
         require(disputes.verifiersOf(id).length == 0, "no draw from a stale seed");
         require(draw(id, 1 ether).length == 3, "drawn after re-arming");
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from web3 import Web3
 
-from chain.devnet import advance_time, mine
+from chain.devnet import advance_time
 from chain.records import JobDisputed, JobSettlement
 from chain.testing import clients, funded, verifiers
 from proto.errors import ContractError
@@ -82,10 +82,8 @@ def test_divergence_is_judged_by_verifiers_the_contract_draws(deployed, nodes_3x
     assert isinstance(disputed, JobDisputed) and disputed.reason == "outputs differ"
     with raises("JobAwaitingVerifiers"):
         deployed.finalize(job)
-    with raises("JobSeedNotReady"):
-        deployed.draw_verifiers(job)
-    mine(deployed.w3, 2)  # gas is estimated at the latest block: it must be past the seed block
-    state = deployed.draw_verifiers(job)
+    assert deployed.get_job(job).seed_block == deployed.w3.eth.block_number  # the dispute's own block
+    state = deployed.draw_verifiers(job)  # from the very next block
     assert state.status == "attesting" and set(state.verifiers) == {v.address for v in pool}
     assert deployed.verifiers_of(job) == state.verifiers
     with raises("DisputeStillOpen"):
@@ -173,7 +171,6 @@ def test_optimistic_job_pays_one_replica_unless_audited(deployed, nodes_3x3):
     nodes[2].commit(job, 0, OUT, SALT)
     nodes[2].reveal(job, 0, OUT, SALT)
     assert deployed.finalize(job).reason == "audited"
-    mine(deployed.w3, 2)  # gas is estimated at the latest block: it must be past the seed block
     res = deployed.draw_verifiers(job)  # no full node exists: settled without a verdict, the work paid
     assert isinstance(res, JobSettlement) and res.outcome == "unverified" and res.paid_replicas == (0,)
     assert res.refund == FEE - 3 * (POOL // 3)

@@ -10,7 +10,7 @@ from eth_account import Account
 
 from chain.client import TesseraChain
 from chain.deploy import save_deployment
-from chain.devnet import advance_time, mine
+from chain.devnet import advance_time
 from chain.testing import verifiers
 from proto.errors import ContractError, JobError
 from proto.types import encode_output
@@ -79,8 +79,7 @@ def test_follow_pushes_a_dispute_to_the_verifiers_verdict(deployed, nodes_3x3):
     job = requester.run_job(deployed, spec(), plan=plan, wait=False).job_id
     commit_reveal(deployed, nodes, job, (0, 1, 2), (0, 1, 2), outs=(OUT, BAD, OUT))
     nodes[0].finalize(job)  # a tail's daemon finalizes: the outputs differ, so it is disputed
-    mine(deployed.w3, 2)
-    requester.push(deployed, job, 0)  # anyone may draw the verifiers
+    requester.push(deployed, job, 0)  # anyone may draw the verifiers, from the next block
     for v in deployed.verifiers_of(job):
         pool[v].attest(job, [1, 2, 1])  # replica 1: its first served hop is faulty
     res = requester.follow(deployed, job, timeout_s=30)

@@ -272,7 +272,7 @@ class NodeDaemon:
         """A disputed job: draw its verifiers once the seed block is mined; finalize it once the
         attestations are in or their deadline passed (anyone may; the tails do it)."""
         try:
-            if state.status == "disputed" and self.chain.w3.eth.block_number > state.seed_block:
+            if state.status == "disputed" and self.chain.w3.eth.block_number >= state.seed_block:
                 logger.info("job %s: %s", job.job_id, _describe(self.chain.draw_verifiers(job.job_id)))
             elif state.status == "attesting" and (self._now() > state.stage_deadline
                                                   or self.chain.dispute_state(job.job_id).all_attested):
