@@ -22,7 +22,8 @@ from tessera.units import fmt_eth
 @click.option("--max-tokens", default=32, show_default=True, type=click.IntRange(1, 512))
 @click.option("--replicas", default=3, show_default=True, type=click.IntRange(1, 4), help="Replicas (2 hops each).")
 @click.option("--byzantine", default=0, show_default=True, type=click.IntRange(0, 4),
-              help="Nodes that corrupt their activations (their replicas should be outvoted).")
+              help="Nodes that corrupt their activations: their replicas diverge and the job is disputed "
+                   "(the demo network has no full node to verify, so it settles unverified).")
 @click.option("--image", is_flag=True, help="Classify a digits image with the sharded CNN instead.")
 @click.option("--fee", default="0.03", show_default=True, help="Fee in ETH.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on the last line.")
