@@ -88,13 +88,3 @@ def explain(exc: TesseraError) -> str:
         except (KeyError, IndexError):
             return str(exc)
     return str(exc)
-
-
-def fee_floor_early(fee_wei: int, replicas: int, num_blocks: int) -> None:
-    """Refuse, before planning, a fee that pays nothing for some block of some replica (nodes are
-    paid pro rata by blocks served; the chain and the router's prices may ask more)."""
-    floor = replicas * num_blocks
-    if fee_wei < floor:
-        raise JobError(f"a fee of {fee_wei} wei pays nothing for some blocks: {replicas} replica(s) x {num_blocks} "
-                       f"blocks need at least {floor} wei, and nodes ask their price per block per token on top "
-                       "(`tessera router plan --model M` shows the plan's price); raise --fee")
