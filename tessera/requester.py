@@ -240,6 +240,7 @@ def follow(chain: TesseraChain, job_id: int, timeout_s: float = 600.0, poll_s: f
         if finalize_after_deadline and chain.account:
             push(chain, job_id, clock.now())
         time.sleep(poll_s)
+    req = chain.get_request(job_id)
     raise JobError(f"job {job_id} was not finalized within {timeout_s:.0f} s (reveal deadline "
                    f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(req.reveal_deadline))}); once that passed, "
                    f"`tessera job finalize {job_id}` settles it (anyone may); `tessera job status {job_id}` shows it")
