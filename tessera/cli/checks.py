@@ -88,3 +88,21 @@ def explain(exc: TesseraError) -> str:
         except (KeyError, IndexError):
             return str(exc)
     return str(exc)
+
+
+def fee_floor_early(client, model: str, fee_wei: int | None, replicas: int, max_tokens: int) -> None:
+    """Refuse, before planning and probing, a fee below what even the cheapest registered nodes ask
+    for every block of every replica (``JobMarket.feeFloor`` adds the verification reserve on top,
+    so this is a lower bound of the floor the contract will enforce for any plan)."""
+    if fee_wei is None:
+        return  # the fee defaults to the plan's floor
+    nodes = [n for n in client.list_nodes(model) if n.active]
+    if not nodes:
+        return  # planning says which blocks have no node
+    num_blocks = client.get_model(model).num_blocks
+    lower = replicas * num_blocks * max_tokens * min(n.price for n in nodes)
+    if fee_wei < lower:
+        raise JobError(f"a fee of {fee_wei} wei is below what the cheapest nodes of {model} ask: {replicas} "
+                       f"replica(s) x {num_blocks} blocks x {max_tokens} tokens x {min(n.price for n in nodes)} wei "
+                       f"= {lower} wei, before the verification reserve; raise --fee, or leave it out to pay the "
+                       "plan's floor")

@@ -7,7 +7,7 @@ import json
 import click
 
 from tessera.cli import job_money
-from tessera.cli.checks import require_model
+from tessera.cli.checks import fee_floor_early, require_model
 from tessera.cli.options import account_options, eth_to_wei, make_client, rpc_options
 from tessera.cli.present import NO_MAJORITY_EXIT, PENDING_EXIT, LiveText, show_result
 
@@ -69,6 +69,7 @@ def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, 
     data = _job_input(prompt, image_index)
     client = make_client(rpc_url, chain_kind, key, account_index)
     require_model(client, model)  # an unknown model is named before anything is planned
+    fee_floor_early(client, model, None if fee is None else eth_to_wei(fee), replicas, max_tokens)
     optimistic = verify == "optimistic"
     exec_spec = ExecSpec(DType[dtype.upper()], WeightsMode.INT8_MIXED if int8_weights else WeightsMode.EXACT,
                          JobMode.OPTIMISTIC if optimistic else JobMode.REPLICATED, audit_bps if optimistic else 0)

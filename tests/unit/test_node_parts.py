@@ -179,8 +179,11 @@ def _tail_with_output(tmp_path, reveal_window_s: int, margin_s: float):
     from worker.node.config import NodeConfig
     from worker.node.daemon import NodeDaemon
 
+    from worker.node.health import NodeMetrics
+
     d = NodeDaemon.__new__(NodeDaemon)
     d.book, d.cfg, d.chain = JobBook(tmp_path), NodeConfig(reveal_margin_s=margin_s), _Chain()
+    d.metrics = NodeMetrics()
     d._now = lambda: 50
     d.book.add(JobEntry(5, ((0, 1),), (0,), 100, 100 + reveal_window_s, outputs={"0": "00000007"},
                         salts={"0": "ab" * 32}))
