@@ -178,7 +178,6 @@ class _Chain:
 def _tail_with_output(tmp_path, reveal_window_s: int, margin_s: float):
     from worker.node.config import NodeConfig
     from worker.node.daemon import NodeDaemon
-
     from worker.node.health import NodeMetrics
 
     d = NodeDaemon.__new__(NodeDaemon)
