@@ -30,7 +30,7 @@ from chain.deploy import DeployParams, deploy, save_deployment
 from proto.errors import TesseraError
 from proto.types import Hop, NodeId, Plan, Replica
 from tessera.procs import stop_processes
-from worker.node.payload import context_length
+from worker.limits import ModelLimits
 from worker.store import fetch, load_manifest
 
 logger = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def _pump(node: NodeProc) -> None:
 
 def _context_length(m) -> int:
     """What the model attends over (1 for a classifier), as registered with it."""
-    return 1 if m.kind == "classifier" else context_length(m.directory) or 2048
+    return 1 if m.kind == "classifier" else ModelLimits.of(m.directory).context or 2048
 
 
 def _halves(num_blocks: int) -> list[tuple[int, int]]:

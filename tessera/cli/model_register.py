@@ -50,7 +50,7 @@ def commitment_from_hashes(d: dict) -> tuple[int, bytes, bytes, bytes]:
 def _from_manifest(name: str, directory: Path | None) -> tuple[int, bytes, bytes, bytes, int | None]:
     """The commitment and context length of a stored (or given) model directory."""
     # lazy: torch imported only when this command runs (fast --help)
-    from worker.node.payload import context_length
+    from worker.limits import ModelLimits
     from worker.store.manifest import build_manifest, read_manifest
 
     d = directory or paths.models_dir() / name
@@ -58,7 +58,7 @@ def _from_manifest(name: str, directory: Path | None) -> tuple[int, bytes, bytes
         raise ConfigError(f"model {name!r} is not in the store ({d}); run `tessera model fetch/import` "
                           "or pass --dir or --hashes")
     m = read_manifest(d) if (d / "manifest.json").exists() else build_manifest(d, name)
-    ctx = 1 if m.kind == "classifier" else context_length(d)
+    ctx = 1 if m.kind == "classifier" else ModelLimits.of(d).context
     return m.num_blocks, m.weights_root, m.tokenizer_hash, m.config_hash, ctx
 
 
