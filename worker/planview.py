@@ -46,7 +46,10 @@ class GenParams:
     seed: int = 0  # uint256 seed of the sampling uniforms
     codec: int = 4  # activation codec id (worker.codec), int8-outlier by default
     block: int = 64  # codec block size, values
-    eos_token_id: int | None = None  # generation stops after this token (kept in the output); None = never
+    eos_token_ids: tuple[int, ...] = ()  # generation stops after any of these (kept in the output); () = never
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eos_token_ids", tuple(int(t) for t in self.eos_token_ids))  # JSON lists too
 
 
 @dataclass(frozen=True)

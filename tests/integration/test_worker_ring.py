@@ -59,7 +59,7 @@ def ring(tmp_path_factory):
         _route(5, keys, ports, GenParams(max_tokens=12, codec=codec.INT8_OUTLIER)),
     ])
     eos = TinyLM().eval().greedy(PROMPT, 3)[2]
-    view.add(_route(6, keys, ports, GenParams(max_tokens=12, codec=codec.FP32, eos_token_id=eos)))
+    view.add(_route(6, keys, ports, GenParams(max_tokens=12, codec=codec.FP32, eos_token_ids=(eos,))))
     plan = tmp / "plan.json"
     view.to_file(plan)
     procs = []
@@ -96,7 +96,7 @@ def test_temperature_sampling_matches_a_single_node_run(ring):
 
 def test_generation_stops_after_the_end_of_sequence_token(ring):
     greedy = ring["model"].greedy(PROMPT, 12)
-    eos = ring["view"].route(JobId(6)).params.eos_token_id
+    (eos,) = ring["view"].route(JobId(6)).params.eos_token_ids
     assert _head(ring, 6) == greedy[: greedy.index(eos) + 1]
 
 

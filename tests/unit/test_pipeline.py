@@ -99,3 +99,23 @@ def test_a_forged_input_yields_no_output_and_sends_nothing(defer):
     with pytest.raises(ProtocolError, match="plan names"):
         pipe.forward(x, 0, PendingCheck(incoming, ADDR[0], DOMAIN))
     assert nxt.sent == [(pb.KIND_OPEN, 0)]
+
+
+def test_the_tail_stops_at_any_end_of_sequence_id_of_the_generation_config(tmp_path):
+    """Finding 17: only the first of config.json's end-of-sequence ids was used, while transformers'
+    generate (the reference every replica is checked against) stops at any id of generation_config."""
+    import json
+
+    from worker.node.payload import eos_token_ids
+    from worker.ring.pipeline import tail_choose
+
+    (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 2}))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 9]}))
+    eos = eos_token_ids(tmp_path)
+    assert eos == (2, 9)
+    route = JobRoute(JobId(7), "toy", 3, ROUTE.replicas, GenParams(max_tokens=8, codec=codec.FP32, eos_token_ids=eos))
+    logits = torch.zeros(1, 1, 16)
+    for tok, done in ((9, True), (2, True), (5, False)):
+        logits.zero_()
+        logits[0, -1, tok] = 1.0
+        assert tail_choose(route, logits, 3, 3) == ([tok], done)

@@ -14,7 +14,8 @@ from proto.errors import ModelError, WeightHashMismatch
 from worker import store
 from worker.shard import stage_layout
 from worker.shard.tiny import save_tiny_model
-from worker.store.hashing import hash_named_tensors, stage_hashes, weights_root
+from worker.store.hashing import files_hash, hash_named_tensors, stage_hashes, weights_root
+from worker.store.manifest import CONFIG_FILES, metadata_hashes
 
 torch.set_num_threads(2)
 
@@ -46,8 +47,8 @@ def test_import_writes_a_manifest_that_commits_to_every_stage(home, tiny_src):
     m = store.import_dir(tiny_src, name="tiny-gpt2")
     assert (m.name, m.kind, m.family, m.num_blocks) == ("tiny-gpt2", "causal-lm", "gpt2", 4)
     assert m.weights_root == keccak(b"".join(m.stage_hashes))
-    assert m.config_hash == keccak((m.directory / "config.json").read_bytes())
-    assert m.tokenizer_hash == bytes(32)  # no tokenizer.json in this directory
+    assert m.config_hash == files_hash(m.directory, CONFIG_FILES) != bytes(32)
+    assert m.tokenizer_hash == bytes(32)  # no tokenizer files in this directory
     assert len(set(m.block_hashes)) == 4  # random blocks differ
     again = store.load_manifest("tiny-gpt2")
     assert again == m and again.directory == home / "models" / "tiny-gpt2"
@@ -139,3 +140,23 @@ def test_tampered_int8_calibration_is_refused(home, tiny_src, tmp_path):
     (m.directory / "int8_outliers.json").write_text('{"format": 1, "layers": {"0/mlp.c_fc": [2]}}')
     with pytest.raises(WeightHashMismatch, match="int8_outliers"):
         store.verify_span(m, 0, 1, m.weights_root)
+
+
+def test_config_hash_covers_the_generation_config(tmp_path):
+    """Finding 17: generation_config.json (end-of-sequence ids) was hashed nowhere."""
+    (tmp_path / "config.json").write_text('{"eos_token_id": 2}')
+    before = metadata_hashes(tmp_path)
+    (tmp_path / "generation_config.json").write_text('{"eos_token_id": [2, 7]}')
+    after = metadata_hashes(tmp_path)
+    assert after[0] == before[0] == bytes(32) and after[1] != before[1]
+    (tmp_path / "tokenizer_config.json").write_text('{"add_bos_token": true}')
+    assert metadata_hashes(tmp_path)[0] != bytes(32)
+
+
+def test_a_format_1_manifest_is_upgraded_in_place(home, tiny_src):
+    m = store.import_dir(tiny_src, name="tiny-gpt2")
+    path = m.directory / "manifest.json"
+    old = {**json.loads(path.read_text()), "format": 1, "config_hash": "0x" + "11" * 32}
+    path.write_text(json.dumps(old))
+    again = store.load_manifest("tiny-gpt2")
+    assert again.config_hash == m.config_hash and json.loads(path.read_text())["format"] == 2

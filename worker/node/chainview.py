@@ -23,7 +23,7 @@ from chain.client import TesseraChain
 from chain.records import JobRequest, NodeRecord
 from proto.errors import ChainError, ProtocolError
 from proto.types import JobId, ModelId
-from worker.node.payload import eos_token_id
+from worker.node.payload import eos_token_ids
 from worker.planview import GenParams, HopRoute, JobRoute
 from worker.wire import domain_separator, safe
 
@@ -39,7 +39,7 @@ class ChainPlanView:
         self.chain = chain
         self.manifest = manifest
         self.model_id = model_id
-        self.eos = eos_token_id(model_dir) if manifest.kind == "causal-lm" else None
+        self.eos = eos_token_ids(model_dir) if manifest.kind == "causal-lm" else ()
         self.domain = domain_separator(chain.deployment.chain_id, chain.deployment.job_market)
         self.max_jobs, self.nodes_ttl_s, self.miss_retry_s = max_jobs, nodes_ttl_s, miss_retry_s
         self.max_scan_blocks = max_scan_blocks
@@ -143,7 +143,7 @@ class ChainPlanView:
         replicas = tuple(tuple(HopRoute(h.node, self._endpoint(h.node), h.start, h.end) for h in rep.hops)
                          for rep in plan.replicas)
         params = GenParams(max_tokens=req.max_tokens, temperature_milli=round(req.temperature * 1000),
-                           seed=req.seed, codec=int(req.codec), eos_token_id=self.eos)
+                           seed=req.seed, codec=int(req.codec), eos_token_ids=self.eos)
         return JobRoute(JobId(int(req.job_id)), self.manifest.name, self.manifest.num_blocks, replicas, params,
                         kind=self.manifest.kind, deadline=req.commit_deadline + self._offset, domain=self.domain)
 

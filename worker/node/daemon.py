@@ -48,7 +48,7 @@ from worker.node.payload import head_inputs
 from worker.node.state import ChainIdentity, claim, lock
 from worker.ring import run_replica
 from worker.signing import Signer
-from worker.store import load_manifest, resolve, verify_span
+from worker.store import load_manifest, resolve, verify_metadata, verify_span
 from worker.stream import TokenSigner
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class NodeDaemon:
         if self.cfg.verify_weights:
             logger.info("verifying the weights of blocks [%d, %d) against the ModelRegistry root", self.wcfg.start, end)
             verify_span(self.manifest, self.wcfg.start, end, model.weights_root)
+        verify_metadata(self.manifest, model.tokenizer_hash, model.config_hash)  # cheap: always
         self.wcfg = self.wcfg.model_copy(update={"end": end, "model_dir": str(self.model_dir)})
         ident = ChainIdentity.of(w3, self.deployment)
         state_dir = self.cfg.state_path(self.me, ident.key)

@@ -26,11 +26,17 @@ def tokenizer(model_dir: str):
     return AutoTokenizer.from_pretrained(model_dir)
 
 
-def eos_token_id(model_dir: str | Path) -> int | None:
-    """The end-of-sequence id every replica stops at (from config.json)."""
-    cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    eos = cfg.get("eos_token_id")
-    return eos[0] if isinstance(eos, list) else eos
+def eos_token_ids(model_dir: str | Path) -> tuple[int, ...]:
+    """The end-of-sequence ids every replica stops at: ``generation_config.json``'s, else ``config.json``'s
+    (as transformers' ``generate`` reads them; all of them, as it stops at any). Both files are covered
+    by the model's config hash on chain, which the node checks at start-up."""
+    for name in ("generation_config.json", "config.json"):
+        path = Path(model_dir) / name
+        if path.is_file():
+            eos = json.loads(path.read_text()).get("eos_token_id")
+            if eos is not None:
+                return tuple(int(t) for t in (eos if isinstance(eos, list) else [eos]))
+    return ()
 
 
 def encode_prompt(prompt: str) -> bytes:

@@ -171,4 +171,4 @@ def tail_choose(route: JobRoute, y: torch.Tensor, step: int, have: int) -> tuple
         return argmax_classes(y), True
     p = route.params
     tok = sample(y[0, -1], p.temperature_milli, p.seed, step)
-    return [tok], have + 1 >= p.max_tokens or tok == p.eos_token_id
+    return [tok], have + 1 >= p.max_tokens or tok in p.eos_token_ids

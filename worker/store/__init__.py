@@ -11,6 +11,7 @@ Public API::
     load_manifest(name_or_path) -> Manifest
     list_models() -> list[Manifest]
     verify_span(manifest, start, end, onchain_root) -> dict[str, bytes]
+    verify_metadata(manifest, onchain_tokenizer, onchain_config)
     fetch(name, force=False) -> Manifest          # worker.store.install
     import_dir(src, name=None, force=False) -> Manifest
 """
@@ -25,11 +26,20 @@ from proto.errors import ModelError, WeightHashMismatch
 from worker.quant.outliers import OUTLIERS_FILE
 from worker.store import install
 from worker.store.hashing import file_hash, stage_hashes, weights_root
-from worker.store.manifest import MANIFEST, Manifest, build_manifest, read_manifest, write_manifest
+from worker.store.manifest import (
+    CONFIG_FILES,
+    MANIFEST,
+    TOKENIZER_FILES,
+    Manifest,
+    build_manifest,
+    metadata_hashes,
+    read_manifest,
+    write_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Manifest", "resolve", "load_manifest", "list_models", "verify_span", "fetch", "import_dir",
+__all__ = ["Manifest", "resolve", "load_manifest", "list_models", "verify_span", "verify_metadata", "fetch", "import_dir",
            "build_manifest", "write_manifest", "stage_hashes", "weights_root"]
 
 
@@ -95,6 +105,26 @@ def verify_span(manifest: Manifest, start: int, end: int, onchain_root: bytes | 
                                  "fetch or import the model again")
     logger.info("verified %s blocks [%d, %d) against root 0x%s", manifest.name, start, end, root.hex()[:16])
     return got
+
+
+def verify_metadata(manifest: Manifest, onchain_tokenizer: bytes, onchain_config: bytes) -> None:
+    """Check the tokenizer and config files on disk against the ModelRegistry's hashes.
+
+    The head tokenizes prompts with those files and every stage reads its architecture (sliding
+    window, rope, norms) and the end-of-sequence ids from them, so a swapped file changes outputs as
+    surely as swapped weights. Raises :class:`WeightHashMismatch` naming the file set that differs.
+    """
+    if manifest.directory is None:
+        raise ModelError("manifest has no directory; load it with worker.store.load_manifest")
+    tok, cfg = metadata_hashes(manifest.directory)
+    for what, names, local, onchain in (("tokenizer", TOKENIZER_FILES, tok, onchain_tokenizer),
+                                        ("config", CONFIG_FILES, cfg, onchain_config)):
+        if local != bytes(onchain):
+            present = [n for n in names if (manifest.directory / n).is_file()] or ["none of them"]
+            raise WeightHashMismatch(
+                f"the {what} files of {manifest.name} in {manifest.directory} ({', '.join(present)}: hash "
+                f"0x{local.hex()[:16]}..) are not the ones registered on chain (0x{bytes(onchain).hex()[:16]}..); "
+                "fetch the registered version of the model, or register this one under its own name")
 
 
 def fetch(name: str, force: bool = False, progress=None) -> Manifest:

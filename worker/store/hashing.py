@@ -81,3 +81,12 @@ def file_hash(path: Path) -> bytes:
     if not path.is_file():
         return bytes(32)
     return keccak(path.read_bytes())
+
+
+def files_hash(directory: Path, names: Iterable[str]) -> bytes:
+    """``keccak256`` over the named files present in ``directory`` (each as its name, a zero byte and
+    the keccak of its bytes, in the order given); 32 zero bytes when none is present."""
+    directory = Path(directory)
+    parts = [name.encode() + b"\0" + keccak((directory / name).read_bytes())
+             for name in names if (directory / name).is_file()]
+    return keccak(b"".join(parts)) if parts else bytes(32)

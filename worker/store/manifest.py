@@ -2,7 +2,7 @@
 
 Example::
 
-    {"format": 1, "name": "smollm2-135m", "kind": "causal-lm", "family": "llama",
+    {"format": 2, "name": "smollm2-135m", "kind": "causal-lm", "family": "llama",
      "model_type": "llama", "num_blocks": 30,
      "stage_hashes": {"input": "0x..", "blocks": ["0x..", ...], "output": "0x.."},
      "weights_root": "0x..", "tokenizer_hash": "0x..", "config_hash": "0x..",
@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +20,20 @@ from proto.errors import ModelError
 from worker.quant.outliers import OUTLIERS_FILE
 from worker.shard import stage_layout
 from worker.shard.layout import StageLayout, read_config
-from worker.store.hashing import file_hash, stage_hashes, weights_root
+from worker.store.hashing import file_hash, files_hash, stage_hashes, weights_root
 
 MANIFEST = "manifest.json"
-FORMAT = 1
-TOKENIZER_FILE = "tokenizer.json"
+FORMAT = 2  # 1: tokenizer_hash and config_hash covered tokenizer.json and config.json only
+# Every file the head's tokenizer or the model's generation settings are read from: the chain commits
+# to both sets (ModelRegistry tokenizerHash / configHash) and a node checks them at start-up.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "chat_template.jinja")
+CONFIG_FILES = ("config.json", "generation_config.json")
+
+
+def metadata_hashes(model_dir: Path) -> tuple[bytes, bytes]:
+    """(tokenizer_hash, config_hash) of the files in ``model_dir`` (see TOKENIZER_FILES, CONFIG_FILES)."""
+    return files_hash(model_dir, TOKENIZER_FILES), files_hash(model_dir, CONFIG_FILES)
 
 
 def _hex(b: bytes) -> str:
@@ -48,8 +58,8 @@ class Manifest:
     block_hashes: tuple[bytes, ...]
     output_hash: bytes
     weights_root: bytes
-    tokenizer_hash: bytes  # keccak of tokenizer.json, zero when there is none
-    config_hash: bytes  # keccak of config.json
+    tokenizer_hash: bytes  # files_hash of TOKENIZER_FILES, zero when there is none
+    config_hash: bytes  # files_hash of CONFIG_FILES
     source: str = ""  # where the weights came from (free text)
     int8_outliers_hash: bytes = bytes(32)  # keccak of int8_outliers.json, zero when there is none
     directory: Path | None = field(default=None, compare=False)  # where it was loaded from
@@ -111,7 +121,7 @@ def build_manifest(model_dir: Path, name: str, source: str = "", layout: StageLa
         name=name, kind=kind_of(config), family=layout.family, model_type=layout.model_type,
         num_blocks=layout.num_blocks, input_hash=hs["input"], block_hashes=blocks,
         output_hash=hs["output"], weights_root=weights_root([hs["input"], *blocks, hs["output"]]),
-        tokenizer_hash=file_hash(model_dir / TOKENIZER_FILE), config_hash=file_hash(model_dir / "config.json"),
+        tokenizer_hash=metadata_hashes(model_dir)[0], config_hash=metadata_hashes(model_dir)[1],
         source=source, int8_outliers_hash=file_hash(model_dir / OUTLIERS_FILE), directory=model_dir,
     )
 
@@ -126,4 +136,10 @@ def read_manifest(model_dir: Path) -> Manifest:
     path = Path(model_dir) / MANIFEST
     if not path.is_file():
         raise ModelError(f"{model_dir} has no {MANIFEST}; run `tessera model import {model_dir}`")
-    return Manifest.from_json(json.loads(path.read_text()), directory=Path(model_dir))
+    d = json.loads(path.read_text())
+    if d.get("format", 1) < FORMAT:  # format 1 hashed fewer files; the weights' hashes are unchanged
+        tok, cfg = metadata_hashes(Path(model_dir))
+        d = {**d, "format": FORMAT, "tokenizer_hash": _hex(tok), "config_hash": _hex(cfg)}
+        with contextlib.suppress(OSError):  # a read-only store is upgraded in memory only
+            path.write_text(json.dumps(d, indent=2) + "\n")
+    return Manifest.from_json(d, directory=Path(model_dir))
