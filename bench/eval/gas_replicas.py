@@ -62,7 +62,7 @@ def measure(w3: Web3, replicas: int) -> dict:
     _fund(w3, keys, 10 * 10**18)
     dep = deploy(w3, Account.from_key(dev_key(0)), DeployParams())
     req = TesseraChain(w3, dep, Account.from_key(dev_key(0)))
-    req.register_model("bench-model", 30, b"\x01" * 32)
+    req.register_model("bench-model", 30, 2048, b"\x01" * 32)
     nodes = []
     for i, k in enumerate(keys):
         c = TesseraChain(w3, dep, Account.from_key(k))
