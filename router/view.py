@@ -22,8 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-import grpc
-
+from proto.channel import open_channel
 from proto.tessera.v1 import worker_pb2, worker_pb2_grpc
 from proto.types import NodeId
 from router.types import NodeView, Snapshot
@@ -138,7 +137,7 @@ def grpc_prober(timeout_s: float = 2.0) -> Prober:
     """The real prober: ``WorkerService.Ping`` round trip, then ``Info``."""
 
     def probe(endpoint: str) -> Probe:
-        with grpc.insecure_channel(endpoint) as channel:
+        with open_channel(endpoint) as channel:
             stub = worker_pb2_grpc.WorkerServiceStub(channel)
             stub.Ping(worker_pb2.PingRequest(sent_unix_ns=time.time_ns()), timeout=timeout_s)  # connect + warm up
             t0 = time.perf_counter()

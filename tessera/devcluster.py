@@ -32,6 +32,7 @@ from proto.types import Hop, NodeId, Plan, Replica
 from tessera.procs import stop_processes
 from worker.limits import ModelLimits
 from worker.store import fetch, load_manifest
+from worker.tls import endpoint_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class DevCluster:
 
     def __init__(self, workdir: str | Path, model: str = "smollm2-135m", spans: list[tuple[int, int]] | None = None,
                  copies: int = 3, byzantine: tuple[int, ...] = (), threads: int = 1,
-                 params: DeployParams | None = None, engine: str = "anvil"):
+                 params: DeployParams | None = None, engine: str = "anvil", tls: bool = False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.model = model
@@ -75,6 +76,7 @@ class DevCluster:
         self.params = params or DeployParams(unbonding_period_s=7200, max_job_duration_s=1800, min_commit_window_s=10,
                                              min_reveal_window_s=30, attest_window_s=600, finalize_grace_s=120)
         self.engine = engine  # devnet: anvil or hardhat
+        self.tls = tls  # nodes serve gRPC over TLS, their certificates' fingerprints registered with the endpoints
         self.net: devnet.Devnet | None = None
         self.nodes: list[NodeProc] = []
         self.env = {**os.environ, "TESSERA_DEPLOYMENT": str(self.workdir / "deployment.json")}
@@ -116,15 +118,17 @@ class DevCluster:
     def _register(self, index: int, span: tuple[int, int], byzantine: bool) -> NodeProc:
         port, metrics_port = devnet.free_port(), devnet.free_port()
         c = self.client(index)
-        c.register_node(self.model, span[0], span[1], f"127.0.0.1:{port}", 10**18, throughput=2000,
-                        price_per_block=10**9)
+        tls_dir = self.workdir / f"node{index}-tls"
+        endpoint = f"127.0.0.1:{port}" + (f"#tls={endpoint_fingerprint(tls_dir)}" if self.tls else "")
+        c.register_node(self.model, span[0], span[1], endpoint, 10**18, throughput=2000, price_per_block=10**9)
         cfg = self.workdir / f"node{index}.toml"
         cfg.write_text(tomli_w.dumps({
             "node": {"rpc_url": self.net.rpc_url, "deployment": str(self.workdir / "deployment.json"),
                      "dev_account": index, "state_dir": str(self.workdir / f"node{index}"),
                      "poll_interval_s": 0.3, "retry_backoff_s": 0.5},
             "worker": {"model": self.model, "start": span[0], "end": span[1], "port": port,
-                       "metrics_port": metrics_port, "threads": self.threads, "byzantine": byzantine},
+                       "metrics_port": metrics_port, "threads": self.threads, "byzantine": byzantine,
+                       "tls": self.tls, "tls_dir": str(tls_dir)},
         }))
         return NodeProc(index, span, port, cfg, self.workdir / f"node{index}.log", byzantine, address=c.address,
                         metrics_port=metrics_port)

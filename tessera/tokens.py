@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from proto.channel import open_channel
 from proto.errors import ProtocolError
 from proto.tessera.v1 import stream_pb2 as spb
 from proto.tessera.v1 import stream_pb2_grpc as spb_grpc
@@ -40,7 +41,7 @@ class TokenChunk:
 def _follow(endpoint: str, node: str, job_id: int, replica: int, wait_s: float, out: queue.Queue,
             cancel: threading.Event) -> None:
     """Put every verified event of one replica on ``out``; a None marks the end of this subscription."""
-    channel = grpc.insecure_channel(endpoint)
+    channel = open_channel(endpoint)
     try:
         stub = spb_grpc.StreamServiceStub(channel)
         call = stub.Subscribe(spb.SubscribeRequest(job_id=str(job_id), replica=replica, wait_ms=int(wait_s * 1000)),

@@ -13,10 +13,12 @@ replicas do not produce bit-equal outputs.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from proto import paths
 from proto.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -56,9 +58,17 @@ class WorkerConfig(BaseModel):
                                            "one peer address, count; past it that peer's oldest is ended")
     max_subscribers: int = Field(16, ge=1, description="token-stream subscribers (StreamService) served at once, "
                                  "count; each holds a handler thread of its own")
+    tls: bool = Field(False, description="serve gRPC over TLS with this node's self-signed certificate; register "
+                      "the endpoint as HOST:PORT#tls=<fingerprint> (`tessera operator register --tls` does)")
+    tls_dir: str | None = Field(None, description="where the node's TLS certificate and key live (made on first "
+                                "use); unset: $TESSERA_HOME/tls/<node address>")
     metrics: bool = Field(True, description="serve /metrics (Prometheus) and /health over HTTP (on-chain nodes)")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="HTTP port of /metrics and /health; unset: "
                                      "the gRPC port + 1000 (a free one when that is 0 or past 65535)")
+
+    def tls_path(self, address: str) -> Path:
+        """The folder of this node's TLS certificate and key."""
+        return Path(self.tls_dir).expanduser() if self.tls_dir else paths.home() / "tls" / address.lower()
 
     def http_port(self, grpc_port: int) -> int:
         """The port /metrics and /health bind: ``metrics_port``, else the gRPC port + 1000."""

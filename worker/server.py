@@ -44,6 +44,7 @@ from worker.stage import Stage
 from worker.stagepool import Loader
 from worker.store import resolve
 from worker.streams import StreamBook
+from worker.tls import identity
 from worker.wire import MessageError, safe
 
 logger = logging.getLogger(__name__)
@@ -166,14 +167,18 @@ def start(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnO
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"), options=opts)
     pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(runtime, streams), server)
     tokens = stream.add_to_server(server, config.max_subscribers)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if config.tls:
+        creds = grpc.ssl_server_credentials([identity(config.tls_path(signer.address))])
+        port = server.add_secure_port(f"{config.host}:{config.port}", creds)
+    else:
+        port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise TesseraError(f"cannot bind {config.host}:{config.port}; is the port in use?")
     _codecs()  # warm: Info must answer within a prober's timeout
     server.start()
     _start_sweeper(runtime, streams)
-    logger.info("worker %s serves %s [%d, %d) on %s:%d", signer.address, stage.spec.model,
-                stage.spec.start, stage.spec.end, config.host, port)
+    logger.info("worker %s serves %s [%d, %d) on %s:%d%s", signer.address, stage.spec.model,
+                stage.spec.start, stage.spec.end, config.host, port, " over TLS" if config.tls else "")
     return RunningWorker(server, port, runtime, streams, tokens)
 
 

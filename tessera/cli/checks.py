@@ -9,14 +9,21 @@ import time
 
 import click
 
-from proto.errors import ConfigError, ContractError, JobError, TesseraError
+from proto.endpoint import Endpoint
+from proto.errors import ConfigError, ContractError, JobError, ProtocolError, TesseraError
 
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` too) -> (host, port); ConfigError with an example otherwise."""
-    host, sep, port = endpoint.rpartition(":")
+    """``host:port`` (``[v6]:port`` too, and a ``#tls=<fingerprint>`` suffix) -> (host, port); ConfigError
+    with an example otherwise."""
+    try:
+        address = Endpoint.parse(endpoint).address
+    except ProtocolError as exc:
+        raise ConfigError(f"{exc} (e.g. 203.0.113.7:50051, or 203.0.113.7:50051#tls=<fingerprint> from "
+                          "`tessera operator register --tls`)") from exc
+    host, sep, port = address.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     ok_host = bool(host) and (_HOST.match(host) is not None or _is_ip(host))
     if not sep or not ok_host or not port.isdigit() or not 1 <= int(port) <= 65535:

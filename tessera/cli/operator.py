@@ -11,6 +11,7 @@ import time
 
 import click
 
+from proto.endpoint import Endpoint
 from proto.errors import ConfigError
 from tessera.cli.checks import check_endpoint, require_model
 from tessera.cli.options import account_options, eth_to_wei, make_client, rpc_options
@@ -77,6 +78,10 @@ def _advise(client, model: str, max_blocks: int | None) -> tuple[int, int]:
 @click.option("--max-blocks", type=int, default=None, help="With advice: most blocks this node can hold.")
 @click.option("--stake", required=True, help="Stake to lock, ETH.")
 @click.option("--endpoint", required=True, help="HOST:PORT of this node's gRPC service.")
+@click.option("--tls", is_flag=True, help="The node serves TLS ([worker] tls = true): publish its certificate's "
+              "fingerprint with the endpoint (the certificate is made in --tls-dir if missing).")
+@click.option("--tls-dir", default=None, help="Folder of the node's certificate (default: $TESSERA_HOME/tls/<node "
+              "address>, as [worker] tls_dir).")
 @click.option("--throughput", type=int, default=0, help="Advertised block-tokens per second.")
 @click.option("--price", "price_wei", type=click.IntRange(0, 2**80 - 1), default=0,
               help="Wei per block per output token; jobs must pay at least this (JobMarket.feeFloor).")
@@ -85,8 +90,8 @@ def _advise(client, model: str, max_blocks: int | None) -> tuple[int, int]:
 @click.option("--weights", "weight_modes", default="exact,int8", show_default=True,
               help="Weights this node runs: exact (fp32), int8 (int8-mixed), or both.")
 @click.option("--payout", default=None, help="Address receiving stake and earnings (default: the node key).")
-def register(rpc_url, chain_kind, key, account_index, model, blocks, max_blocks, stake, endpoint, throughput,
-             price_wei, dtypes, weight_modes, payout) -> None:
+def register(rpc_url, chain_kind, key, account_index, model, blocks, max_blocks, stake, endpoint, tls, tls_dir,
+             throughput, price_wei, dtypes, weight_modes, payout) -> None:
     """Stake and register this key as a node serving blocks of MODEL.
 
     \b
@@ -94,10 +99,19 @@ def register(rpc_url, chain_kind, key, account_index, model, blocks, max_blocks,
       tessera operator register --key mynode --model smollm2-135m --blocks 0:15 --stake 1.5 \\
           --endpoint 203.0.113.7:50051 --price 1000000000
       tessera operator register --account 4 --model smollm2-135m --stake 1 --endpoint 127.0.0.1:50051
+      tessera operator register --key mynode --model smollm2-135m --stake 1 --endpoint 203.0.113.7:50051 --tls
     """
     caps = _caps(dtypes, DTYPE_BITS, "--dtypes") | _caps(weight_modes, WEIGHT_BITS, "--weights")
     check_endpoint(endpoint)
     c = make_client(rpc_url, chain_kind, key, account_index)
+    if tls:
+        # lazy: the certificate code loads only for operators who ask for TLS
+        from worker.config import WorkerConfig
+        from worker.tls import endpoint_fingerprint
+
+        folder = WorkerConfig(tls_dir=tls_dir).tls_path(c.address)
+        endpoint = f"{Endpoint.parse(endpoint).address}#tls={endpoint_fingerprint(folder)}"
+        click.echo(f"TLS: certificate in {folder}; endpoint {endpoint}", err=True)
     start, end = _parse_blocks(blocks) if blocks else _advise(c, model, max_blocks)
     if not blocks:
         click.echo(f"no --blocks given: taking the router's advice, blocks [{start}, {end}) "

@@ -37,6 +37,7 @@ from chain.connect import make_web3, resolve_account
 from chain.deploy import load_deployment
 from chain.events import EventFollower
 from chain.records import DisputeState, JobDisputed, JobRequest, JobSettlement
+from proto.endpoint import Endpoint
 from proto.errors import ConfigError, ContractError, JobInputError, TesseraError
 from worker import server
 from worker.config import WorkerConfig
@@ -50,6 +51,7 @@ from worker.ring import run_replica
 from worker.signing import Signer
 from worker.store import load_manifest, resolve, verify_metadata, verify_span
 from worker.stream import TokenSigner
+from worker.tls import endpoint_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +103,8 @@ class NodeDaemon:
                               f"not [{self.wcfg.start}, {end}) of {self.manifest.name}; serve what it registered "
                               "or register again")
         self.model_id = rec.model_id
-        check_endpoint(rec.endpoint, self.wcfg.port)
+        check_endpoint(rec.endpoint, self.wcfg.port,
+                       endpoint_fingerprint(self.wcfg.tls_path(self.me)) if self.wcfg.tls else None)
         logger.info("node %s: active on chain %d for %s [%d, %d), endpoint %s", self.me, self.deployment.chain_id,
                     model.ref, rec.start, rec.end, rec.endpoint)
         if self.cfg.verify_weights:
@@ -375,10 +378,23 @@ class NodeDaemon:
                 raise
 
 
-def check_endpoint(registered: str, port: int) -> None:
-    """Refuse to serve on a port other than the one the node registered: the router and the
-    other hops would dial the registered one (an endpoint changes only by registering anew)."""
-    _host, _, reg_port = registered.rpartition(":")
+def check_endpoint(registered: str, port: int, tls_fingerprint: str | None = None) -> None:
+    """Refuse to serve on a port other than the one the node registered, or with other transport
+    security: the router and the other hops dial the registered endpoint, and over TLS they accept only
+    the certificate whose fingerprint it carries (an endpoint changes only by registering anew).
+    ``tls_fingerprint``: this node's certificate fingerprint when it serves TLS, else None."""
+    ep = Endpoint.parse(registered)
+    if ep.fingerprint != tls_fingerprint:
+        if tls_fingerprint is None:
+            raise ConfigError(f"this node is registered with TLS endpoint {registered}, but this daemon would serve "
+                              "plaintext gRPC; set [worker] tls = true (and the tls_dir holding that certificate)")
+        if ep.fingerprint is None:
+            raise ConfigError(f"this node serves TLS but is registered with plaintext endpoint {registered}; peers "
+                              "would fail to connect. Set [worker] tls = false, or register anew with --tls")
+        raise ConfigError(f"this node's certificate has fingerprint {tls_fingerprint[:16]}.., but it is registered "
+                          f"with {ep.fingerprint[:16]}..; point [worker] tls_dir at the registered certificate, or "
+                          "register anew with --tls")
+    _host, _, reg_port = ep.address.rpartition(":")
     if port and reg_port.isdigit() and int(reg_port) != port:
         raise ConfigError(f"this node is registered with endpoint {registered}, but this daemon would serve "
                           f"port {port}; serve the registered port (`--port {reg_port}` or [worker] port = "

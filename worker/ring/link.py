@@ -18,6 +18,7 @@ import weakref
 import grpc
 import torch
 
+from proto.channel import open_channel
 from proto.errors import JobInputError, ProtocolError, TesseraError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
@@ -52,7 +53,7 @@ class Channels:
     def stub(self, endpoint: str) -> pb_grpc.WorkerServiceStub:
         with self._lock:
             if endpoint not in self._stubs:
-                ch = grpc.insecure_channel(endpoint, options=self._opts)
+                ch = open_channel(endpoint, self._opts)  # plaintext, or TLS pinned to the registered cert
                 self._channels.append(ch)
                 self._stubs[endpoint] = pb_grpc.WorkerServiceStub(ch)
             return self._stubs[endpoint]
