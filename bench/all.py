@@ -58,6 +58,7 @@ def cpu_steps(a: argparse.Namespace) -> list[Step]:
         Step("pipeline-cpu", "bench.pipeline", ("--tokens", "8" if q else "64", "--repeats", "1" if q else "3")),
         Step("hop-cpu", "bench.hop", ("--repeats", "20" if q else "200")),
         Step("flood-cpu", "bench.flood", ("--runs", "1" if q else "5", "--tokens", "8" if q else "16")),
+        Step("gateway", "bench.gateway", ("--runs", "1" if q else "3")),
         Step("gas", "bench.gas", ()),
         Step("gas-replicas", "bench.eval.gas_replicas", ("--replicas", "1,3,5")),
         Step("routing", "bench.routing", ("--runs", "3", "--seeds", "2") if q else ()),
