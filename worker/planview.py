@@ -44,6 +44,9 @@ class GenParams:
     max_tokens: int = 16  # tokens to generate (vision jobs: ignored, one pass)
     temperature_milli: int = 0  # sampling temperature x 1000; 0 = greedy
     seed: int = 0  # uint256 seed of the sampling uniforms
+    top_k: int = 0  # sample among the k most likely ids only, count; 0 = off (worker.sampling)
+    top_p_milli: int = 1000  # nucleus: the fewest ids holding this probability mass x 1000; 1000 = off
+    repetition_penalty_milli: int = 1000  # divides positive (multiplies negative) logits of generated ids, x 1000
     codec: int = 4  # activation codec id (worker.codec), int8-outlier by default
     block: int = 64  # codec block size, values
     eos_token_id: int | None = None  # generation stops after this token (kept in the output); None = never

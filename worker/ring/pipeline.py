@@ -154,7 +154,7 @@ class Pipeline:
         self.cache = None
 
     def _choose(self, y: torch.Tensor, step: int) -> tuple[list[int], bytes]:
-        ids, self.finished = tail_choose(self.route, y, step, len(self.tokens))
+        ids, self.finished = tail_choose(self.route, y, step, self.tokens)
         self.tokens.extend(ids)
         if not self.finished:
             return ids, b""
@@ -165,10 +165,12 @@ class Pipeline:
         return ids, output
 
 
-def tail_choose(route: JobRoute, y: torch.Tensor, step: int, have: int) -> tuple[list[int], bool]:
-    """The tail's choice at ``step``: (ids, finished). Language: one token; vision: class ids."""
+def tail_choose(route: JobRoute, y: torch.Tensor, step: int, history: Sequence[int]) -> tuple[list[int], bool]:
+    """The tail's choice at ``step``: (ids, finished). Language: one token (``history``: the ids
+    chosen before it); vision: class ids."""
     if route.kind == "classifier":
         return argmax_classes(y), True
     p = route.params
-    tok = sample(y[0, -1], p.temperature_milli, p.seed, step)
-    return [tok], have + 1 >= p.max_tokens or tok == p.eos_token_id
+    tok = sample(y[0, -1], p.temperature_milli, p.seed, step, top_k=p.top_k, top_p_milli=p.top_p_milli,
+                 repetition_penalty_milli=p.repetition_penalty_milli, history=history)
+    return [tok], len(history) + 1 >= p.max_tokens or tok == p.eos_token_id
