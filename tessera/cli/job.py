@@ -19,7 +19,10 @@ def job() -> None:
 
 @job.command()
 @click.option("--model", required=True, help="Model name as registered on chain (e.g. smollm2-135m).")
-@click.option("--prompt", default=None, help="Prompt text (language models).")
+@click.option("--prompt", default=None, help="Prompt text (language models), sent as it is.")
+@click.option("--chat", default=None, help="A user message, sent through the model's own chat template "
+              "(the model must be in the local store for its tokenizer).")
+@click.option("--system", default=None, help="With --chat: the system message before it.")
 @click.option("--image-index", type=int, default=None, help="Index of a digits test image (classifier models).")
 @click.option("--max-tokens", default=32, show_default=True, type=click.IntRange(1, 4096), help="Tokens to generate.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0, 10), help="0 = greedy.")
@@ -38,7 +41,7 @@ def job() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
 @rpc_options
 @account_options
-def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, fee, codec, mode, weights,
+def submit(model, prompt, chat, system, image_index, max_tokens, temperature, seed, replicas, fee, codec, mode, weights,
            commit_window, reveal_window, wait, as_json, rpc_url, chain_kind, key, account_index) -> None:
     """Plan replicas with the router, escrow the fee and submit a job. With --wait, show the text
     as the head produces it (a preview, unverified until the job settles), then the settled
@@ -49,6 +52,7 @@ def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, 
     \b
     Examples:
       tessera job submit --model smollm2-135m --prompt "The capital of France is" --wait --account 9
+      tessera job submit --model smollm2-135m --chat "What is the capital of France?" --system "Be brief." --wait
       tessera job submit --model digits-cnn --image-index 0 --replicas 3 --fee 0.01 --wait --json
       tessera job submit --model smollm2-135m --prompt "Hi" --mode price --weights reputation=2
     """
@@ -56,7 +60,7 @@ def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, 
     from router.types import Weights
     from tessera import requester
 
-    data = _job_input(prompt, image_index)
+    data = _job_input(model, prompt, chat, system, image_index)
     client = make_client(rpc_url, chain_kind, key, account_index)
     fee_floor_early(eth_to_wei(fee), replicas, require_model(client, model).num_blocks)
     spec = requester.JobSpec(model, data, max_tokens, eth_to_wei(fee), replicas,
@@ -88,12 +92,23 @@ def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, 
         raise click.exceptions.Exit(NO_MAJORITY_EXIT)
 
 
-def _job_input(prompt: str | None, image_index: int | None) -> bytes:
+def _job_input(model: str, prompt: str | None, chat: str | None, system: str | None,
+               image_index: int | None) -> bytes:
     # lazy: torch imported only when this command runs (fast --help)
-    from worker.node.payload import encode_prompt
+    from worker.node.payload import chat_prompt, encode_prompt
 
-    if (prompt is None) == (image_index is None):
-        raise click.UsageError("give exactly one of --prompt TEXT (language models) or --image-index N (classifiers)")
+    if sum(v is not None for v in (prompt, chat, image_index)) != 1:
+        raise click.UsageError("give exactly one of --prompt TEXT or --chat MESSAGE (language models) or "
+                               "--image-index N (classifiers)")
+    if system is not None and chat is None:
+        raise click.UsageError("--system goes with --chat (a plain --prompt is sent as it is)")
+    if chat is not None:
+        # lazy: torch imported only when this command runs (fast --help)
+        from worker.store import resolve
+
+        messages = ([{"role": "system", "content": system}] if system is not None else []) + \
+            [{"role": "user", "content": chat}]
+        return encode_prompt(chat_prompt(resolve(model), messages))
     if prompt is not None:
         return encode_prompt(prompt)
     # lazy: torch imported only when this command runs (fast --help)

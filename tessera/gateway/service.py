@@ -25,7 +25,7 @@ from proto.errors import ModelError, TesseraError
 from router.types import Mode, Weights
 from tessera.requester import JobSpec, Planned, Submitted, run_job
 from tessera.tokens import stream_tokens
-from worker.node.payload import tokenizer
+from worker.node.payload import chat_prompt
 from worker.store import list_models
 
 logger = logging.getLogger(__name__)
@@ -88,11 +88,9 @@ class Gateway:
         return next(m.directory for m in list_models() if m.name == name)
 
     def chat_prompt(self, model: str, messages: list[dict]) -> str:
-        """The prompt text the model's own chat template makes of ``messages``."""
-        tok = tokenizer(str(self.model_dir(model)))
-        if not tok.chat_template:
-            raise ModelError(f"model {model!r} has no chat template; use /v1/completions with a prompt")
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        """The prompt text the model's own chat template makes of ``messages``
+        (:func:`worker.node.payload.chat_prompt`, as ``tessera job submit --chat``)."""
+        return chat_prompt(self.model_dir(model), messages)
 
     def max_tokens(self, asked: int | None) -> int:
         n = self.settings.default_max_tokens if asked is None else asked

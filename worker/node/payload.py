@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from proto.errors import JobError, JobInputError
+from proto.errors import JobError, JobInputError, ModelError
 from proto.types import decode_output
 from worker.limits import ModelLimits
 from worker.vision.data import decode_images
@@ -31,6 +31,16 @@ def eos_token_id(model_dir: str | Path) -> int | None:
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
     eos = cfg.get("eos_token_id")
     return eos[0] if isinstance(eos, list) else eos
+
+
+def chat_prompt(model_dir: str | Path, messages: list[dict]) -> str:
+    """The prompt text the model's own chat template makes of ``messages`` (``{"role", "content"}``
+    dicts), ending where the assistant's answer begins: what the gateway and ``job submit --chat`` send."""
+    tok = tokenizer(str(model_dir))
+    if not tok.chat_template:
+        raise ModelError(f"model {Path(model_dir).name!r} has no chat template in its tokenizer; send a plain "
+                         "prompt instead")
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def encode_prompt(prompt: str) -> bytes:

@@ -1,0 +1,54 @@
+"""`tessera job submit --chat` and the gateway make the same prompt: the model's own chat template."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from proto import paths
+from proto.errors import ModelError
+from tessera.cli.job import _job_input
+from tessera.gateway.service import Gateway
+from worker.node.payload import chat_prompt
+
+MODEL = paths.models_dir() / "smollm2-135m"
+needs_model = pytest.mark.skipif(not (MODEL / "tokenizer.json").exists(), reason="smollm2-135m is not in the store")
+
+
+@needs_model
+def test_cli_chat_is_the_gateways_prompt(monkeypatch):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
+    data = _job_input("smollm2-135m", None, "Capital of France?", "Be brief.", None)
+    text = data.decode()
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nCapital of France?")
+    assert text.endswith("<|im_start|>assistant\n")  # the answer starts right after it
+    gw = Gateway(client=None)
+    monkeypatch.setattr(gw, "model_dir", lambda name: MODEL)
+    assert gw.chat_prompt("smollm2-135m", messages) == text == chat_prompt(MODEL, messages)
+
+
+@needs_model
+def test_cli_chat_without_a_system_message_uses_the_templates_default():
+    text = _job_input("smollm2-135m", None, "Hi", None, None).decode()
+    assert text == chat_prompt(MODEL, [{"role": "user", "content": "Hi"}]) and text.count("<|im_start|>user\nHi") == 1
+
+
+def test_input_options_are_exclusive_and_system_needs_chat():
+    with pytest.raises(click.UsageError, match="exactly one of"):
+        _job_input("m", "a prompt", "a message", None, None)
+    with pytest.raises(click.UsageError, match="exactly one of"):
+        _job_input("m", None, None, None, None)
+    with pytest.raises(click.UsageError, match="--system goes with --chat"):
+        _job_input("m", "a prompt", None, "sys", None)
+
+
+@needs_model
+def test_chat_needs_the_model_in_the_store_and_a_template(tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSERA_HOME", str(tmp_path))
+    with pytest.raises(ModelError, match="tessera model fetch nope"):
+        _job_input("nope", None, "hi", None, None)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "tokenizer_config.json").write_text("{}")
+    (tmp_path / "plain" / "tokenizer.json").write_text((MODEL / "tokenizer.json").read_text())
+    with pytest.raises(ModelError, match="has no chat template"):
+        chat_prompt(tmp_path / "plain", [{"role": "user", "content": "hi"}])
