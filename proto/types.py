@@ -6,6 +6,7 @@ Conventions fixed here for every component:
 * A model is identified on chain by ``model_id = keccak256(name_utf8)``.
 * A job's output is canonical bytes: each token id (or class id) as a 4-byte
   big-endian unsigned integer, concatenated. Its hash is ``keccak256(bytes)``.
+  An embedding job's words are its embedding on a grid (:func:`embedding_words`).
 * Weight commitment: ``weights_root = keccak256(h_input || h_block_0 || ... ||
   h_block_{N-1} || h_output)`` where ``h_*`` are 32-byte per-stage weight hashes
   (``worker.store.hashing``). ``h_input`` is the embedding stage (run by the node
@@ -19,6 +20,7 @@ Conventions fixed here for every component:
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -120,6 +122,25 @@ def decode_output(data: bytes) -> list[int]:
     if len(data) % 4:
         raise ValueError(f"output length {len(data)} is not a multiple of 4")
     return [struct.unpack(">I", data[i : i + 4])[0] for i in range(0, len(data), 4)]
+
+
+EMBEDDING_GRID = 256  # grid steps per unit: an embedding value v is committed as round(v * 256)
+EMBEDDING_OFFSET = 1 << 15  # added to every grid value so that each word is unsigned
+
+
+def embedding_words(values: Sequence[float]) -> list[int]:
+    """An embedding's output words: ``floor(v * EMBEDDING_GRID + 0.5) + EMBEDDING_OFFSET`` for each
+    value (a unit-norm embedding's values lie in [-1, 1], so words in [32512, 33024]), clamped to
+    [0, 65535]. ``v`` is the float32 value as a Python float: ``v * 256`` and the ``+ 0.5`` are exact,
+    so every machine computes the same words from the same values. Canonical bytes as for ids
+    (:func:`encode_output`): 4-byte big-endian words, one per dimension, in order."""
+    return [min(max(math.floor(float(v) * EMBEDDING_GRID + 0.5), -EMBEDDING_OFFSET), EMBEDDING_OFFSET - 1)
+            + EMBEDDING_OFFSET for v in values]
+
+
+def embedding_values(words: Sequence[int]) -> list[float]:
+    """The grid values of an embedding's output words (inverse of :func:`embedding_words` up to the grid)."""
+    return [(int(w) - EMBEDDING_OFFSET) / EMBEDDING_GRID for w in words]
 
 
 def output_hash(data: bytes) -> bytes:

@@ -61,9 +61,14 @@ class JobRoute:
     num_blocks: int  # blocks in the whole model
     replicas: tuple[tuple[HopRoute, ...], ...]
     params: GenParams = field(default_factory=GenParams)
-    kind: str = "causal-lm"  # "causal-lm" or "classifier"
+    kind: str = "causal-lm"  # "causal-lm", "classifier" or "embedding"
     deadline: float | None = None  # this machine's unix time, seconds, past which the job cannot commit; None = none
     domain: bytes = domain_separator(0, ZERO_ADDRESS)  # signing domain (worker.wire.domain_separator); set by the view
+
+    @property
+    def steps(self) -> int:
+        """Steps of a replica: one per token to generate, or one pass (classifiers, embeddings)."""
+        return self.params.max_tokens if self.kind == "causal-lm" else 1
 
     def hop(self, replica: int, index: int) -> HopRoute:
         if not 0 <= replica < len(self.replicas):

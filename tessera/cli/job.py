@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -24,6 +25,9 @@ def job() -> None:
               "(the model must be in the local store for its tokenizer).")
 @click.option("--system", default=None, help="With --chat: the system message before it.")
 @click.option("--image-index", type=int, default=None, help="Index of a digits test image (classifier models).")
+@click.option("--input-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A user model's input tensor as raw little-endian bytes (its shape and dtype: `tessera model "
+                   "list --json`; numpy: x.astype('<f4').tofile(FILE)).")
 @click.option("--max-tokens", default=32, show_default=True, type=click.IntRange(1, 4096), help="Tokens to generate.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0, 10), help="0 = greedy.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the reproducible sampling.")
@@ -41,8 +45,9 @@ def job() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
 @rpc_options
 @account_options
-def submit(model, prompt, chat, system, image_index, max_tokens, temperature, seed, replicas, fee, codec, mode, weights,
-           commit_window, reveal_window, wait, as_json, rpc_url, chain_kind, key, account_index) -> None:
+def submit(model, prompt, chat, system, image_index, input_file, max_tokens, temperature, seed, replicas, fee, codec,
+           mode, weights, commit_window, reveal_window, wait, as_json, rpc_url, chain_kind, key,
+           account_index) -> None:
     """Plan replicas with the router, escrow the fee and submit a job. With --wait, show the text
     as the head produces it (a preview, unverified until the job settles), then the settled
     result; the exit status is 4 when it ends without a majority (the fee is refunded as credit:
@@ -60,7 +65,7 @@ def submit(model, prompt, chat, system, image_index, max_tokens, temperature, se
     from router.types import Weights
     from tessera import requester
 
-    data = _job_input(model, prompt, chat, system, image_index)
+    data = _job_input(model, prompt, chat, system, image_index, input_file)
     client = make_client(rpc_url, chain_kind, key, account_index)
     fee_floor_early(eth_to_wei(fee), replicas, require_model(client, model).num_blocks)
     spec = requester.JobSpec(model, data, max_tokens, eth_to_wei(fee), replicas,
@@ -92,14 +97,16 @@ def submit(model, prompt, chat, system, image_index, max_tokens, temperature, se
         raise click.exceptions.Exit(NO_MAJORITY_EXIT)
 
 
-def _job_input(model: str, prompt: str | None, chat: str | None, system: str | None,
-               image_index: int | None) -> bytes:
+def _job_input(model: str, prompt: str | None, chat: str | None, system: str | None, image_index: int | None,
+               input_file: str | None = None) -> bytes:
     # lazy: torch imported only when this command runs (fast --help)
     from worker.node.payload import chat_prompt, encode_prompt
 
-    if sum(v is not None for v in (prompt, chat, image_index)) != 1:
-        raise click.UsageError("give exactly one of --prompt TEXT or --chat MESSAGE (language models) or "
-                               "--image-index N (classifiers)")
+    if sum(v is not None for v in (prompt, chat, image_index, input_file)) != 1:
+        raise click.UsageError("give exactly one of --prompt TEXT or --chat MESSAGE (language and embedding models), "
+                               "--image-index N (digits classifiers) or --input-file FILE (user models)")
+    if input_file is not None:
+        return Path(input_file).read_bytes()
     if system is not None and chat is None:
         raise click.UsageError("--system goes with --chat (a plain --prompt is sent as it is)")
     if chat is not None:

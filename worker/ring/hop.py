@@ -178,7 +178,7 @@ class HopRuntime:
     def _admit(self, pipe: Pipeline, msg: pb.HopMessage) -> None:
         """Refuse activations the job's plan rules out, before they are decoded or run."""
         route, p, where = pipe.route, msg.payload, f"job {pipe.job} step {msg.step}"
-        steps = 1 if route.kind == "classifier" else route.params.max_tokens
+        steps = route.steps
         if msg.step >= steps:
             raise ProtocolError(f"{where} is past the job's last step {steps - 1}")
         for t in (p, *msg.extras):

@@ -27,7 +27,7 @@ import torch
 
 from proto.errors import ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
-from proto.types import encode_output
+from proto.types import embedding_words, encode_output
 from worker.config import WorkerConfig
 from worker.planview import JobRoute
 from worker.ring.link import Channels, Link, corrupt, encode_activation, message
@@ -167,9 +167,11 @@ class Pipeline:
 
 def tail_choose(route: JobRoute, y: torch.Tensor, step: int, history: Sequence[int]) -> tuple[list[int], bool]:
     """The tail's choice at ``step``: (ids, finished). Language: one token (``history``: the ids
-    chosen before it); vision: class ids."""
+    chosen before it); classifier: class ids; embedding: its grid words (proto.types.embedding_words)."""
     if route.kind == "classifier":
         return argmax_classes(y), True
+    if route.kind == "embedding":
+        return embedding_words(y.detach().to("cpu", torch.float32).flatten().tolist()), True
     p = route.params
     tok = sample(y[0, -1], p.temperature_milli, p.seed, step, top_k=p.top_k, top_p_milli=p.top_p_milli,
                  repetition_penalty_milli=p.repetition_penalty_milli, history=history)
