@@ -129,3 +129,11 @@ def test_encoders_that_cannot_be_cut_are_refused_with_the_reason(tmp_path, monke
     with pytest.raises(ModelError, match=REFUSED_ENCODERS[arch][2]):
         store.import_dir(save_tiny_model(arch, tmp_path / arch), name=arch)
     assert not list((tmp_path / "home" / "models").iterdir())
+
+
+def test_a_bf16_stage_runs_in_bf16_and_pools_in_float32(minilm, ids):
+    stage = load_stage(minilm, 0, 6, dtype=torch.bfloat16)
+    assert {p.dtype for p in stage.parameters()} == {torch.bfloat16}
+    got, want = stage(ids), load_full(minilm)(ids)
+    assert got.dtype == torch.float32 and not torch.equal(got, want)
+    assert float(torch.nn.functional.cosine_similarity(got, want)) > 0.999

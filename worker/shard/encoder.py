@@ -95,13 +95,13 @@ class Entry(nn.Module):
         return self.local.x
 
 
-def meta_encoder(config) -> PreTrainedModel:
-    """The base model of an encoder config on the meta device, its pooler dropped."""
+def meta_encoder(config, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """The base model of an encoder config on the meta device (in ``dtype``), its pooler dropped."""
     if not is_encoder(config):
         raise ModelError(f"model_type {config.model_type!r} is not an encoder transformers can build")
     try:
         with torch.device("meta"):
-            model = AutoModel.from_config(config)
+            model = AutoModel.from_config(config, dtype=dtype)
     except Exception as exc:  # an inconsistent config fails model construction in any number of ways
         raise ModelError(f"transformers cannot build model_type {config.model_type!r} from this config.json "
                          f"({type(exc).__name__}: {exc})") from exc
@@ -210,7 +210,7 @@ class EncoderStage(nn.Module):
 def build_encoder_stage(model_dir: Path, config, skel: Skeleton, layout: StageLayout, spec: StageSpec,
                         settings: dict, device: torch.device, dtype: torch.dtype) -> EncoderStage:
     """Load only the weights of ``spec``'s stages into an :class:`EncoderStage`."""
-    model = meta_encoder(config)
+    model = meta_encoder(config, dtype)
     layers = model.get_submodule(skel.layers_path)
     for i in range(skel.num_layers):
         if i < spec.start:
