@@ -34,9 +34,10 @@ def job() -> None:
 @click.option("--replicas", default=3, show_default=True, type=click.IntRange(1),
               help="Node-disjoint replicas (at most the contract's MAX_REPLICAS).")
 @click.option("--fee", default="0.01", show_default=True, help="Fee in ETH, held in escrow.")
-@click.option("--codec", default="int8-outlier", show_default=True,
+@click.option("--codec", default=None,
               type=click.Choice(["fp32", "fp16", "bf16", "int8-absmax", "int8-outlier", "int8-dynamic"]),
-              help="Activation codec between hops.")
+              help="Activation codec between hops. [default: fp32 for an embedding model (honest replicas of a lossy "
+                   "codec commit different embeddings), int8-outlier otherwise]")
 @click.option("--mode", type=click.Choice(["latency", "throughput", "price"]), default="latency", show_default=True)
 @click.option("--weights", default=None, help="Router weights, e.g. price=1,stake=0.5,reputation=2.")
 @click.option("--commit-window", default=300, show_default=True, type=click.IntRange(1), help="Seconds to commit.")
@@ -59,6 +60,7 @@ def submit(model, prompt, chat, system, image_index, input_file, max_tokens, tem
       tessera job submit --model smollm2-135m --prompt "The capital of France is" --wait --account 9
       tessera job submit --model smollm2-135m --chat "What is the capital of France?" --system "Be brief." --wait
       tessera job submit --model digits-cnn --image-index 0 --replicas 3 --fee 0.01 --wait --json
+      tessera job submit --model minilm-l6 --prompt "A sentence to embed." --wait --json
       tessera job submit --model smollm2-135m --prompt "Hi" --mode price --weights reputation=2
     """
     # lazy: web3 imported only when this command runs (fast --help)
@@ -66,6 +68,8 @@ def submit(model, prompt, chat, system, image_index, input_file, max_tokens, tem
     from tessera import requester
 
     data = _job_input(model, prompt, chat, system, image_index, input_file)
+    max_tokens, codec = job_defaults(_local_kind(model), image_index is not None or input_file is not None,
+                                     max_tokens, codec)
     client = make_client(rpc_url, chain_kind, key, account_index)
     fee_floor_early(eth_to_wei(fee), replicas, require_model(client, model).num_blocks)
     spec = requester.JobSpec(model, data, max_tokens, eth_to_wei(fee), replicas,
@@ -95,6 +99,26 @@ def submit(model, prompt, chat, system, image_index, input_file, max_tokens, tem
         if as_json:  # the text output already said why
             click.echo(f"job {res.job_id}: no majority: {res.reason}", err=True)
         raise click.exceptions.Exit(NO_MAJORITY_EXIT)
+
+
+def job_defaults(kind: str | None, tensor_input: bool, max_tokens: int, codec: str | None) -> tuple[int, str]:
+    """``(max_tokens, codec)`` of a job: one step for a one-pass model (the contract and the fee count
+    steps), and fp32 activations for an embedding model unless a codec was chosen."""
+    if kind in ("embedding", "classifier") or tensor_input:
+        max_tokens = 1
+    return max_tokens, codec or ("fp32" if kind == "embedding" else "int8-outlier")
+
+
+def _local_kind(model: str) -> str | None:
+    """The kind of ``model`` when it is in the local store (what decides the job's defaults), else None."""
+    # lazy: torch imported only when this command runs (fast --help)
+    from proto.errors import ModelError
+    from worker.store import load_manifest
+
+    try:
+        return load_manifest(model).kind
+    except ModelError:
+        return None
 
 
 def _job_input(model: str, prompt: str | None, chat: str | None, system: str | None, image_index: int | None,

@@ -1,4 +1,5 @@
-"""`tessera job submit --chat` and the gateway make the same prompt: the model's own chat template."""
+"""What `tessera job submit` sends: `--chat` makes the gateway's prompt (the model's own chat template),
+`--input-file` sends a user model's tensor bytes, and one-pass and embedding jobs get their defaults."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from proto import paths
 from proto.errors import ModelError
-from tessera.cli.job import _job_input
+from tessera.cli.job import _job_input, job_defaults
 from tessera.gateway.service import Gateway
 from worker.node.payload import chat_prompt
 
@@ -31,6 +32,22 @@ def test_cli_chat_is_the_gateways_prompt(monkeypatch):
 def test_cli_chat_without_a_system_message_uses_the_templates_default():
     text = _job_input("smollm2-135m", None, "Hi", None, None).decode()
     assert text == chat_prompt(MODEL, [{"role": "user", "content": "Hi"}]) and text.count("<|im_start|>user\nHi") == 1
+
+
+def test_input_file_is_sent_as_it_is(tmp_path):
+    (tmp_path / "x.bin").write_bytes(b"\x00\x01\x02\x03")
+    assert _job_input("m", None, None, None, None, str(tmp_path / "x.bin")) == b"\x00\x01\x02\x03"
+    with pytest.raises(click.UsageError, match="exactly one of"):
+        _job_input("m", "a prompt", None, None, None, str(tmp_path / "x.bin"))
+
+
+def test_one_pass_jobs_run_one_step_and_embeddings_default_to_fp32_activations():
+    assert job_defaults("causal-lm", False, 32, None) == (32, "int8-outlier")
+    assert job_defaults(None, False, 32, None) == (32, "int8-outlier")  # not installed here: the usual defaults
+    assert job_defaults("embedding", False, 32, None) == (1, "fp32")
+    assert job_defaults("embedding", False, 32, "int8-outlier") == (1, "int8-outlier")  # a choice is kept
+    assert job_defaults("classifier", False, 32, None) == (1, "int8-outlier")
+    assert job_defaults(None, True, 32, "bf16") == (1, "bf16")
 
 
 def test_input_options_are_exclusive_and_system_needs_chat():
