@@ -19,8 +19,8 @@ def job() -> None:
 
 
 @job.command()
-@click.option("--model", required=True, help="Model name as registered on chain (e.g. smollm2-135m).")
-@click.option("--prompt", default=None, help="Prompt text (language models), sent as it is.")
+@click.option("--model", required=True, help="Model as registered on chain: NAME (e.g. smollm2-135m) or 0xPUBLISHER/NAME.")
+@click.option("--prompt", default=None, help="Prompt text (language and embedding models), sent as it is.")
 @click.option("--chat", default=None, help="A user message, sent through the model's own chat template "
               "(the model must be in the local store for its tokenizer).")
 @click.option("--system", default=None, help="With --chat: the system message before it.")
@@ -31,13 +31,26 @@ def job() -> None:
 @click.option("--max-tokens", default=32, show_default=True, type=click.IntRange(1, 4096), help="Tokens to generate.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0, 10), help="0 = greedy.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the reproducible sampling.")
+@click.option("--top-k", default=0, show_default=True, type=click.IntRange(0, 1_000_000),
+              help="With --temperature: sample among the K most likely tokens only; 0 = off.")
+@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0.001, 1.0),
+              help="With --temperature: sample among the fewest tokens holding this probability (step 0.001); 1 = off.")
+@click.option("--repetition-penalty", default=1.0, show_default=True, type=click.FloatRange(0.001, 10.0),
+              help="Divide positive (multiply negative) logits of tokens already generated (step 0.001); 1 = off.")
 @click.option("--replicas", default=3, show_default=True, type=click.IntRange(1),
               help="Node-disjoint replicas (at most the contract's MAX_REPLICAS).")
-@click.option("--fee", default="0.01", show_default=True, help="Fee in ETH, held in escrow.")
+@click.option("--fee", default=None, help="Fee in ETH, held in escrow (default: the floor the planned nodes ask).")
 @click.option("--codec", default=None,
               type=click.Choice(["fp32", "fp16", "bf16", "int8-absmax", "int8-outlier", "int8-dynamic"]),
               help="Activation codec between hops. [default: fp32 for an embedding model (honest replicas of a lossy "
                    "codec commit different embeddings), int8-outlier otherwise]")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Activation dtype class every hop must run.")
+@click.option("--int8-weights", is_flag=True, help="Allow nodes with int8-mixed weights (default: exact weights).")
+@click.option("--verify", type=click.Choice(["replicated", "optimistic"]), default="replicated", show_default=True,
+              help="replicated: R replicas, divergence judged by drawn verifiers; optimistic: one replica, audited.")
+@click.option("--audit-bps", type=click.IntRange(0, 10_000), default=1000, show_default=True,
+              help="With --verify optimistic: audit probability x 10000.")
 @click.option("--mode", type=click.Choice(["latency", "throughput", "price"]), default="latency", show_default=True)
 @click.option("--weights", default=None, help="Router weights, e.g. price=1,stake=0.5,reputation=2.")
 @click.option("--commit-window", default=300, show_default=True, type=click.IntRange(1), help="Seconds to commit.")
@@ -46,12 +59,13 @@ def job() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
 @rpc_options
 @account_options
-def submit(model, prompt, chat, system, image_index, input_file, max_tokens, temperature, seed, replicas, fee, codec,
-           mode, weights, commit_window, reveal_window, wait, as_json, rpc_url, chain_kind, key,
+def submit(model, prompt, chat, system, image_index, input_file, max_tokens, temperature, seed, top_k, top_p,
+           repetition_penalty, replicas, fee, codec, dtype, int8_weights, verify, audit_bps, mode, weights, commit_window,
+           reveal_window, wait, as_json, rpc_url, chain_kind, key,
            account_index) -> None:
     """Plan replicas with the router, escrow the fee and submit a job. With --wait, show the text
     as the head produces it (a preview, unverified until the job settles), then the settled
-    result; the exit status is 4 when it ends without a majority (the fee is refunded as credit:
+    result; the exit status is 4 when nobody was paid (the fee is refunded as credit:
     `tessera job withdraw`). The input is checked against the model and the fee against a floor
     before anything is escrowed.
 
@@ -62,8 +76,11 @@ def submit(model, prompt, chat, system, image_index, input_file, max_tokens, tem
       tessera job submit --model digits-cnn --image-index 0 --replicas 3 --fee 0.01 --wait --json
       tessera job submit --model minilm-l6 --prompt "A sentence to embed." --wait --json
       tessera job submit --model smollm2-135m --prompt "Hi" --mode price --weights reputation=2
+      tessera job submit --model smollm2-135m --prompt "Hi" --temperature 0.8 --top-k 40 --top-p 0.9 --seed 7
+      tessera job submit --model smollm2-135m --prompt "Hi" --verify optimistic --audit-bps 1000
     """
     # lazy: web3 imported only when this command runs (fast --help)
+    from proto.types import DType, ExecSpec, JobMode, WeightsMode, sampling_fields
     from router.types import Weights
     from tessera import requester
 
@@ -71,9 +88,15 @@ def submit(model, prompt, chat, system, image_index, input_file, max_tokens, tem
     max_tokens, codec = job_defaults(_local_kind(model), image_index is not None or input_file is not None,
                                      max_tokens, codec)
     client = make_client(rpc_url, chain_kind, key, account_index)
-    fee_floor_early(eth_to_wei(fee), replicas, require_model(client, model).num_blocks)
-    spec = requester.JobSpec(model, data, max_tokens, eth_to_wei(fee), replicas,
-                             temperature, seed, codec, commit_window, reveal_window)
+    require_model(client, model)  # an unknown model is named before anything is planned
+    fee_floor_early(client, model, None if fee is None else eth_to_wei(fee), replicas, max_tokens)
+    optimistic = verify == "optimistic"
+    exec_spec = ExecSpec(DType[dtype.upper()], WeightsMode.INT8_MIXED if int8_weights else WeightsMode.EXACT,
+                         JobMode.OPTIMISTIC if optimistic else JobMode.REPLICATED, audit_bps if optimistic else 0,
+                         **sampling_fields(top_k, top_p, repetition_penalty))
+    spec = requester.JobSpec(model, data, max_tokens,
+                             None if fee is None else eth_to_wei(fee), 1 if optimistic else replicas, temperature,
+                             seed, codec, commit_window, reveal_window, exec_spec)
     log = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
     live = LiveText(client, model, log) if wait and not as_json else None
 
@@ -95,9 +118,9 @@ def submit(model, prompt, chat, system, image_index, input_file, max_tokens, tem
         click.echo(json.dumps(res.to_json()))
     else:
         show_result(res)
-    if res.outcome == "refund":
+    if res.outcome == "refunded":
         if as_json:  # the text output already said why
-            click.echo(f"job {res.job_id}: no majority: {res.reason}", err=True)
+            click.echo(f"job {res.job_id}: nobody paid: {res.reason}", err=True)
         raise click.exceptions.Exit(NO_MAJORITY_EXIT)
 
 
@@ -116,9 +139,20 @@ def _local_kind(model: str) -> str | None:
     from worker.store import load_manifest
 
     try:
-        return load_manifest(model).kind
+        return load_manifest(_local_name(model)).kind
     except ModelError:
         return None
+
+
+def _local_name(model: str) -> str:
+    """The store name of ``model`` (NAME or 0xPUBLISHER/NAME); a malformed reference is left to the chain's check."""
+    # lazy: eth_utils imported only when this command runs (fast --help)
+    from proto.types import split_model_ref
+
+    try:
+        return split_model_ref(model)[1]
+    except ValueError:
+        return model
 
 
 def _job_input(model: str, prompt: str | None, chat: str | None, system: str | None, image_index: int | None,
@@ -139,7 +173,7 @@ def _job_input(model: str, prompt: str | None, chat: str | None, system: str | N
 
         messages = ([{"role": "system", "content": system}] if system is not None else []) + \
             [{"role": "user", "content": chat}]
-        return encode_prompt(chat_prompt(resolve(model), messages))
+        return encode_prompt(chat_prompt(resolve(_local_name(model)), messages))
     if prompt is not None:
         return encode_prompt(prompt)
     # lazy: torch imported only when this command runs (fast --help)
@@ -176,8 +210,8 @@ def status(job_id, as_json, rpc_url, chain_kind) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @rpc_options
 def result(job_id, as_json, rpc_url, chain_kind) -> None:
-    """The decoded output, the agreeing replicas and the payouts of a job, as the chain recorded
-    them. Exit status 3 while it is open, 4 when it ended without a majority.
+    """The decoded output, each replica's verdict and the payouts of a job, as the chain recorded
+    them. Exit status 3 while it is open or disputed, 4 when nobody was paid.
 
     \b
     Examples:
@@ -194,7 +228,7 @@ def result(job_id, as_json, rpc_url, chain_kind) -> None:
         show_result(res)
     if res.outcome == "pending":
         raise click.exceptions.Exit(PENDING_EXIT)
-    if res.outcome == "refund":
+    if res.outcome == "refunded":
         raise click.exceptions.Exit(NO_MAJORITY_EXIT)
 
 

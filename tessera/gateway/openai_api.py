@@ -39,6 +39,9 @@ class CompletionRequest(BaseModel):
     prompt: str | list[str]
     max_tokens: int | None = None
     temperature: float = Field(0.0, ge=0, le=10)
+    top_p: float = Field(1.0, ge=0.001, le=1)  # nucleus sampling, steps of 0.001; 1 = off
+    top_k: int = Field(0, ge=0, le=1_000_000)  # extension (as vLLM): the k most likely tokens only; 0 = off
+    repetition_penalty: float = Field(1.0, ge=0.001, le=10)  # extension (as vLLM); 1 = off
     seed: int | None = Field(None, ge=0, lt=2**64)
     stream: bool = False
     n: int = Field(1, ge=1, le=1)
@@ -51,6 +54,9 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     temperature: float = Field(0.0, ge=0, le=10)
+    top_p: float = Field(1.0, ge=0.001, le=1)  # nucleus sampling, steps of 0.001; 1 = off
+    top_k: int = Field(0, ge=0, le=1_000_000)  # extension (as vLLM): the k most likely tokens only; 0 = off
+    repetition_penalty: float = Field(1.0, ge=0.001, le=10)  # extension (as vLLM); 1 = off
     seed: int | None = Field(None, ge=0, lt=2**64)
     stream: bool = False
     n: int = Field(1, ge=1, le=1)
@@ -74,7 +80,7 @@ def _status(exc: Exception) -> tuple[int, str]:
 
 def settled(res: JobResult) -> dict:
     """The ``tessera`` object of a settled job."""
-    return {"job_id": res.job_id, "outcome": res.outcome, "verified": res.outcome == "majority",
+    return {"job_id": res.job_id, "outcome": res.outcome, "verified": res.outcome in ("agreed", "verified"),
             "consensus": f"{len(res.winners)}/{len(res.plan.replicas)}", "winners": list(res.winners),
             "reason": res.reason, "fee_wei": str(res.fee), "refund_wei": str(res.refund),
             "payouts": {k: str(v) for k, v in res.payouts.items()},
@@ -133,7 +139,8 @@ def _serve(gw: Gateway, model: str, prompt: str, max_tokens: int | None, req, ch
         return error(400, str(exc))
     tok = tokenizer(str(directory))
     cancel = threading.Event()
-    events = gw.run(model, prompt, n, req.temperature, req.seed or 0, stream=req.stream, cancel=cancel)
+    events = gw.run(model, prompt, n, req.temperature, req.seed or 0, stream=req.stream, cancel=cancel,
+                    top_k=req.top_k, top_p=req.top_p, repetition_penalty=req.repetition_penalty)
     shape = _Shape(model, chat, len(tok(prompt)["input_ids"]), n, tok)
     if req.stream:
         return StreamingResponse(_sse(events, shape, tok, cancel), media_type="text/event-stream",
@@ -146,8 +153,8 @@ def _serve(gw: Gateway, model: str, prompt: str, max_tokens: int | None, req, ch
         status, kind = _status(exc)
         return error(status, str(exc), kind)
     res: JobResult = last.data
-    if res.outcome != "majority":
-        return error(502, f"job {res.job_id}: no majority: {res.reason}; {fmt_eth(res.refund)} credited back to "
+    if not res.winners:
+        return error(502, f"job {res.job_id}: nobody paid: {res.reason}; {fmt_eth(res.refund)} credited back to "
                      "the gateway's requester account (`tessera job withdraw`)", "tessera_no_majority")
     return shape.full(res)
 
@@ -213,8 +220,8 @@ def _sse(events: Iterator[Event], shape: _Shape, tok, cancel: threading.Event) -
                 yield f"data: {json.dumps({'error': {'message': str(ev.data), 'type': kind, 'code': status}})}\n\n"
             elif ev.kind == "result":
                 res: JobResult = ev.data
-                if res.outcome != "majority":
-                    msg = (f"job {res.job_id}: no majority: {res.reason}; {fmt_eth(res.refund)} credited back to "
+                if not res.winners:
+                    msg = (f"job {res.job_id}: nobody paid: {res.reason}; {fmt_eth(res.refund)} credited back to "
                            "the gateway's requester account")
                     yield f"data: {json.dumps({'error': {'message': msg, 'type': 'tessera_no_majority'}})}\n\n"
                     continue

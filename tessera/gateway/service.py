@@ -22,6 +22,7 @@ from typing import Any
 
 from chain.client import TesseraChain
 from proto.errors import ModelError, TesseraError
+from proto.types import ExecSpec, sampling_fields
 from router.types import Mode, Weights
 from tessera.requester import JobSpec, Planned, Submitted, run_job
 from tessera.tokens import stream_tokens
@@ -99,11 +100,14 @@ class Gateway:
         return n
 
     def run(self, model: str, prompt: str, max_tokens: int, temperature: float = 0.0, seed: int = 0,
-            stream: bool = True, cancel: threading.Event | None = None) -> Iterator[Event]:
-        """Pay for one job and yield its events (see the module docstring)."""
+            stream: bool = True, cancel: threading.Event | None = None, top_k: int = 0, top_p: float = 1.0,
+            repetition_penalty: float = 1.0) -> Iterator[Event]:
+        """Pay for one job and yield its events (see the module docstring). The sampling extras go
+        into the job's execution spec, so every replica's tail samples with them."""
         s = self.settings
         spec = JobSpec(model, prompt.encode("utf-8"), max_tokens, s.fee_wei, s.replicas, temperature, seed, s.codec,
-                       s.commit_window_s, s.reveal_window_s)
+                       s.commit_window_s, s.reveal_window_s,
+                       ExecSpec(**sampling_fields(top_k, top_p, repetition_penalty)))
         cancel = cancel or threading.Event()
         q: queue.Queue[Event] = queue.Queue()
         planned: list[Planned] = []
