@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import click
 import pytest
 
 from proto import paths
 from proto.errors import ModelError
+from proto.types import ExecSpec, WeightsMode, sampling_fields
 from tessera.cli.job import _job_input, job_defaults
 from tessera.gateway.service import Gateway
 from worker.node.payload import chat_prompt
@@ -69,3 +72,39 @@ def test_chat_needs_the_model_in_the_store_and_a_template(tmp_path, monkeypatch)
     (tmp_path / "plain" / "tokenizer.json").write_text((MODEL / "tokenizer.json").read_text())
     with pytest.raises(ModelError, match="has no chat template"):
         chat_prompt(tmp_path / "plain", [{"role": "user", "content": "hi"}])
+
+
+def test_sampling_flags_become_the_jobs_execution_spec(monkeypatch):
+    """`job submit --top-k/--top-p/--repetition-penalty` land in the spec word the contract stores
+    (x 1000, 0 = off), next to --dtype and --int8-weights; out-of-range values never reach the chain."""
+    from click.testing import CliRunner
+
+    import tessera.cli.job as job_cli
+    from tessera import requester
+    from tessera.cli.main import cli
+
+    sent = []
+    monkeypatch.setattr(job_cli, "make_client", lambda *a: None)
+    monkeypatch.setattr(job_cli, "require_model", lambda *a: None)
+    monkeypatch.setattr(job_cli, "fee_floor_early", lambda *a: None)
+    monkeypatch.setattr(job_cli, "_local_kind", lambda model: "causal-lm")
+    monkeypatch.setattr(requester, "run_job", lambda client, spec, **kw: sent.append(spec) or SimpleNamespace(job_id=1))
+    base = ["job", "submit", "--model", "m", "--prompt", "hi", "--fee", "0.01"]
+    r = CliRunner().invoke(cli, base + ["--temperature", "0.8", "--top-k", "40", "--top-p", "0.9",
+                                        "--repetition-penalty", "1.25", "--int8-weights"])
+    assert r.exit_code == 0, r.output
+    spec = ExecSpec.unpack(sent[-1].spec.pack())
+    assert (spec.top_k, spec.top_p_milli, spec.repetition_penalty_milli, spec.weights) == (
+        40, 900, 1250, WeightsMode.INT8_MIXED)
+    assert CliRunner().invoke(cli, base).exit_code == 0
+    assert sent[-1].spec == ExecSpec()  # every filter off is the plain spec (0s on chain)
+    for bad in (["--top-p", "0"], ["--top-p", "1.5"], ["--top-k", "-1"], ["--repetition-penalty", "11"]):
+        r = CliRunner().invoke(cli, base + bad)
+        assert r.exit_code == 2 and "Invalid value" in r.output and len(sent) == 2
+
+
+def test_sampling_fields_round_to_the_contracts_units():
+    assert sampling_fields() == {"top_k": 0, "top_p_milli": 0, "repetition_penalty_milli": 0}
+    assert sampling_fields(5, 0.95, 0.8) == {"top_k": 5, "top_p_milli": 950, "repetition_penalty_milli": 800}
+    assert sampling_fields(top_p=0.0001, repetition_penalty=0.9996) == {  # never rounded to "off" by accident
+        "top_k": 0, "top_p_milli": 1, "repetition_penalty_milli": 0}
