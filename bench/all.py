@@ -54,6 +54,9 @@ def cpu_steps(a: argparse.Namespace) -> list[Step]:
                                                     "--codecs", "int8-absmax,int8-outlier,int8-dynamic")),
         Step("quant-cpu", "bench.eval.quant", ("--tokens", "128" if q else "1024")),
         Step("minilm-cpu", "bench.eval.minilm", ("--sentences", "16" if q else "100")),
+        Step("embed-commit-cpu", "bench.eval.embed_commit", ("--texts", "16" if q else "100")),
+        Step("models-matrix", "bench.models_matrix", ("--only", "llama,bert,tiny-resnet-pt2,mamba") if q else
+             ("--readme", "README.md")),
         Step("memory", "bench.eval.memory", ("--stages", "1,3")),
         Step("pipeline-cpu", "bench.pipeline", ("--tokens", "8" if q else "64", "--repeats", "1" if q else "3")),
         Step("hop-cpu", "bench.hop", ("--repeats", "20" if q else "200")),

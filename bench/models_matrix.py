@@ -1,6 +1,6 @@
 """Which model architectures Tessera shards, measured: the support matrix.
 
-For every architecture of :mod:`worker.shard.tiny` (a 4-block model built
+For every causal-LM architecture of :mod:`worker.shard.tiny` (a 4-block model built
 from transformers' config class with seeded random weights, no hub):
 
 * import: ``worker.store.import_dir`` (what ``tessera model import`` runs)
@@ -11,6 +11,11 @@ from transformers' config class with seeded random weights, no hub):
 * multi-process exact: the same token ids from a 3-stage ring whose other
   stages are ``tessera operator run --plan-file`` processes over loopback gRPC
   (fp32 activations).
+
+Then the one-pass kinds (:mod:`bench.models_rows`): encoders stored as embedding
+models (tiny BERT-family models and all-MiniLM-L6-v2) and user models (a
+residual network imported as ``module:factory`` and as a ``torch.export``
+program), and the refusals of every kind.
 
     python -m bench.models_matrix --json [--save bench/results/models-matrix.json] [--readme README.md]
         [--no-processes] [--only gpt2,opt]
@@ -34,6 +39,7 @@ import torch
 
 from bench._out import emit
 from bench._procs import bench_key, even_spans, free_port, ring_route, workers
+from bench.models_rows import ENCODER_ROWS, REFUSED_ROWS, USER_ROWS, encoder_row, user_row
 from proto.errors import ModelError
 from worker import codec, store
 from worker.planview import GenParams
@@ -116,14 +122,13 @@ def multi_process(model_dir: Path, workdir: Path, parts: int = 3) -> list[int]:
 
 
 def row(arch: str, workdir: Path, processes: bool = True) -> dict:
-    """One line of the matrix."""
+    """One causal-LM line of the matrix (imports into the store of ``TESSERA_HOME``)."""
     d = workdir / arch
     save_tiny_model(arch, d)
-    out = {"architecture": arch, "model_type": (ARCHITECTURES.get(arch) or REFUSED[arch])[0], "import": "yes",
-           "exact": {}, "max_logit_error": {}, "notes": NOTES.get(arch, "")}
+    out = {"architecture": arch, "model_type": (ARCHITECTURES.get(arch) or REFUSED[arch])[0], "kind": "causal-lm",
+           "import": "yes", "exact": {}, "max_logit_error": {}, "notes": NOTES.get(arch, "")}
     try:
-        with _home(workdir / "home"):
-            store.import_dir(d, name=arch)
+        store.import_dir(d, name=arch)
     except ModelError as exc:
         return {**out, "import": "refused", "notes": str(exc)}
     want, want_logits = reference(d)
@@ -146,12 +151,12 @@ def table(rows: list[dict]) -> str:
         v = r["exact"].get(key)
         return "not run" if v is None else ("yes" if v else "**NO**")
 
-    lines = ["| architecture | import | 2-stage exact | 3-stage exact | multi-process exact | notes |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| architecture | kind | import | 2-stage exact | 3-stage exact | multi-process exact | notes |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         name = r["architecture"] if r["architecture"] == r["model_type"] else f"{r['architecture']} ({r['model_type']})"
         notes = r["notes"].replace("|", "/").replace("\n", " ")
-        lines.append(f"| {name} | {r['import']} | {cell(r, '2-stage')} | {cell(r, '3-stage')} | "
+        lines.append(f"| {name} | {r['kind']} | {r['import']} | {cell(r, '2-stage')} | {cell(r, '3-stage')} | "
                      f"{cell(r, 'multi-process')} | {notes} |")
     return "\n".join(lines)
 
@@ -175,9 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # tiny matrices: threads only add contention
-    archs = [a for a in args.only.split(",") if a] or [*ARCHITECTURES, *REFUSED]
-    with tempfile.TemporaryDirectory(prefix="models-matrix-") as tmp:
-        rows = [row(a, Path(tmp), processes=not args.no_processes) for a in archs]
+    makers = {**{a: row for a in ARCHITECTURES}, **{a: encoder_row for a in ENCODER_ROWS},
+              **{a: user_row for a in USER_ROWS}, **{a: row for a in REFUSED}, **REFUSED_ROWS}
+    archs = [a for a in args.only.split(",") if a] or list(makers)
+    unknown = [a for a in archs if a not in makers]
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; known: {', '.join(makers)}")
+    with tempfile.TemporaryDirectory(prefix="models-matrix-") as tmp, _home(Path(tmp) / "home"):
+        rows = [makers[a](a, Path(tmp), processes=not args.no_processes) for a in archs]
     result = {"bench": "models_matrix", "tokens": TOKENS, "atol": ATOL, "blocks": BLOCKS, "rows": rows,
               "all_exact": all(all(r["exact"].values()) for r in rows if r["import"] == "yes")}
     if args.readme:

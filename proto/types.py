@@ -7,6 +7,7 @@ Conventions fixed here for every component:
   string name))``: names are namespaced by their publisher (written ``0xPUBLISHER/name``).
 * A job's output is canonical bytes: each token id (or class id) as a 4-byte
   big-endian unsigned integer, concatenated. Its hash is ``keccak256(bytes)``.
+  An embedding job's words are its embedding on a grid (:func:`embedding_words`).
 * Weight commitment: ``weights_root = keccak256(h_input || h_block_0 || ... ||
   h_block_{N-1} || h_output)`` where ``h_*`` are 32-byte per-stage weight hashes
   (``worker.store.hashing``). ``h_input`` is the embedding stage (run by the node
@@ -23,6 +24,7 @@ Conventions fixed here for every component:
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -166,6 +168,25 @@ def decode_output(data: bytes) -> list[int]:
     return [struct.unpack(">I", data[i : i + 4])[0] for i in range(0, len(data), 4)]
 
 
+EMBEDDING_GRID = 256  # grid steps per unit: an embedding value v is committed as round(v * 256)
+EMBEDDING_OFFSET = 1 << 15  # added to every grid value so that each word is unsigned
+
+
+def embedding_words(values: Sequence[float]) -> list[int]:
+    """An embedding's output words: ``floor(v * EMBEDDING_GRID + 0.5) + EMBEDDING_OFFSET`` for each
+    value (a unit-norm embedding's values lie in [-1, 1], so words in [32512, 33024]), clamped to
+    [0, 65535]. ``v`` is the float32 value as a Python float: ``v * 256`` and the ``+ 0.5`` are exact,
+    so every machine computes the same words from the same values. Canonical bytes as for ids
+    (:func:`encode_output`): 4-byte big-endian words, one per dimension, in order."""
+    return [min(max(math.floor(float(v) * EMBEDDING_GRID + 0.5), -EMBEDDING_OFFSET), EMBEDDING_OFFSET - 1)
+            + EMBEDDING_OFFSET for v in values]
+
+
+def embedding_values(words: Sequence[int]) -> list[float]:
+    """The grid values of an embedding's output words (inverse of :func:`embedding_words` up to the grid)."""
+    return [(int(w) - EMBEDDING_OFFSET) / EMBEDDING_GRID for w in words]
+
+
 def output_hash(data: bytes) -> bytes:
     return keccak(data)
 
@@ -235,6 +256,14 @@ class ExecSpec:
     def unpack(cls, word: int) -> "ExecSpec":
         return cls(DType(word & 0xFF), WeightsMode(word >> 8 & 0xFF), JobMode(word >> 16 & 0xFF), word >> 24 & 0xFFFF,
                    word >> 40 & 0xFFFF, word >> 56 & 0xFFFF, word >> 72)
+
+
+def sampling_fields(top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0) -> dict[str, int]:
+    """ExecSpec's sampling fields from a request's values (top_p in (0, 1], penalty > 0; 1 = off),
+    rounded to steps of 0.001; off is 0 on chain."""
+    top_p_milli, penalty_milli = round(top_p * 1000), round(repetition_penalty * 1000)
+    return {"top_k": top_k, "top_p_milli": 0 if top_p_milli >= 1000 else max(top_p_milli, 1),
+            "repetition_penalty_milli": 0 if penalty_milli == 1000 else max(penalty_milli, 1)}
 
 
 # Node capabilities (NodeRegistry.register caps): bit `dtype` per dtype class run, and weights.

@@ -32,6 +32,7 @@ from proto.types import Hop, NodeId, Plan, Replica
 from tessera.procs import stop_processes
 from worker.limits import ModelLimits
 from worker.store import fetch, load_manifest
+from worker.store.install import BUILTIN
 from worker.tls import endpoint_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class DevCluster:
         self.deployment = deploy(self.w3, _acct(0), self.params, rpc_url=self.net.rpc_url)
         save_deployment(self.deployment, self.workdir / "deployment.json")
         on_step(f"preparing model {self.model}")
-        m = fetch(self.model) if self.model in ("smollm2-135m", "digits-cnn", "digits-vit") else load_manifest(self.model)
+        m = fetch(self.model) if self.model in BUILTIN else load_manifest(self.model)
         self.manifest = m
         self.client(0).register_model(m.name, m.num_blocks, _context_length(m), m.weights_root, m.tokenizer_hash,
                                       m.config_hash)

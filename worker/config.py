@@ -5,9 +5,11 @@ also the help of the field's flag on ``tessera operator run`` (``session_ttl_s``
 -> ``--session-ttl-s``), which generates one flag per field. Precedence:
 defaults, then the ``[worker]`` table, then flags.
 
-``weights = "int8-mixed"`` is a node's own memory choice for now; nodes will
-advertise it (and plans pin it) with the verification work, since int8 and fp32
-replicas do not produce bit-equal outputs.
+``weights = "int8-mixed"`` must match what the node advertises on chain
+(``tessera operator register --weights int8``): a job's execution spec says
+whether it accepts int8-mixed weights, since int8 and fp32 replicas do not
+produce bit-equal outputs, and the daemon refuses to start an int8-mixed node
+registered as running exact weights.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class WorkerConfig(BaseModel):
     threads: int = Field(1, ge=1, description="torch intra-op threads, count")
     loader: str = Field("worker.shard:load_stage", description="what loads the span: module:function or "
                         "path/file.py:function, called as f(model_dir, start, end, device=, dtype=)")
-    # Not advertised on chain yet: until verification work adds that, a planner cannot tell int8 nodes apart.
+    # Advertised on chain as the node's capabilities (CAP_EXACT / CAP_INT8); checked against them at start.
     weights: str = Field("fp32", pattern=r"^(fp32|int8-mixed)$", description="block weights in memory: fp32 (as "
                          "stored, in dtype) or int8-mixed (Linear weights in int8 with 16-bit outlier features: about "
                          "0.4x the memory; outputs close to, not bit-equal with, fp32 replicas)")

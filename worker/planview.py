@@ -44,6 +44,9 @@ class GenParams:
     max_tokens: int = 16  # tokens to generate (vision jobs: ignored, one pass)
     temperature_milli: int = 0  # sampling temperature x 1000; 0 = greedy
     seed: int = 0  # uint256 seed of the sampling uniforms
+    top_k: int = 0  # sample among the k most likely ids only, count; 0 = off (worker.sampling)
+    top_p_milli: int = 1000  # nucleus: the fewest ids holding this probability mass x 1000; 1000 = off
+    repetition_penalty_milli: int = 1000  # divides positive (multiplies negative) logits of generated ids, x 1000
     codec: int = 4  # activation codec id (worker.codec), int8-outlier by default
     block: int = 64  # codec block size, values
     eos_token_ids: tuple[int, ...] = ()  # generation stops after any of these (kept in the output); () = never
@@ -61,9 +64,14 @@ class JobRoute:
     num_blocks: int  # blocks in the whole model
     replicas: tuple[tuple[HopRoute, ...], ...]
     params: GenParams = field(default_factory=GenParams)
-    kind: str = "causal-lm"  # "causal-lm" or "classifier"
+    kind: str = "causal-lm"  # "causal-lm", "classifier" or "embedding"
     deadline: float | None = None  # this machine's unix time, seconds, past which the job cannot commit; None = none
     domain: bytes = domain_separator(0, ZERO_ADDRESS)  # signing domain (worker.wire.domain_separator); set by the view
+
+    @property
+    def steps(self) -> int:
+        """Steps of a replica: one per token to generate, or one pass (classifiers, embeddings)."""
+        return self.params.max_tokens if self.kind == "causal-lm" else 1
 
     def hop(self, replica: int, index: int) -> HopRoute:
         if not 0 <= replica < len(self.replicas):

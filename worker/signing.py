@@ -4,7 +4,9 @@ The digest of a :class:`HopMessage` is ``keccak256(abi.encode(domain, jobId,
 replica, hop, step, kind, upstream, payloadHash, ids, keccak(output),
 keccak(error), sender, session, sentUnixMs))`` where ``domain`` is
 :func:`worker.wire.domain_separator` of the chain id and the JobMarket address;
-the signature is EIP-191 (``personal_sign``) over that 32-byte digest, so it can
+``payloadHash`` covers the payload and any extra activations
+(:func:`worker.ring.link.payload_digest`). The signature is EIP-191
+(``personal_sign``) over that 32-byte digest, so it can
 never pass for a transaction signature. Every field except the signature itself
 is covered, so a message cannot be edited, moved to another deployment, job,
 hop, step or session, or turned around into the other direction. Only low-s

@@ -12,6 +12,8 @@ Tensors that flow through ``Stage.forward``:
 * head stage input: token ids ``(B, T)`` int64 for language models, the raw
   input tensor (e.g. images ``(B, 1, 8, 8)`` float32) for others;
 * between stages: hidden states, e.g. ``(B, T, C)``, in the stage's dtype;
+  for a model whose skip connections cross a cut (an fx model), a tuple
+  ``(primary, *extras)`` of every tensor that crosses it (:data:`Activation`);
 * tail stage output: logits, ``(B, T, V)`` for language models (``(B, 1, V)``
   with ``last=True``), ``(B, K)`` for classifiers.
 
@@ -24,9 +26,11 @@ holds, so positions need not be passed. Stateless models return ``None`` from
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 import torch
+
+Activation = Union[torch.Tensor, tuple[torch.Tensor, ...]]  # what crosses a cut: one tensor, or primary + extras
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class Stage(Protocol):
     def cache_len(self, cache: Any | None) -> int:
         """Number of positions already held in ``cache`` (0 for None)."""
 
-    def forward(self, x: torch.Tensor, cache: Any | None = None, *, last: bool = False) -> torch.Tensor:
+    def forward(self, x: Activation, cache: Any | None = None, *, last: bool = False) -> Activation:
         """Run the served span on ``x``; appends to ``cache`` if given.
 
         ``last``: the caller needs the output of the last position only (a
@@ -68,3 +72,14 @@ class Stage(Protocol):
 
     def cache_bytes(self, cache: Any | None) -> int:
         """Memory held by ``cache`` in bytes (for the session memory cap)."""
+
+
+def tensors(a: Activation) -> tuple[torch.Tensor, ...]:
+    """Every tensor of an activation, primary first."""
+    return a if isinstance(a, tuple) else (a,)
+
+
+def to_stage(a: Activation, device: torch.device, dtype: torch.dtype) -> Activation:
+    """``a`` on ``device``, floating tensors in ``dtype`` (ids and masks keep theirs)."""
+    out = tuple(t.to(device, dtype) if t.is_floating_point() else t.to(device) for t in tensors(a))
+    return out if isinstance(a, tuple) else out[0]

@@ -26,6 +26,7 @@ MAX_BLOCK = 1 << 20  # codec block size, values (as worker.codec.MAX_BLOCK)
 MAX_IDS = 1 << 16  # ids in one answer (class ids of a batch), count
 MAX_OUTPUT_BYTES = 4 << 20  # a tail's canonical output, bytes
 MAX_ERROR_CHARS = 1024  # an answer's error text, characters
+MAX_EXTRAS = 16  # extra activations of one step (tensors that skip across a cut), count
 NONCE_BYTES = 32  # a session nonce, bytes
 KINDS = (pb.KIND_OPEN, pb.KIND_STEP, pb.KIND_CLOSE)
 CODECS = frozenset(int(c) for c in Codec)
@@ -90,25 +91,32 @@ def check_request(msg: pb.HopMessage, max_payload_bytes: int) -> int:
     if msg.kind == pb.KIND_OPEN and msg.step != 0:
         raise MessageError(f"{where}: OPEN must carry step 0")
     if msg.kind != pb.KIND_STEP:
-        if msg.HasField("payload") or msg.payload_hash:
+        if msg.HasField("payload") or msg.payload_hash or msg.extras:
             raise MessageError(f"{where}: only STEP messages carry activations")
         return job
     if not msg.HasField("payload"):
         raise MessageError(f"{where}: a STEP carries no activations")
-    p = msg.payload
-    if p.codec not in CODECS:
-        raise MessageError(f"{where}: unknown codec id {p.codec}; valid ids are {sorted(CODECS)}")
-    if not 1 <= len(p.shape) <= MAX_DIMS or not all(0 < s <= MAX_DIM for s in p.shape):
-        raise MessageError(f"{where}: activation shape must have 1 to {MAX_DIMS} positive dimensions "
-                           f"(got {len(p.shape)} dimensions)")
-    if not 1 <= p.block <= MAX_BLOCK:
-        raise MessageError(f"{where}: codec block size {p.block} is out of range [1, {MAX_BLOCK}]")
-    if len(p.data) > max_payload_bytes:
-        raise MessageError(f"{where}: payload of {len(p.data)} bytes exceeds this node's limit of "
+    if len(msg.extras) > MAX_EXTRAS:
+        raise MessageError(f"{where}: {len(msg.extras)} extra activations; at most {MAX_EXTRAS}")
+    for name, t in (("activation", msg.payload), *((f"extra activation {i}", e) for i, e in enumerate(msg.extras))):
+        _check_tensor(where, name, t)
+    size = len(msg.payload.data) + sum(len(e.data) for e in msg.extras)
+    if size > max_payload_bytes:
+        raise MessageError(f"{where}: payload of {size} bytes exceeds this node's limit of "
                            f"{max_payload_bytes} bytes")
     if len(msg.payload_hash) != 32:
         raise MessageError(f"{where}: payload_hash must be 32 bytes, got {len(msg.payload_hash)}")
     return job
+
+
+def _check_tensor(where: str, name: str, p: pb.Tensor) -> None:
+    if p.codec not in CODECS:
+        raise MessageError(f"{where}: unknown codec id {p.codec} of the {name}; valid ids are {sorted(CODECS)}")
+    if not 1 <= len(p.shape) <= MAX_DIMS or not all(0 < s <= MAX_DIM for s in p.shape):
+        raise MessageError(f"{where}: {name} shape must have 1 to {MAX_DIMS} positive dimensions "
+                           f"(got {len(p.shape)} dimensions)")
+    if not 1 <= p.block <= MAX_BLOCK:
+        raise MessageError(f"{where}: codec block size {p.block} of the {name} is out of range [1, {MAX_BLOCK}]")
 
 
 def check_answer(resp: pb.HopMessage) -> None:
@@ -118,3 +126,5 @@ def check_answer(resp: pb.HopMessage) -> None:
                            f"{len(resp.output)} output bytes, {len(resp.error)} error characters)")
     if len(resp.signature) != 65 or len(resp.sender) != 42 or len(resp.session) != NONCE_BYTES:
         raise MessageError(f"answer to step {resp.step} has a malformed signature, sender or session nonce")
+    if resp.extras:
+        raise MessageError(f"answer to step {resp.step} carries extra activations; answers carry ids")

@@ -4,7 +4,8 @@
 :func:`bench.plots.load_results`) and the figures drawn from them, and
 returns the whole report. Sections whose results are missing say so instead
 of disappearing, so a partial run is visibly partial. The honest-disagreement
-conclusions live in :mod:`bench.eval.report_disagree`; provenance, stale and
+conclusions live in :mod:`bench.eval.report_disagree`, supported models and
+embedding commitments in :mod:`bench.eval.report_models`; provenance, stale and
 pending files in :mod:`bench.eval.report_provenance`.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.eval.report_disagree import disagree_section
+from bench.eval.report_models import models_section
 from bench.eval.report_provenance import (
     HEADLINE_RULE,
     headline_note,
@@ -276,6 +278,7 @@ def render(res: dict, figs: list, root: Path) -> str:
         parts += [disagree_section(res[stem], stem), figs_for(stem)]
     if not any(k.startswith("disagree-") for k in res):
         parts.append("## 6. Honest disagreement\n\n" + _missing("disagree-cpu"))
+    parts.append(models_section(res))
     if not any("gpu" in k for k in res):
         parts.append("## GPU\n\n_No GPU results yet: `python -m bench.all --device cuda` on a GPU machine writes "
                      "`pipeline-gpu-<card>.json` and `disagree-gpu-<card>.json`, and this report picks them up._\n")

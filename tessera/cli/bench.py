@@ -18,6 +18,7 @@ BENCHES = {
     "hop": "CPU cost of each piece of a hop's own work per token, warm and right after compute.",
     "flood": "An honest job's time with its tail flooded by idle streams and replayed OPENs, vs quiet.",
     "gateway": "Time to first token through tessera gateway (openai client) vs tessera job submit --wait.",
+    "models-matrix": "Which architectures shard exactly (decoders, encoders, user models) and which are refused.",
     "all": "Run every benchmark; write bench/results/*.json and bench/REPORT.md (make bench).",
 }
 
@@ -26,7 +27,7 @@ def _make(name: str, help_text: str) -> click.Command:
     @click.command(name=name, help=help_text, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
     @click.pass_context
     def cmd(ctx):
-        mod = importlib.import_module(f"bench.{name}")
+        mod = importlib.import_module(f"bench.{name.replace('-', '_')}")
         rc = mod.main(list(ctx.args))
         if rc:
             ctx.exit(rc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -19,17 +20,30 @@ def job() -> None:
 
 @job.command()
 @click.option("--model", required=True, help="Model as registered on chain: NAME (e.g. smollm2-135m) or 0xPUBLISHER/NAME.")
-@click.option("--prompt", default=None, help="Prompt text (language models).")
+@click.option("--prompt", default=None, help="Prompt text (language and embedding models), sent as it is.")
+@click.option("--chat", default=None, help="A user message, sent through the model's own chat template "
+              "(the model must be in the local store for its tokenizer).")
+@click.option("--system", default=None, help="With --chat: the system message before it.")
 @click.option("--image-index", type=int, default=None, help="Index of a digits test image (classifier models).")
+@click.option("--input-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A user model's input tensor as raw little-endian bytes (its shape and dtype: `tessera model "
+                   "list --json`; numpy: x.astype('<f4').tofile(FILE)).")
 @click.option("--max-tokens", default=32, show_default=True, type=click.IntRange(1, 4096), help="Tokens to generate.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0, 10), help="0 = greedy.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the reproducible sampling.")
+@click.option("--top-k", default=0, show_default=True, type=click.IntRange(0, 1_000_000),
+              help="With --temperature: sample among the K most likely tokens only; 0 = off.")
+@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0.001, 1.0),
+              help="With --temperature: sample among the fewest tokens holding this probability (step 0.001); 1 = off.")
+@click.option("--repetition-penalty", default=1.0, show_default=True, type=click.FloatRange(0.001, 10.0),
+              help="Divide positive (multiply negative) logits of tokens already generated (step 0.001); 1 = off.")
 @click.option("--replicas", default=3, show_default=True, type=click.IntRange(1),
               help="Node-disjoint replicas (at most the contract's MAX_REPLICAS).")
 @click.option("--fee", default=None, help="Fee in ETH, held in escrow (default: the floor the planned nodes ask).")
-@click.option("--codec", default="int8-outlier", show_default=True,
+@click.option("--codec", default=None,
               type=click.Choice(["fp32", "fp16", "bf16", "int8-absmax", "int8-outlier", "int8-dynamic"]),
-              help="Activation codec between hops.")
+              help="Activation codec between hops. [default: fp32 for an embedding model (honest replicas of a lossy "
+                   "codec commit different embeddings), int8-outlier otherwise]")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="Activation dtype class every hop must run.")
 @click.option("--int8-weights", is_flag=True, help="Allow nodes with int8-mixed weights (default: exact weights).")
@@ -45,8 +59,9 @@ def job() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
 @rpc_options
 @account_options
-def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, fee, codec, dtype, int8_weights,
-           verify, audit_bps, mode, weights, commit_window, reveal_window, wait, as_json, rpc_url, chain_kind, key,
+def submit(model, prompt, chat, system, image_index, input_file, max_tokens, temperature, seed, top_k, top_p,
+           repetition_penalty, replicas, fee, codec, dtype, int8_weights, verify, audit_bps, mode, weights, commit_window,
+           reveal_window, wait, as_json, rpc_url, chain_kind, key,
            account_index) -> None:
     """Plan replicas with the router, escrow the fee and submit a job. With --wait, show the text
     as the head produces it (a preview, unverified until the job settles), then the settled
@@ -57,22 +72,28 @@ def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, 
     \b
     Examples:
       tessera job submit --model smollm2-135m --prompt "The capital of France is" --wait --account 9
+      tessera job submit --model smollm2-135m --chat "What is the capital of France?" --system "Be brief." --wait
       tessera job submit --model digits-cnn --image-index 0 --replicas 3 --fee 0.01 --wait --json
+      tessera job submit --model minilm-l6 --prompt "A sentence to embed." --wait --json
       tessera job submit --model smollm2-135m --prompt "Hi" --mode price --weights reputation=2
+      tessera job submit --model smollm2-135m --prompt "Hi" --temperature 0.8 --top-k 40 --top-p 0.9 --seed 7
       tessera job submit --model smollm2-135m --prompt "Hi" --verify optimistic --audit-bps 1000
     """
     # lazy: web3 imported only when this command runs (fast --help)
-    from proto.types import DType, ExecSpec, JobMode, WeightsMode
+    from proto.types import DType, ExecSpec, JobMode, WeightsMode, sampling_fields
     from router.types import Weights
     from tessera import requester
 
-    data = _job_input(prompt, image_index)
+    data = _job_input(model, prompt, chat, system, image_index, input_file)
+    max_tokens, codec = job_defaults(_local_kind(model), image_index is not None or input_file is not None,
+                                     max_tokens, codec)
     client = make_client(rpc_url, chain_kind, key, account_index)
     require_model(client, model)  # an unknown model is named before anything is planned
     fee_floor_early(client, model, None if fee is None else eth_to_wei(fee), replicas, max_tokens)
     optimistic = verify == "optimistic"
     exec_spec = ExecSpec(DType[dtype.upper()], WeightsMode.INT8_MIXED if int8_weights else WeightsMode.EXACT,
-                         JobMode.OPTIMISTIC if optimistic else JobMode.REPLICATED, audit_bps if optimistic else 0)
+                         JobMode.OPTIMISTIC if optimistic else JobMode.REPLICATED, audit_bps if optimistic else 0,
+                         **sampling_fields(top_k, top_p, repetition_penalty))
     spec = requester.JobSpec(model, data, max_tokens,
                              None if fee is None else eth_to_wei(fee), 1 if optimistic else replicas, temperature,
                              seed, codec, commit_window, reveal_window, exec_spec)
@@ -103,12 +124,56 @@ def submit(model, prompt, image_index, max_tokens, temperature, seed, replicas, 
         raise click.exceptions.Exit(NO_MAJORITY_EXIT)
 
 
-def _job_input(prompt: str | None, image_index: int | None) -> bytes:
-    # lazy: torch imported only when this command runs (fast --help)
-    from worker.node.payload import encode_prompt
+def job_defaults(kind: str | None, tensor_input: bool, max_tokens: int, codec: str | None) -> tuple[int, str]:
+    """``(max_tokens, codec)`` of a job: one step for a one-pass model (the contract and the fee count
+    steps), and fp32 activations for an embedding model unless a codec was chosen."""
+    if kind in ("embedding", "classifier") or tensor_input:
+        max_tokens = 1
+    return max_tokens, codec or ("fp32" if kind == "embedding" else "int8-outlier")
 
-    if (prompt is None) == (image_index is None):
-        raise click.UsageError("give exactly one of --prompt TEXT (language models) or --image-index N (classifiers)")
+
+def _local_kind(model: str) -> str | None:
+    """The kind of ``model`` when it is in the local store (what decides the job's defaults), else None."""
+    # lazy: torch imported only when this command runs (fast --help)
+    from proto.errors import ModelError
+    from worker.store import load_manifest
+
+    try:
+        return load_manifest(_local_name(model)).kind
+    except ModelError:
+        return None
+
+
+def _local_name(model: str) -> str:
+    """The store name of ``model`` (NAME or 0xPUBLISHER/NAME); a malformed reference is left to the chain's check."""
+    # lazy: eth_utils imported only when this command runs (fast --help)
+    from proto.types import split_model_ref
+
+    try:
+        return split_model_ref(model)[1]
+    except ValueError:
+        return model
+
+
+def _job_input(model: str, prompt: str | None, chat: str | None, system: str | None, image_index: int | None,
+               input_file: str | None = None) -> bytes:
+    # lazy: torch imported only when this command runs (fast --help)
+    from worker.node.payload import chat_prompt, encode_prompt
+
+    if sum(v is not None for v in (prompt, chat, image_index, input_file)) != 1:
+        raise click.UsageError("give exactly one of --prompt TEXT or --chat MESSAGE (language and embedding models), "
+                               "--image-index N (digits classifiers) or --input-file FILE (user models)")
+    if input_file is not None:
+        return Path(input_file).read_bytes()
+    if system is not None and chat is None:
+        raise click.UsageError("--system goes with --chat (a plain --prompt is sent as it is)")
+    if chat is not None:
+        # lazy: torch imported only when this command runs (fast --help)
+        from worker.store import resolve
+
+        messages = ([{"role": "system", "content": system}] if system is not None else []) + \
+            [{"role": "user", "content": chat}]
+        return encode_prompt(chat_prompt(resolve(_local_name(model)), messages))
     if prompt is not None:
         return encode_prompt(prompt)
     # lazy: torch imported only when this command runs (fast --help)

@@ -39,6 +39,9 @@ class CompletionRequest(BaseModel):
     prompt: str | list[str]
     max_tokens: int | None = None
     temperature: float = Field(0.0, ge=0, le=10)
+    top_p: float = Field(1.0, ge=0.001, le=1)  # nucleus sampling, steps of 0.001; 1 = off
+    top_k: int = Field(0, ge=0, le=1_000_000)  # extension (as vLLM): the k most likely tokens only; 0 = off
+    repetition_penalty: float = Field(1.0, ge=0.001, le=10)  # extension (as vLLM); 1 = off
     seed: int | None = Field(None, ge=0, lt=2**64)
     stream: bool = False
     n: int = Field(1, ge=1, le=1)
@@ -51,6 +54,9 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     temperature: float = Field(0.0, ge=0, le=10)
+    top_p: float = Field(1.0, ge=0.001, le=1)  # nucleus sampling, steps of 0.001; 1 = off
+    top_k: int = Field(0, ge=0, le=1_000_000)  # extension (as vLLM): the k most likely tokens only; 0 = off
+    repetition_penalty: float = Field(1.0, ge=0.001, le=10)  # extension (as vLLM); 1 = off
     seed: int | None = Field(None, ge=0, lt=2**64)
     stream: bool = False
     n: int = Field(1, ge=1, le=1)
@@ -133,7 +139,8 @@ def _serve(gw: Gateway, model: str, prompt: str, max_tokens: int | None, req, ch
         return error(400, str(exc))
     tok = tokenizer(str(directory))
     cancel = threading.Event()
-    events = gw.run(model, prompt, n, req.temperature, req.seed or 0, stream=req.stream, cancel=cancel)
+    events = gw.run(model, prompt, n, req.temperature, req.seed or 0, stream=req.stream, cancel=cancel,
+                    top_k=req.top_k, top_p=req.top_p, repetition_penalty=req.repetition_penalty)
     shape = _Shape(model, chat, len(tok(prompt)["input_ids"]), n, tok)
     if req.stream:
         return StreamingResponse(_sse(events, shape, tok, cancel), media_type="text/event-stream",

@@ -22,10 +22,11 @@ from typing import Any
 
 from chain.client import TesseraChain
 from proto.errors import ModelError, TesseraError
+from proto.types import ExecSpec, sampling_fields
 from router.types import Mode, Weights
 from tessera.requester import JobSpec, Planned, Submitted, run_job
 from tessera.tokens import stream_tokens
-from worker.node.payload import tokenizer
+from worker.node.payload import chat_prompt
 from worker.store import list_models
 
 logger = logging.getLogger(__name__)
@@ -88,11 +89,9 @@ class Gateway:
         return next(m.directory for m in list_models() if m.name == name)
 
     def chat_prompt(self, model: str, messages: list[dict]) -> str:
-        """The prompt text the model's own chat template makes of ``messages``."""
-        tok = tokenizer(str(self.model_dir(model)))
-        if not tok.chat_template:
-            raise ModelError(f"model {model!r} has no chat template; use /v1/completions with a prompt")
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        """The prompt text the model's own chat template makes of ``messages``
+        (:func:`worker.node.payload.chat_prompt`, as ``tessera job submit --chat``)."""
+        return chat_prompt(self.model_dir(model), messages)
 
     def max_tokens(self, asked: int | None) -> int:
         n = self.settings.default_max_tokens if asked is None else asked
@@ -101,11 +100,14 @@ class Gateway:
         return n
 
     def run(self, model: str, prompt: str, max_tokens: int, temperature: float = 0.0, seed: int = 0,
-            stream: bool = True, cancel: threading.Event | None = None) -> Iterator[Event]:
-        """Pay for one job and yield its events (see the module docstring)."""
+            stream: bool = True, cancel: threading.Event | None = None, top_k: int = 0, top_p: float = 1.0,
+            repetition_penalty: float = 1.0) -> Iterator[Event]:
+        """Pay for one job and yield its events (see the module docstring). The sampling extras go
+        into the job's execution spec, so every replica's tail samples with them."""
         s = self.settings
         spec = JobSpec(model, prompt.encode("utf-8"), max_tokens, s.fee_wei, s.replicas, temperature, seed, s.codec,
-                       s.commit_window_s, s.reveal_window_s)
+                       s.commit_window_s, s.reveal_window_s,
+                       ExecSpec(**sampling_fields(top_k, top_p, repetition_penalty)))
         cancel = cancel or threading.Event()
         q: queue.Queue[Event] = queue.Queue()
         planned: list[Planned] = []

@@ -23,6 +23,14 @@ def vision_cluster(tmp_path_factory):
         yield c
 
 
+@pytest.fixture(scope="module")
+def embed_cluster(tmp_path_factory):
+    """MiniLM (6 encoder blocks) in two spans, two nodes per span (two 2-hop replicas)."""
+    with DevCluster(tmp_path_factory.mktemp("minilm"), model="minilm-l6", copies=2) as c:
+        c.start()
+        yield c
+
+
 @pytest.fixture(scope="session")
 def reference_tokens():
     """transformers' greedy continuation of a prompt, as token ids: the answer a job must give."""

@@ -99,6 +99,39 @@ def test_openai_client_completion_is_paid_settled_and_equals_transformers(cluste
     assert res.usage.completion_tokens == TOKENS
 
 
+def _sampled_reference(model_dir, prompt: str, n: int, temperature_milli: int, seed: int, **extras) -> str:
+    """The unsplit model's tokens under the tail's sampling rule (worker.sampling), step by step."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from worker.sampling import sample
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids, out = tok(prompt, return_tensors="pt")["input_ids"], []
+    with torch.inference_mode():
+        for step in range(n):
+            logits = model(ids).logits[0, -1]
+            out.append(sample(logits, temperature_milli, seed, step, history=out, **extras))
+            ids = torch.cat([ids, torch.tensor([[out[-1]]])], dim=1)
+    return tok.decode(out, skip_special_tokens=True)
+
+
+def test_openai_top_p_top_k_and_repetition_penalty_reach_every_tail(cluster, gateway):
+    """OpenAI's top_p (and the top_k, repetition_penalty extensions) go into the job's execution
+    spec on chain; both replicas' tails sample with them and agree on the unsplit model's tokens."""
+    client = _openai(gateway)
+    prompt = "Once upon a time"
+    res = client.completions.create(model="smollm2-135m", prompt=prompt, max_tokens=TOKENS, temperature=1.3,
+                                    top_p=0.9, seed=11, extra_body={"top_k": 20, "repetition_penalty": 1.5})
+    t = res.model_extra["tessera"]
+    assert t["outcome"] == "agreed" and t["consensus"] == "2/2"
+    spec = cluster.client().get_request(t["job_id"]).spec
+    assert (spec.top_k, spec.top_p_milli, spec.repetition_penalty_milli) == (20, 900, 1500)
+    assert res.choices[0].text == _sampled_reference(cluster.manifest.directory, prompt, TOKENS, 1300, 11,
+                                                     top_k=20, top_p_milli=900, repetition_penalty_milli=1500)
+    assert res.choices[0].text != _reference(cluster.manifest.directory, prompt, TOKENS)  # not greedy
+
+
 def test_openai_client_chat_streams_tokens_before_the_job_settles(cluster, gateway):
     from transformers import AutoTokenizer
 

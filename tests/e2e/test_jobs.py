@@ -213,3 +213,31 @@ def test_image_job_through_sharded_classifier(vision_cluster):
         expect = whole(images[:4]).argmax(-1).tolist()
     assert decode_output(res.output) == expect
     assert sum(e == int(l) for e, l in zip(expect, labels[:4])) >= 3  # a trained classifier, not noise
+
+
+def test_embedding_job_via_cli_is_agreed_on_its_grid(embed_cluster):
+    """An encoder as a job kind on v2: `job submit` sends one step with fp32 activations (the CLI's
+    defaults for an embedding model), both replicas commit the same grid words, and they are the
+    unsplit model's embedding."""
+    from proto.types import embedding_values, embedding_words
+    from worker.node.payload import head_inputs
+    from worker.shard import load_full
+
+    c = embed_cluster
+    text = "Sharded sentence embeddings, settled on chain."
+    env = {**c.env, "TESSERA_RPC_URL": c.net.rpc_url}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tessera.cli.main", "job", "submit", "--model", c.model, "--prompt", text,
+         "--replicas", "2", "--account", "9", "--wait", "--json"], capture_output=True, text=True, env=env,
+        timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["outcome"] == "agreed" and res["winners"] == [0, 1]
+    req = c.client().get_request(res["job_id"])
+    assert req.max_tokens == 1 and req.codec == 0  # one pass, fp32 activations
+    words = decode_output(bytes.fromhex(res["output_hex"]))
+    ids = head_inputs("embedding", c.manifest.directory, text.encode())
+    with torch.inference_mode():
+        assert words == embedding_words(load_full(c.manifest.directory)(torch.tensor([ids])).flatten().tolist())
+    assert len(words) == 384 and abs(sum(v * v for v in embedding_values(words)) - 1) < 0.02  # unit norm, on a grid
+    assert res["text"].startswith("embedding of 384 values")

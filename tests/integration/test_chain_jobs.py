@@ -9,7 +9,19 @@ from chain.devnet import advance_time
 from chain.records import JobDisputed, JobSettlement
 from chain.testing import clients, funded, verifiers
 from proto.errors import ContractError
-from proto.types import ExecSpec, Hop, JobMode, Plan, Replica, encode_output, pack_hop, verdict_faulty
+from proto.types import (
+    CAP_INT8,
+    DType,
+    ExecSpec,
+    Hop,
+    JobMode,
+    Plan,
+    Replica,
+    WeightsMode,
+    encode_output,
+    pack_hop,
+    verdict_faulty,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -263,3 +275,18 @@ def test_plan_and_request_errors(deployed, nodes_3x3):
     with raises("JobOnlyNodeRegistry"):
         deployed._send(deployed.market.functions.depositSlashed(), 1)
     assert funded(deployed, 41).balance() > 0
+
+
+def test_an_int8_node_is_planned_only_into_jobs_that_allow_int8_weights(deployed, nodes_3x3):
+    """A requester who pays for fp32 weights gets fp32: a node registered as running int8-mixed
+    weights only (`operator register --weights int8`) is refused in a job whose spec says exact,
+    and accepted once the spec allows int8 (`job submit --int8-weights`)."""
+    _, plan = nodes_3x3
+    int8 = funded(deployed, 12)
+    int8.register_node("m", 0, 10, "127.0.0.1:6100", 10**18, throughput=100, price_per_block=1,
+                       caps=1 << DType.FP32 | CAP_INT8)
+    mixed = Plan("m", 30, (Replica((Hop(int8.address, 0, 10), *plan.replicas[0].hops[1:])),))
+    with pytest.raises(ContractError, match=f"node {int8.address} does not run dtype 0 with weights mode 0"):
+        deployed.submit_job(mixed, b"x", 1, FEE)
+    job = deployed.submit_job(mixed, b"x", 1, FEE, spec=ExecSpec(weights=WeightsMode.INT8_MIXED))
+    assert deployed.get_request(job).spec.weights == WeightsMode.INT8_MIXED

@@ -15,8 +15,9 @@ from web3 import Web3
 from chain import devnet
 from chain.client import TesseraChain
 from proto.errors import ProtocolError
-from proto.types import JobId
+from proto.types import ExecSpec, JobId, sampling_fields
 from worker.node.chainview import ChainPlanView
+from worker.sampling import PENALTY_OFF, TOP_P_OFF
 from worker.wire import domain_separator
 
 pytestmark = pytest.mark.integration
@@ -71,3 +72,17 @@ def test_finding8_caches_are_bounded_and_endpoints_are_read_again(anvil, deploye
     time.sleep(0.6)
     view.route(JobId(job))
     assert calls.count("eth_call") > before  # the nodes (and their endpoints) were read again
+
+
+def test_a_jobs_sampling_spec_reaches_the_tails_params(anvil, deployed, nodes_3x3, tmp_path):
+    """The requester's top-k, top-p and repetition penalty travel in the job's execution spec on
+    chain (0 = off there) and come out of the view in the sampler's units (1000 = off)."""
+    _, plan = nodes_3x3
+    view, _ = _view(anvil, deployed, tmp_path)
+    asked = ExecSpec(**sampling_fields(top_k=40, top_p=0.9, repetition_penalty=1.2))
+    job = deployed.submit_job(plan, b"prompt", max_tokens=2, fee_wei=10**15, temperature=0.7, seed=5, spec=asked)
+    p = view.add_request(deployed.get_request(job)).params
+    assert (p.temperature_milli, p.seed, p.top_k, p.top_p_milli, p.repetition_penalty_milli) == (700, 5, 40, 900, 1200)
+    plain = deployed.submit_job(plan, b"prompt", max_tokens=2, fee_wei=10**15)
+    p = view.add_request(deployed.get_request(plain)).params
+    assert (p.top_k, p.top_p_milli, p.repetition_penalty_milli) == (0, TOP_P_OFF, PENALTY_OFF)

@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 from bench.models_matrix import END, START, table
-from worker.shard.tiny import ARCHITECTURES, REFUSED
+from bench.models_rows import ENCODER_ROWS, USER_ROWS
+from worker.shard.tiny import ARCHITECTURES, REFUSED, REFUSED_ENCODERS
 
 REPO = Path(__file__).resolve().parents[2]
 RESULT = REPO / "bench" / "results" / "models-matrix.json"
@@ -27,11 +28,17 @@ def test_readme_table_is_generated_from_the_saved_result():
 
 def test_matrix_rows_are_the_tested_architectures_with_the_tested_outcomes():
     rows = {r["architecture"]: r for r in _rows()}
-    assert list(rows) == [*ARCHITECTURES, *REFUSED]
-    for arch in ARCHITECTURES:  # test_shard_decoders.py asserts these exact at 1, 2 and 3 stages
+    assert list(rows) == [*ARCHITECTURES, *ENCODER_ROWS, *USER_ROWS, *REFUSED, *REFUSED_ENCODERS, "tiny-branchy"]
+    # test_shard_decoders.py, test_shard_encoder.py and test_user_models.py assert these exact
+    for arch, kind in [*((a, "causal-lm") for a in ARCHITECTURES), *((a, "embedding") for a in ENCODER_ROWS),
+                       *((a, "classifier") for a in USER_ROWS)]:
         r = rows[arch]
-        assert r["import"] == "yes" and r["exact"] == {"2-stage": True, "3-stage": True, "multi-process": True}, arch
+        assert r["import"] == "yes" and r["kind"] == kind, arch
+        assert r["exact"] == {"2-stage": True, "3-stage": True, "multi-process": True}, arch
         assert max(r["max_logit_error"].values()) <= 1e-5, arch
     for arch, (model_type, _, why) in REFUSED.items():  # test_shard_refusals.py asserts these messages
         r = rows[arch]
         assert r["import"] == "refused" and f"model_type {model_type!r}" in r["notes"] and why in r["notes"], arch
+    for arch, (_, _, why) in REFUSED_ENCODERS.items():  # test_shard_encoder.py asserts these messages
+        assert rows[arch]["import"] == "refused" and why in rows[arch]["notes"], arch
+    assert "control flow depends on tensor values" in rows["tiny-branchy"]["notes"]  # test_user_models.py

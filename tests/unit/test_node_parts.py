@@ -8,10 +8,10 @@ import pytest
 
 from chain.records import JobSettlement
 from proto.errors import ConfigError
-from proto.types import Hop, NodeId, Plan, Replica, pack_plan
+from proto.types import ALL_CAPS, CAP_INT8, Hop, NodeId, Plan, Replica, pack_plan
 from tessera.jobresult import JobResult
 from worker.node.book import JobBook, JobEntry
-from worker.node.config import load
+from worker.node.config import check_weights_caps, load
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "nodes"
 
@@ -203,3 +203,12 @@ def test_a_tail_refuses_to_commit_when_it_could_not_reveal_in_time(tmp_path, cap
     ok = _tail_with_output(tmp_path / "ok", reveal_window_s=60, margin_s=20)
     ok._settle(ok.book.get(5))
     assert ok.chain.commits == [(5, 0)]
+
+
+def test_an_int8_node_registered_as_exact_refuses_to_start():
+    """A requester who pays for fp32 (JobParams weights = exact) must get fp32: a node running
+    [worker] weights = "int8-mixed" may only advertise CAP_INT8."""
+    with pytest.raises(ConfigError, match="--weights int8"):
+        check_weights_caps("int8-mixed", ALL_CAPS, "0xabc")
+    check_weights_caps("int8-mixed", CAP_INT8 | 1, "0xabc")
+    check_weights_caps("fp32", ALL_CAPS, "0xabc")  # exact weights serve int8-allowed jobs too

@@ -120,11 +120,11 @@ def test_weights_root_is_keccak_of_concatenated_stage_hashes(tiny_src):
 
 
 def test_unsupported_directories_are_refused(home, tmp_path):
-    (tmp_path / "bert").mkdir()
-    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    save_file({"x": torch.zeros(1)}, tmp_path / "bert" / "model.safetensors")
+    (tmp_path / "t5").mkdir()
+    (tmp_path / "t5" / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    save_file({"x": torch.zeros(1)}, tmp_path / "t5" / "model.safetensors")
     with pytest.raises(ModelError, match="not supported"):
-        store.import_dir(tmp_path / "bert")
+        store.import_dir(tmp_path / "t5")
     with pytest.raises(ModelError, match="config.json"):
         store.import_dir(tmp_path)
     assert not [p for p in (home / "models").iterdir()]  # nothing half-written left behind

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from proto.errors import JobError, ModelError
+from proto.errors import JobError
 from worker import store
 from worker.shard import load_full, load_stage
 from worker.shard.fx import register_architecture
@@ -90,7 +90,7 @@ class _Skip(nn.Module):
 
     def forward(self, x):
         x = x.flatten(1)
-        return self.blocks[1](self.blocks[0](x)) + x  # x crosses block 1: not a single-tensor cut
+        return self.blocks[1](self.blocks[0](x)) + x  # x crosses the cut before block 1 beside block 0's output
 
 
 register_architecture("test-skip")(_Skip)
@@ -115,7 +115,10 @@ def test_any_sequential_model_is_cut_at_its_children(tmp_path, test_split):
     assert torch.equal(h, ref)
 
 
-def test_a_model_without_single_tensor_cuts_is_refused(tmp_path):
+def test_a_skip_across_a_cut_travels_beside_the_main_tensor(tmp_path, test_split):
+    torch.manual_seed(0)
     d = _save(tmp_path, "test-skip", _Skip())
-    with pytest.raises(ModelError, match="single-tensor"):
-        load_stage(d, 0, 1)
+    x, _ = test_split
+    mid = load_stage(d, 0, 1)(x)
+    assert isinstance(mid, tuple) and len(mid) == 2 and torch.equal(mid[1], x.flatten(1))
+    assert torch.equal(load_stage(d, 1, 2)(mid), load_full(d)(x))

@@ -25,6 +25,7 @@ from proto.errors import ChainError, ProtocolError
 from proto.types import JobId, ModelId
 from worker.node.payload import eos_token_ids
 from worker.planview import GenParams, HopRoute, JobRoute
+from worker.sampling import PENALTY_OFF, TOP_P_OFF
 from worker.wire import domain_separator, safe
 
 logger = logging.getLogger(__name__)
@@ -142,8 +143,11 @@ class ChainPlanView:
         plan = req.plan(self.manifest.name, self.manifest.num_blocks)
         replicas = tuple(tuple(HopRoute(h.node, self._endpoint(h.node), h.start, h.end) for h in rep.hops)
                          for rep in plan.replicas)
+        spec = req.spec  # sampling extras: 0 = off on chain
         params = GenParams(max_tokens=req.max_tokens, temperature_milli=round(req.temperature * 1000),
-                           seed=req.seed, codec=int(req.codec), eos_token_ids=self.eos)
+                           seed=req.seed, top_k=spec.top_k, top_p_milli=spec.top_p_milli or TOP_P_OFF,
+                           repetition_penalty_milli=spec.repetition_penalty_milli or PENALTY_OFF,
+                           codec=int(req.codec), eos_token_ids=self.eos)
         return JobRoute(JobId(int(req.job_id)), self.manifest.name, self.manifest.num_blocks, replicas, params,
                         kind=self.manifest.kind, deadline=req.commit_deadline + self._offset, domain=self.domain)
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from proto import paths
 from proto.errors import ConfigError
+from proto.types import CAP_EXACT
 from worker.config import WorkerConfig, describe
 
 
@@ -77,3 +78,12 @@ def load(path: str | Path, **worker_overrides: Any) -> tuple[NodeConfig, WorkerC
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
     return node, worker
+
+
+def check_weights_caps(weights: str, caps: int, node: str) -> None:
+    """Refuse to serve int8-mixed weights under capabilities that promise exact ones: the contract
+    plans such a node into jobs whose requester pays for fp32 (JobParams weights = exact)."""
+    if weights == "int8-mixed" and caps & CAP_EXACT:
+        raise ConfigError(f"node {node} runs [worker] weights = \"int8-mixed\" but is registered as running exact "
+                          "(fp32) weights, so it would be planned into jobs that pay for fp32; serve weights = "
+                          "\"fp32\", or exit and register again with `tessera operator register --weights int8 ...`")

@@ -43,7 +43,7 @@ from worker import server
 from worker.config import WorkerConfig
 from worker.node.book import JobBook, JobEntry
 from worker.node.chainview import ChainPlanView
-from worker.node.config import NodeConfig
+from worker.node.config import NodeConfig, check_weights_caps
 from worker.node.health import HealthServer, NodeMetrics
 from worker.node.payload import head_inputs
 from worker.node.state import ChainIdentity, claim, lock
@@ -102,6 +102,7 @@ class NodeDaemon:
             raise ConfigError(f"node {self.me} is registered for blocks [{rec.start}, {rec.end}) of {model.ref}, "
                               f"not [{self.wcfg.start}, {end}) of {self.manifest.name}; serve what it registered "
                               "or register again")
+        check_weights_caps(self.wcfg.weights, rec.caps, self.me)
         self.model_id = rec.model_id
         check_endpoint(rec.endpoint, self.wcfg.port,
                        endpoint_fingerprint(self.wcfg.tls_path(self.me)) if self.wcfg.tls else None)

@@ -24,7 +24,7 @@ from worker.planview import JobRoute
 from worker.ring.link import Channels
 from worker.ring.pipeline import OnOutput, Pipeline
 from worker.signing import Signer
-from worker.stage import Stage
+from worker.stage import Stage, to_stage
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +34,12 @@ OnToken = Callable[[int, Sequence[int]], None]  # (step, ids the tail chose at t
 def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[int] | torch.Tensor,
                 signer: Signer, *, config: WorkerConfig | None = None, on_output: OnOutput | None = None,
                 channels: Channels | None = None, on_token: OnToken | None = None) -> list[int]:
-    """Generate with ``replica`` of ``route`` from the head; return the token ids (or class ids).
+    """Generate with ``replica`` of ``route`` from the head; return the token ids (or class ids, or
+    an embedding's words).
 
-    ``inputs``: prompt token ids for a language model, the input tensor (e.g.
-    images ``(B, 1, 8, 8)``) for a classifier. ``on_output`` is called with the
+    ``inputs``: prompt token ids for a language model (the text's ids for an
+    embedding model), the input tensor (e.g. images ``(B, 1, 8, 8)``) for a
+    classifier. ``on_output`` is called with the
     canonical output bytes when the head is also the tail (otherwise the tail
     calls its own); the tail's bytes are checked against the returned ids.
     ``on_token`` gets each step's ids as they arrive (a preview for streaming:
@@ -54,11 +56,12 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
         raise ProtocolError(f"plan gives the head [{head.start}, {head.end}); the stage serves "
                             f"[{stage.spec.start}, {stage.spec.end})")
     x = _first_input(route, inputs, stage)
-    steps = 1 if route.kind == "classifier" else route.params.max_tokens
+    steps = route.steps
     own_channels = channels is None
     channels = channels or Channels(config.max_message_bytes)
     ids: list[int] = []
     output = b""
+    done = 0  # steps run
     try:
         with Pipeline(route, replica, 0, stage, signer, config, channels, defer_answer_check=True,
                       on_output=on_output) as pipe:
@@ -66,12 +69,13 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
             for step in range(steps):
                 new, output = pipe.step(x, step)
                 ids.extend(new)
+                done = step + 1
                 if on_token is not None:
                     on_token(step, new)
                 if output:  # the tail is done (max_tokens or end of sequence)
                     break
                 x = torch.tensor([list(new)], dtype=torch.long, device=stage.device)
-            pipe.finish(len(ids))  # the last answer's signature is checked before the ids are returned
+            pipe.finish(done)  # the last answer's signature is checked before the ids are returned
     finally:
         if own_channels:
             channels.close()
@@ -86,7 +90,7 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
 
 def _first_input(route: JobRoute, inputs, stage: Stage) -> torch.Tensor:
     if route.kind == "classifier":
-        return torch.as_tensor(inputs).to(stage.device, stage.dtype)
+        return to_stage(torch.as_tensor(inputs), stage.device, stage.dtype)
     ids = torch.as_tensor(list(inputs), dtype=torch.long)
     if ids.numel() == 0:
         raise ProtocolError("the prompt is empty; give at least one token")

@@ -30,7 +30,7 @@ from worker.ring.link import Channels, message, payload_of
 from worker.ring.pipeline import OnOutput, Pipeline
 from worker.sessions import OpenGuard, Session, SessionTable
 from worker.signing import PendingCheck, Signer, recover_sender
-from worker.stage import Stage
+from worker.stage import Activation, Stage, tensors, to_stage
 from worker.stagepool import Loader, StagePool
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class HopRuntime:
             x = payload_of(msg, self.config.max_payload_bytes)
             self.sessions.reserve(s, s.held_bytes + self._step_bytes(pipe, x))
             before = pipe.compute_s
-            y = pipe.forward(x.to(pipe.stage.device, pipe.stage.dtype), msg.step, check)
+            y = pipe.forward(to_stage(x, pipe.stage.device, pipe.stage.dtype), msg.step, check)
         except BaseException:
             check.result()  # a forged message is refused as forged, whatever else is wrong with it
             raise
@@ -178,14 +178,17 @@ class HopRuntime:
     def _admit(self, pipe: Pipeline, msg: pb.HopMessage) -> None:
         """Refuse activations the job's plan rules out, before they are decoded or run."""
         route, p, where = pipe.route, msg.payload, f"job {pipe.job} step {msg.step}"
-        steps = 1 if route.kind == "classifier" else route.params.max_tokens
+        steps = route.steps
         if msg.step >= steps:
             raise ProtocolError(f"{where} is past the job's last step {steps - 1}")
-        if p.codec != route.params.codec or p.block != route.params.block:
-            raise CodecError(f"{where}: activations in codec {p.codec} block {p.block}; the job's plan names "
-                             f"codec {route.params.codec} block {route.params.block}")
+        for t in (p, *msg.extras):
+            if t.codec != route.params.codec or t.block != route.params.block:
+                raise CodecError(f"{where}: activations in codec {t.codec} block {t.block}; the job's plan names "
+                                 f"codec {route.params.codec} block {route.params.block}")
         if route.kind != "causal-lm":
             return
+        if msg.extras:
+            raise CodecError(f"{where}: {len(msg.extras)} extra activations; a language model's hops pass one tensor")
         shape = tuple(p.shape)
         hidden = self.limits.hidden
         if len(shape) != 3 or shape[0] != 1 or (hidden is not None and shape[2] != hidden):
@@ -198,15 +201,16 @@ class HopRuntime:
                                 f"{need - have - shape[1]} still to generate pass the model's context of "
                                 f"{context} positions")
 
-    def _step_bytes(self, pipe: Pipeline, x: torch.Tensor) -> int:
+    def _step_bytes(self, pipe: Pipeline, x: Activation) -> int:
         """Memory a step of ``x`` needs: the cache it adds (a decoder keeps at most a key and a value
         as wide as its input per block and position) and its transient work."""
         elem = torch.empty((), dtype=pipe.stage.dtype).element_size()
-        per_copy = x.numel() * elem
+        per_copy = sum(t.numel() for t in tensors(x)) * elem
         blocks = pipe.stage.spec.end - pipe.stage.spec.start
         return per_copy * (STEP_WORK + (2 * blocks if pipe.route.kind == "causal-lm" else 0))
 
-    def _measure(self, x: torch.Tensor, seconds: float) -> None:
+    def _measure(self, x: Activation, seconds: float) -> None:
+        x = tensors(x)[0]
         if x.dim() == 3 and x.shape[1] == 1 and seconds > 0:
             rate = 1.0 / seconds
             self.tokens_per_second = rate if not self.tokens_per_second else 0.9 * self.tokens_per_second + 0.1 * rate

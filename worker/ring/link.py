@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import struct
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 
 import grpc
 import torch
+from eth_hash.auto import keccak
 
 from proto.channel import open_channel
 from proto.errors import JobInputError, ProtocolError, TesseraError
@@ -24,10 +27,12 @@ from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
 from worker import codec, wire
 from worker.signing import verify
+from worker.stage import Activation
 
 logger = logging.getLogger(__name__)
 
 _END = object()
+EXTRAS_TAG = b"tessera.v1.extras"  # domain of the payload hash of a step that carries extra activations
 WATCH_PERIOD_S = 0.1  # how often the watchdog looks for overdue answers, seconds
 KEEPALIVE = [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
              ("grpc.http2.max_pings_without_data", 0)]  # ping a quiet connection every 20 s; 10 s to answer
@@ -189,30 +194,58 @@ def _watchdog() -> _Watchdog:
 
 def message(job_id: int, replica: int, hop: int, step: int, kind: int, *, upstream: bool = False,
             payload: codec.Encoded | None = None, ids=(), output: bytes = b"", session: bytes = b"",
-            sent_unix_ms: int = 0) -> pb.HopMessage:
-    """An unsigned hop message of the session ``session``."""
+            sent_unix_ms: int = 0, extras: Sequence[codec.Encoded] = ()) -> pb.HopMessage:
+    """An unsigned hop message of the session ``session``; ``extras``: further tensors crossing the cut."""
     msg = pb.HopMessage(job_id=str(job_id), replica=replica, hop=hop, step=step, kind=kind,
                         upstream=upstream, ids=list(ids), output=output, session=session,
                         sent_unix_ms=sent_unix_ms)
     if payload is not None:
-        msg.payload.CopyFrom(pb.Tensor(codec=payload.codec, shape=list(payload.shape),
-                                       block=payload.block, data=payload.data))
-        msg.payload_hash = payload.digest()
+        msg.payload.CopyFrom(_tensor(payload))
+        msg.extras.extend(_tensor(e) for e in extras)
+        msg.payload_hash = payload_digest(payload, extras)
     return msg
 
 
-def payload_of(msg: pb.HopMessage, max_bytes: int) -> torch.Tensor:
-    """Decode and hash-check a request's activations (CodecError / ProtocolError)."""
+def _tensor(enc: codec.Encoded) -> pb.Tensor:
+    return pb.Tensor(codec=enc.codec, shape=list(enc.shape), block=enc.block, data=enc.data)
+
+
+def _encoded(t: pb.Tensor) -> codec.Encoded:
+    return codec.Encoded(t.codec, tuple(int(s) for s in t.shape), t.block, t.data)
+
+
+def payload_digest(payload: codec.Encoded, extras: Sequence[codec.Encoded] = ()) -> bytes:
+    """A step's ``payload_hash``: the payload's digest alone, or with extras
+    ``keccak(EXTRAS_TAG || u32be(count) || digest(payload) || digest(extra_0) || ...)``."""
+    if not extras:
+        return payload.digest()
+    return keccak(EXTRAS_TAG + struct.pack(">I", len(extras)) + payload.digest()
+                  + b"".join(e.digest() for e in extras))
+
+
+def payload_of(msg: pb.HopMessage, max_bytes: int) -> Activation:
+    """Decode and hash-check a request's activations (CodecError / ProtocolError): one tensor, or
+    ``(payload, *extras)`` when tensors skip across the cut."""
     if not msg.HasField("payload"):
         raise ProtocolError(f"step {msg.step} carries no activations")
-    p = msg.payload
-    enc = codec.Encoded(p.codec, tuple(int(s) for s in p.shape), p.block, p.data)
-    if enc.digest() != msg.payload_hash:
+    enc, extras = _encoded(msg.payload), [_encoded(e) for e in msg.extras]
+    if payload_digest(enc, extras) != msg.payload_hash:
         raise ProtocolError(f"payload hash of step {msg.step} does not match its contents")
-    return codec.decode(enc, max_bytes=max_bytes)
+    x = codec.decode(enc, max_bytes=max_bytes)
+    if not extras:
+        return x
+    return (x, *(codec.decode(e, max_bytes=max_bytes) for e in extras))
 
 
-def corrupt(x: torch.Tensor, noise: float, step: int) -> torch.Tensor:
-    """Byzantine mode: add seeded Gaussian noise (deterministic, for demos and tests)."""
+def encode_activation(y: Activation, codec_id: int, block: int) -> tuple[codec.Encoded, list[codec.Encoded]]:
+    """The payload and extras of a stage's output ``y`` (one tensor or a tuple, primary first)."""
+    first, *rest = y if isinstance(y, tuple) else (y,)
+    return codec.encode(first, codec_id, block), [codec.encode(t, codec_id, block) for t in rest]
+
+
+def corrupt(x: Activation, noise: float, step: int) -> Activation:
+    """Byzantine mode: add seeded Gaussian noise to the primary tensor (deterministic, for demos and tests)."""
+    if isinstance(x, tuple):
+        return (corrupt(x[0], noise, step), *x[1:])
     g = torch.Generator().manual_seed(1_000_003 + step)
     return x + noise * torch.randn(x.shape, generator=g).to(x.device, x.dtype)

@@ -27,14 +27,13 @@ import torch
 
 from proto.errors import ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
-from proto.types import encode_output
-from worker import codec
+from proto.types import embedding_words, encode_output
 from worker.config import WorkerConfig
 from worker.planview import JobRoute
-from worker.ring.link import Channels, Link, corrupt, message
+from worker.ring.link import Channels, Link, corrupt, encode_activation, message
 from worker.sampling import argmax_classes, sample
 from worker.signing import PendingCheck, Signer, verify
-from worker.stage import Stage
+from worker.stage import Activation, Stage, tensors
 from worker.wire import rows
 
 logger = logging.getLogger(__name__)
@@ -91,7 +90,7 @@ class Pipeline:
         """Whether an input of ``n_rows`` rows is verified while the stage runs (else before)."""
         return n_rows <= self.overlap_rows
 
-    def forward(self, x: torch.Tensor, step: int, check: PendingCheck | None = None) -> torch.Tensor:
+    def forward(self, x: Activation, step: int, check: PendingCheck | None = None) -> Activation:
         """Run the stage on ``x``, the input of ``step``, while ``check`` runs (before, for a large
         ``x``); return its output once ``check`` passed. ``check``: the signature of the message ``x``
         came from; None = the deferred check of the last answer, if any (``x`` then holds that
@@ -100,8 +99,9 @@ class Pipeline:
             raise ProtocolError(f"job {self.job} is finished; step {step} is past the end")
         if check is None:
             check, self.pending = self.pending, None
+        first = tensors(x)[0]
         if check is not None:
-            if self.overlaps(rows(x.shape) if x.dim() > 2 else x.numel()):
+            if self.overlaps(rows(first.shape) if first.dim() > 2 else first.numel()):
                 check.start()
             else:
                 check.result()
@@ -109,12 +109,12 @@ class Pipeline:
         with torch.inference_mode():
             y = self.stage.forward(x, self.cache, last=self.last)
         self.compute_s += time.perf_counter() - t0
-        self.positions += x.shape[1] if x.dim() > 1 else 1
+        self.positions += first.shape[1] if first.dim() > 1 else 1
         if check is not None:
             check.result()  # before anything computed from x can leave this node
         return y
 
-    def send(self, y: torch.Tensor, step: int) -> tuple[Sequence[int], bytes]:
+    def send(self, y: Activation, step: int) -> tuple[Sequence[int], bytes]:
         """Pass ``step``'s output ``y`` on; return the ids the tail chose for it and the
         tail's output (empty until the replica is finished)."""
         if self.config.byzantine:
@@ -122,9 +122,9 @@ class Pipeline:
         if self.link is None:
             return self._choose(y, step)
         p = self.route.params
-        msg = self.signer.sign(message(self.job, self.replica, self.pos, step, pb.KIND_STEP,
-                                       payload=codec.encode(y, p.codec, p.block), session=self.link.nonce),
-                               self.route.domain)
+        payload, extras = encode_activation(y, p.codec, p.block)
+        msg = self.signer.sign(message(self.job, self.replica, self.pos, step, pb.KIND_STEP, payload=payload,
+                                       extras=extras, session=self.link.nonce), self.route.domain)
         t1 = time.perf_counter()
         resp = self.link.exchange(msg)
         self.wait_s += time.perf_counter() - t1
@@ -134,7 +134,7 @@ class Pipeline:
             verify(resp, self.link.peer, self.route.domain)
         return resp.ids, resp.output
 
-    def step(self, x: torch.Tensor, step: int) -> tuple[Sequence[int], bytes]:
+    def step(self, x: Activation, step: int) -> tuple[Sequence[int], bytes]:
         """:meth:`forward` then :meth:`send` (the head's step)."""
         return self.send(self.forward(x, step), step)
 
@@ -154,7 +154,7 @@ class Pipeline:
         self.cache = None
 
     def _choose(self, y: torch.Tensor, step: int) -> tuple[list[int], bytes]:
-        ids, self.finished = tail_choose(self.route, y, step, len(self.tokens))
+        ids, self.finished = tail_choose(self.route, y, step, self.tokens)
         self.tokens.extend(ids)
         if not self.finished:
             return ids, b""
@@ -165,10 +165,14 @@ class Pipeline:
         return ids, output
 
 
-def tail_choose(route: JobRoute, y: torch.Tensor, step: int, have: int) -> tuple[list[int], bool]:
-    """The tail's choice at ``step``: (ids, finished). Language: one token; vision: class ids."""
+def tail_choose(route: JobRoute, y: torch.Tensor, step: int, history: Sequence[int]) -> tuple[list[int], bool]:
+    """The tail's choice at ``step``: (ids, finished). Language: one token (``history``: the ids
+    chosen before it); classifier: class ids; embedding: its grid words (proto.types.embedding_words)."""
     if route.kind == "classifier":
         return argmax_classes(y), True
+    if route.kind == "embedding":
+        return embedding_words(y.detach().to("cpu", torch.float32).flatten().tolist()), True
     p = route.params
-    tok = sample(y[0, -1], p.temperature_milli, p.seed, step)
-    return [tok], have + 1 >= p.max_tokens or tok in p.eos_token_ids
+    tok = sample(y[0, -1], p.temperature_milli, p.seed, step, top_k=p.top_k, top_p_milli=p.top_p_milli,
+                 repetition_penalty_milli=p.repetition_penalty_milli, history=history)
+    return [tok], len(history) + 1 >= p.max_tokens or tok in p.eos_token_ids

@@ -5,12 +5,18 @@ returns an object implementing :class:`worker.stage.Stage` that holds only the
 weights of the stages it serves. Hugging Face causal LMs of any family that
 transformers builds and that can be cut between decoder layers
 (:mod:`worker.shard.decoder`; the README's "Supported models" lists those
-checked), and any other PyTorch model cut at single-tensor boundaries with
-torch.fx (:mod:`worker.shard.fx`). ``weights="int8-mixed"`` stores the blocks' Linear
+checked), and any other PyTorch model cut between its blocks from its fx graph
+(:mod:`worker.shard.fx`: a factory traced by torch.fx, or a torch.export program),
+with tensors that skip across a cut carried beside the main one. ``weights="int8-mixed"`` stores the blocks' Linear
 weights in int8 with outlier input features in 16 bits (:mod:`worker.quant`).
 
+Encoders that embed a text (``tessera_embedding`` in ``config.json``, BERT
+family) are cut between their layers the same way (:mod:`worker.shard.encoder`);
+their tail pools and normalises.
+
 ``load_full(model_dir)`` loads the unsplit reference model: a transformers
-``*ForCausalLM`` for decoders, the plain ``nn.Module`` for fx models.
+``*ForCausalLM`` for decoders, the base model with its pooling for encoders,
+the plain ``nn.Module`` (or the program's graph) for fx models.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from proto.errors import ModelError
 from worker.quant import quantize_stage
 from worker.quant.outliers import read_outliers
 from worker.shard.decoder import build_decoder_stage
+from worker.shard.encoder import build_encoder_stage, encoder_skeleton, load_encoder
 from worker.shard.fx import build_fx_full, build_fx_stage, fx_layout
 from worker.shard.layout import StageLayout, hf_layout, is_fx, read_config
 from worker.shard.skeleton import Skeleton, hf_config, skeleton
@@ -39,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 WEIGHT_FORMATS = ("fp32", "int8-mixed")
 
-__all__ = ["load_stage", "load_full", "stage_layout", "model_skeleton", "WEIGHT_FORMATS"]
+__all__ = ["load_stage", "load_full", "stage_layout", "model_skeleton", "is_encoder", "WEIGHT_FORMATS"]
 
 
 def _model_name(model_dir: Path) -> tuple[str, str | None]:
@@ -50,13 +57,19 @@ def _model_name(model_dir: Path) -> tuple[str, str | None]:
     return model_dir.name, None
 
 
+def is_encoder(config: dict) -> bool:
+    """A stored encoder that embeds a text (its config names its pooling)."""
+    return "tessera_embedding" in config
+
+
 @functools.lru_cache(maxsize=8)
 def _skeleton(model_dir: Path, config_text: str) -> Skeleton:
-    return skeleton(hf_config(model_dir))
+    cfg = hf_config(model_dir)
+    return encoder_skeleton(cfg) if is_encoder(json.loads(config_text)) else skeleton(cfg)
 
 
 def model_skeleton(model_dir: Path | str) -> Skeleton:
-    """The structure of a Hugging Face causal LM directory (cached per config)."""
+    """The structure of a Hugging Face causal LM or encoder directory (cached per config)."""
     model_dir = Path(model_dir).resolve()
     return _skeleton(model_dir, (model_dir / "config.json").read_text())
 
@@ -66,8 +79,11 @@ def stage_layout(model_dir: Path | str) -> StageLayout:
     config = read_config(Path(model_dir))
     keys = checkpoint_keys(Path(model_dir))
     if is_fx(config):
-        return fx_layout(config, keys)
-    return hf_layout(model_skeleton(model_dir), config.get("model_type", ""), keys)
+        return fx_layout(Path(model_dir), config, keys)
+    skel = model_skeleton(model_dir)
+    if is_encoder(config):  # the pooler's and legacy buffers' tensors belong to no stage: leave them out quietly
+        keys = [k for k, mk in skel.model_keys(keys).items() if mk is not None]
+    return hf_layout(skel, config.get("model_type", ""), keys)
 
 
 def load_stage(model_dir: Path | str, start: int, end: int, device: str | torch.device = "cpu",
@@ -92,6 +108,10 @@ def load_stage(model_dir: Path | str, start: int, end: int, device: str | torch.
     if is_fx(config):
         spec = StageSpec(name, layout.num_blocks, start, end, kind or "classifier")
         stage = build_fx_stage(model_dir, config, spec, device, dtype)
+    elif is_encoder(config):
+        spec = StageSpec(name, layout.num_blocks, start, end, kind or "embedding")
+        stage = build_encoder_stage(model_dir, hf_config(model_dir), model_skeleton(model_dir), layout, spec,
+                                    config["tessera_embedding"], device, dtype)
     else:
         spec = StageSpec(name, layout.num_blocks, start, end, kind or "causal-lm")
         stage = build_decoder_stage(model_dir, hf_config(model_dir), model_skeleton(model_dir), layout, spec,
@@ -108,6 +128,8 @@ def load_full(model_dir: Path | str, device: str | torch.device = "cpu",
     config = read_config(model_dir)
     if is_fx(config):
         return build_fx_full(model_dir, config, torch.device(device), dtype)
-    hf_logging.disable_progress_bar()  # callers show their own progress
+    hf_logging.disable_progress_bar()
+    if is_encoder(config):
+        return load_encoder(model_dir, torch.device(device), dtype)  # callers show their own progress
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)  # the model's default attention, as stages
     return model.to(device).eval()

@@ -1,4 +1,4 @@
-"""Proof, on the real weights, that a causal LM's stages reproduce the unsplit model.
+"""Proof, on the real weights, that a model's stages reproduce the unsplit model.
 
 :func:`check_split` runs when a causal LM is stored: the unsplit model
 prefills a few fixed tokens and decodes a few more with its KV cache, then the
@@ -6,6 +6,9 @@ same inputs go through 2 and 3 stages, each with its own session cache, one
 stage in memory at a time. Logits must agree to fp32 round-off, or the import
 is refused with the cut and the size of the error: a family that shards
 wrongly is never stored, so it can never be silently wrong on a node.
+:func:`check_fx_split` does the same for an fx model on a seeded input of the
+shape its config states, and also refuses one whose cuts are crossed by
+something other than tensors or whose output is not ``(batch, classes)`` logits.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from transformers import DynamicCache
 
 from proto.errors import ModelError
 from worker.shard import load_full, load_stage, stage_layout
+from worker.shard.layout import read_config
+from worker.shard.program import input_spec
 from worker.stage import Stage
 
 logger = logging.getLogger(__name__)
@@ -90,6 +95,76 @@ def check_split(model_dir: Path | str, load: StageLoader = load_stage) -> dict[i
             raise ModelError(f"{model_dir.name} cannot be split exactly: through {parts} stages {spans} its logits "
                              f"differ from the unsplit model's by {err:.3g} of their scale (allowed {TOLERANCE:g}); "
                              "this architecture is not supported for sharding")
+    logger.info("%s splits exactly (relative logit error %s)", model_dir.name,
+                ", ".join(f"{k} stages: {v:.1e}" for k, v in errors.items()))
+    return errors
+
+
+ENCODER_TOKENS = 12  # token ids of the encoder check's text, count
+
+
+def check_encoder_split(model_dir: Path | str, load: StageLoader = load_stage) -> dict[int, float]:
+    """Relative embedding error of an encoder at 2 and 3 stages on seeded token ids; ModelError when
+    either exceeds :data:`TOLERANCE`."""
+    model_dir = Path(model_dir)
+    n = stage_layout(model_dir).num_blocks
+    vocab = int(read_config(model_dir)["vocab_size"])
+    ids = torch.randint(0, vocab, (1, ENCODER_TOKENS), generator=torch.Generator().manual_seed(0))
+    want = load_full(model_dir)(ids)
+    errors = {}
+    for parts in (2, 3):
+        if parts > n:
+            continue
+        spans = even_spans(n, parts)
+        errors[parts] = err = split_error([want], staged(model_dir, spans, [ids], load))
+        if not err <= TOLERANCE:
+            raise ModelError(f"{model_dir.name} cannot be split exactly: through {parts} stages {spans} its "
+                             f"embedding differs from the unsplit model's by {err:.3g} (allowed {TOLERANCE:g}); "
+                             "this encoder is not supported for sharding")
+    return errors
+
+
+def example_input(model_dir: Path) -> torch.Tensor:
+    """A seeded input of the shape and dtype ``tessera_input`` states (ModelError if it states none)."""
+    spec = input_spec(read_config(model_dir))
+    if spec is None:
+        raise ModelError(f"{model_dir.name}/config.json states no tessera_input (the input tensor's shape and dtype); "
+                         "import the model with --input-shape")
+    shape, dtype = spec
+    g = torch.Generator().manual_seed(0)
+    if dtype.is_floating_point:
+        return torch.randn(shape, generator=g).to(dtype)
+    return torch.randint(0, 2, shape, generator=g).to(dtype)
+
+
+def check_fx_split(model_dir: Path | str, load: StageLoader = load_stage) -> dict[int, float]:
+    """Relative logit error of an fx model at 2 and 3 stages; ModelError when a split does not run,
+    exceeds :data:`TOLERANCE`, or the model's output is not classifier logits."""
+    model_dir = Path(model_dir)
+    n = stage_layout(model_dir).num_blocks
+    x = example_input(model_dir)
+    with torch.inference_mode():
+        want = load_full(model_dir)(x)
+    if not isinstance(want, torch.Tensor) or want.dim() != 2 or not want.is_floating_point():
+        got = tuple(want.shape) if isinstance(want, torch.Tensor) else type(want).__name__
+        raise ModelError(f"{model_dir.name} returns {got}; a classifier's jobs take the argmax of (batch, classes) "
+                         "logits")
+    errors = {}
+    for parts in (2, 3):
+        if parts > n:
+            continue
+        spans = even_spans(n, parts)
+        try:
+            (got,) = staged(model_dir, spans, [x], load)
+        except ModelError:
+            raise
+        except Exception as exc:  # e.g. a size computed from a tensor crosses a cut and the next stage gets an int
+            raise ModelError(f"{model_dir.name} does not run when cut into {parts} stages {spans} "
+                             f"({type(exc).__name__}: {exc}); only tensors may cross a cut between blocks") from exc
+        errors[parts] = err = split_error([want], [got])
+        if not err <= TOLERANCE:
+            raise ModelError(f"{model_dir.name} cannot be split exactly: through {parts} stages {spans} its logits "
+                             f"differ from the unsplit model's by {err:.3g} of their scale (allowed {TOLERANCE:g})")
     logger.info("%s splits exactly (relative logit error %s)", model_dir.name,
                 ", ".join(f"{k} stages: {v:.1e}" for k, v in errors.items()))
     return errors

@@ -63,7 +63,9 @@ class Skeleton:
 
     @property
     def head_keys(self) -> list[str]:
-        """The head's parameters, e.g. ["lm_head.weight"]."""
+        """The head's parameters, e.g. ["lm_head.weight"] (none for an encoder)."""
+        if not self.head:
+            return []
         return [f"{self.head}.{name}" for name, _ in self.model.get_submodule(self.head).named_parameters()]
 
     @property
@@ -127,12 +129,12 @@ def meta_model(config, dtype: torch.dtype | None = None) -> PreTrainedModel:
                          f"({type(exc).__name__}: {exc})") from exc
 
 
-def find_layers(model: nn.Module, n: int) -> str:
-    """The qualified name of the one ModuleList holding the ``n`` decoder layers."""
+def find_layers(model: nn.Module, n: int, what: str = "decoder layers") -> str:
+    """The qualified name of the one ModuleList holding the ``n`` layers."""
     found = [name for name, m in model.named_modules()
              if isinstance(m, nn.ModuleList) and len(m) == n and len({type(x) for x in m}) == 1]
     if len(found) != 1:
-        raise ModelError(f"cannot tell which module list holds the {n} decoder layers of {type(model).__name__} "
+        raise ModelError(f"cannot tell which module list holds the {n} {what} of {type(model).__name__} "
                          f"(candidates: {found or 'none'}); this architecture cannot be sharded")
     return found[0]
 
@@ -187,8 +189,10 @@ def _weighted(model: nn.Module, layers_path: str):
             yield name, m
 
 
-def _trace(model: nn.Module, layers_path: str, n: int, config, as_tuple: bool) -> tuple[set[str], set[str], set[str]]:
-    """Run the forward once on meta with recording stand-ins for the layers; classify weighted modules."""
+def _trace(model: nn.Module, layers_path: str, n: int, config, as_tuple: bool,
+           cached: bool = True) -> tuple[set[str], set[str], set[str]]:
+    """Run the forward once on meta with recording stand-ins for the layers; classify weighted modules.
+    ``cached``: call it with a KV cache (a decoder) or without (an encoder)."""
     calls: list[str] = []
     handoffs: list[bool] = []  # layer i+1 got exactly layer i's output as its hidden states
     layers = model.get_submodule(layers_path)
@@ -216,7 +220,8 @@ def _trace(model: nn.Module, layers_path: str, n: int, config, as_tuple: bool) -
     x = torch.zeros(1, 2, emb.weight.shape[1], device="meta")  # embeddings in: no token-id checks on meta
     try:
         with torch.no_grad():
-            model(inputs_embeds=x, past_key_values=DynamicCache(config=config), use_cache=True)
+            model(inputs_embeds=x, **({"past_key_values": DynamicCache(config=config), "use_cache": True} if cached
+                                       else {}))
     except Exception as exc:  # any failure means the structure cannot be seen
         raise ModelError(f"cannot trace {type(model).__name__}'s forward to find its stages ({type(exc).__name__}: "
                          f"{exc}); this architecture cannot be sharded") from exc

@@ -1,13 +1,15 @@
-"""Tiny randomly initialised causal LMs of every checked architecture, for tests and the support matrix.
+"""Tiny randomly initialised models of every checked kind, for tests and the support matrix.
 
 ``save_tiny_model(arch, out_dir)`` writes a Hugging Face directory (config +
 safetensors, no tokenizer) of a 4-block model with a 256-token vocabulary,
 seeded, in well under a second, built from transformers' config classes (no
 hub). :data:`ARCHITECTURES` names every one (and :data:`REFUSED` a few the
-store refuses, for the tests of those refusals). Families with sliding-window
+store refuses, for the tests of those refusals); :data:`ENCODERS` (and
+:data:`REFUSED_ENCODERS`) are base encoders, stored as embedding models. Families with sliding-window
 layers use a window of 8 on some layers (alternating where the family does),
 so that decoding past it exercises caches of mixed layer types; GPT-2 comes
-with both attention scalings.
+with both attention scalings. :class:`TinyResNet` is a user model (no Hugging
+Face config) whose skip connections cross stage cuts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 VOCAB = 256
 BLOCKS = 4
@@ -52,10 +56,24 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
                       "tie_word_embeddings": False}),
 }
 
+_ENC = {**_TOKENS, "hidden_size": 64, "num_hidden_layers": BLOCKS, "num_attention_heads": 4, "intermediate_size": 128}
+
+# encoders stored as embedding models (base model, pooler included): architecture -> (config.model_type, values)
+ENCODERS: dict[str, tuple[str, dict]] = {
+    "bert": ("bert", _ENC),
+    "roberta": ("roberta", {**_ENC, "pad_token_id": 1, "max_position_embeddings": 130}),
+    "electra": ("electra", {**_ENC, "embedding_size": 32}),
+    "distilbert": ("distilbert", {**_TOKENS, "dim": 64, "n_layers": BLOCKS, "n_heads": 4, "hidden_dim": 128}),
+}
+
+# encoders the store refuses: (config.model_type, config values, what the refusal says)
+REFUSED_ENCODERS: dict[str, tuple[str, dict, str]] = {
+    "albert": ("albert", {**_ENC, "embedding_size": 32}, "cannot tell which module list holds the 4 encoder layers"),
+    "mpnet": ("mpnet", _ENC, "cannot trace MPNetModel's forward"),
+}
+
 # architectures the store refuses to import: (config.model_type, config values, what the refusal says)
 REFUSED: dict[str, tuple[str, dict, str]] = {
-    "bert": ("bert", {**_TOKENS, "hidden_size": 64, "num_hidden_layers": BLOCKS, "num_attention_heads": 4,
-                      "intermediate_size": 128}, "this config is an encoder"),
     "mamba": ("mamba", {**_TOKENS, "hidden_size": 64, "num_hidden_layers": BLOCKS, "state_size": 8},
               "keeps recurrent (state-space or linear-attention) state"),
     "qwen3_next": ("qwen3_next", {**_COMMON, **_MOE, "head_dim": 16, "num_experts": 4,
@@ -68,7 +86,7 @@ REFUSED: dict[str, tuple[str, dict, str]] = {
 
 
 def tiny_config(arch: str):
-    known = {**ARCHITECTURES, **{name: r[:2] for name, r in REFUSED.items()}}
+    known = {**ARCHITECTURES, **ENCODERS, **{name: r[:2] for name, r in {**REFUSED, **REFUSED_ENCODERS}.items()}}
     if arch not in known:
         raise ValueError(f"unknown tiny architecture {arch!r}; one of {', '.join(known)}")
     model_type, values = known[arch]
@@ -78,6 +96,66 @@ def tiny_config(arch: str):
 def save_tiny_model(arch: str, out_dir: Path, seed: int = 0) -> Path:
     """Write a tiny random ``arch`` model to ``out_dir`` and return it."""
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch), dtype=torch.float32)
+    auto = AutoModel if arch in ENCODERS or arch in REFUSED_ENCODERS else AutoModelForCausalLM
+    model = auto.from_config(tiny_config(arch), dtype=torch.float32)
     model.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+class ResBlock(nn.Module):
+    """conv-bn-relu-conv-bn plus its input, then relu."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(width, width, 3, padding=1), nn.Conv2d(width, width, 3, padding=1)
+        self.bn1, self.bn2 = nn.BatchNorm2d(width), nn.BatchNorm2d(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, H, W)
+        return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+
+class TinyResNet(nn.Module):
+    """stem | residual blocks | pool + linear head, with two skips across blocks: the stem's output is
+    added back after block 2 (it crosses the cuts before blocks 1 and 2), and the raw input feeds the
+    head beside the blocks (it crosses every cut)."""
+
+    def __init__(self, width: int = 8, depth: int = 4, num_classes: int = 10, channels: int = 3, size: int = 8):
+        super().__init__()
+        self.stem = nn.Conv2d(channels, width, 3, padding=1)
+        self.blocks = nn.ModuleList(ResBlock(width) for _ in range(depth))
+        self.head = nn.Linear(width, num_classes)
+        self.direct = nn.Linear(channels * size * size, num_classes)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:  # (B, C, S, S)
+        x = F.relu(self.stem(image))  # (B, W, S, S)
+        skip = x
+        for i, blk in enumerate(self.blocks):
+            x = blk(x)
+            if i == 2:
+                x = x + skip
+        return self.head(x.mean((2, 3))) + self.direct(image.flatten(1))  # (B, K)
+
+
+def tiny_resnet(seed: int = 0, **kwargs) -> TinyResNet:
+    """A TinyResNet with seeded weights and non-trivial batch-norm statistics, in eval mode."""
+    torch.manual_seed(seed)
+    model = TinyResNet(**kwargs)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+class TinyBranchy(nn.Module):
+    """A user model whose forward branches on a tensor's value: torch.fx cannot trace it (refused)."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(width, width), nn.Linear(width, width)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, W)
+        x = self.blocks[0](x)
+        if x.sum() > 0:
+            x = -x
+        return self.blocks[1](x)

