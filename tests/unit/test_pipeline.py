@@ -118,4 +118,4 @@ def test_the_tail_stops_at_any_end_of_sequence_id_of_the_generation_config(tmp_p
     for tok, done in ((9, True), (2, True), (5, False)):
         logits.zero_()
         logits[0, -1, tok] = 1.0
-        assert tail_choose(route, logits, 3, 3) == ([tok], done)
+        assert tail_choose(route, logits, 3, [5, 5, 5]) == ([tok], done)
