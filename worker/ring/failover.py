@@ -22,6 +22,8 @@ from worker.ring.link import Channels
 
 logger = logging.getLogger(__name__)
 
+PING_TIMEOUT_S = 5.0  # a live node answers a Ping within this (capped by hop_timeout_s), seconds
+
 
 def failed_hop(route: JobRoute, replica: int, channels: Channels, timeout_s: float) -> int | None:
     """Position of the first hop after the head of ``replica`` (as ``route`` runs it) that does not
@@ -50,5 +52,5 @@ def standby_route(route: JobRoute, replica: int, pos: int) -> int | None:
 def next_route(route: JobRoute, replica: int, channels: Channels, timeout_s: float) -> int | None:
     """The servedMask to continue ``replica`` on after a failed step, or None if there is none
     (every hop answers, or the one that does not has no standby)."""
-    pos = failed_hop(route, replica, channels, timeout_s)
+    pos = failed_hop(route, replica, channels, min(timeout_s, PING_TIMEOUT_S))
     return None if pos is None else standby_route(route, replica, pos)
