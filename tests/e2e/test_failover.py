@@ -47,7 +47,7 @@ def _at_step(node, base: float, step: int, timeout_s: float = 300.0) -> None:
         time.sleep(0.05)
 
 
-def _run_with_fault(c, victim: int, fault) -> tuple:
+def _run_with_fault(c, victim: int, fault, codec: str) -> tuple:
     """Submit a 32-token job on replicas (0, 1, 2) + standbys (6, 7) and (3, 4, 5); apply ``fault``
     to node ``victim`` once replica 0 has produced 10 tokens; return (job, result, earnings credited)."""
     n = c.nodes
@@ -56,7 +56,7 @@ def _run_with_fault(c, victim: int, fault) -> tuple:
     before = {x.address: cl.get_node(x.address).earnings for x in n}
     market_before = cl.balance(c.deployment.job_market)
     base = _head_tokens(n[0])
-    job = cl.submit_job(plan, PROMPT.encode(), TOKENS, FEE, codec="fp32")
+    job = cl.submit_job(plan, PROMPT.encode(), TOKENS, FEE, codec=codec)
     _at_step(n[0], base, 10)
     fault(n[victim])
     res = requester.follow(cl, job, timeout_s=300)
@@ -68,7 +68,8 @@ def _run_with_fault(c, victim: int, fault) -> tuple:
 def _check(c, res, credited, reference, served_mask: int, failed: int, standby: int) -> None:
     n = c.nodes
     assert res.outcome == "agreed" and res.winners == (0, 1)  # both replicas revealed the same output
-    assert decode_output(res.output) == reference  # exactly the unsplit model's greedy continuation
+    if reference is not None:
+        assert decode_output(res.output) == reference  # exactly the unsplit model's greedy continuation
     reveals = c.client().reveals(res.job_id)
     assert reveals[0].served_mask == served_mask and reveals[1].served_mask == 0b111
     served = {n[i].address for i in (0, 1, 2, 3, 4, 5, standby)} - {n[failed].address}
@@ -81,7 +82,7 @@ def test_a_stalled_middle_hop_fails_over_to_its_standby(cluster, reference_token
     c = cluster
     victim = c.nodes[1]
     try:
-        job, res, credited = _run_with_fault(c, 1, c.pause_node)
+        job, res, credited = _run_with_fault(c, 1, c.pause_node, "fp32")  # replayed as one prefill
     finally:
         c.resume_node(victim)
     _check(c, res, credited, reference_tokens(c.manifest.directory, PROMPT, TOKENS), MIDDLE_STANDBY, 1, 6)
@@ -89,13 +90,14 @@ def test_a_stalled_middle_hop_fails_over_to_its_standby(cluster, reference_token
     assert f"job {job} replica 0: " in head_log and "continuing at step" in head_log
 
 
-def test_a_killed_tail_fails_over_to_its_standby_which_commits(cluster, reference_tokens):
+def test_a_killed_tail_fails_over_to_its_standby_which_commits(cluster):
     c = cluster
     victim = c.nodes[2]
     try:
-        job, res, credited = _run_with_fault(c, 2, c.kill_node)
+        job, res, credited = _run_with_fault(c, 2, c.kill_node, "int8-outlier")  # replayed step by step
         committer = res.settlement  # the standby tail committed and revealed: the chain paid its route
         assert committer is not None
     finally:
         c.start_node(victim)
-    _check(c, res, credited, reference_tokens(c.manifest.directory, PROMPT, TOKENS), TAIL_STANDBY, 2, 7)
+    # int8 activations need not give the fp32 model's tokens; the replica without failover is the reference
+    _check(c, res, credited, None, TAIL_STANDBY, 2, 7)

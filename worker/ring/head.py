@@ -5,8 +5,9 @@ the plan makes it head, or a benchmark). Step 0 embeds the whole prompt and
 runs the head's span; every later step feeds back the token the tail sampled.
 With a single hop (head == tail) it samples locally and no network is used.
 When a hop fails or stalls, the replica continues on that span's standby
-(:mod:`worker.ring.failover`): a new session on the new route replays the prompt
-and the ids generated so far as one prefill and generation goes on from there.
+(:mod:`worker.ring.failover`): a new session on the new route rebuilds every
+hop's cache from the prompt and the ids generated so far (see ``_run``) and
+generation goes on from there.
 An attempt ends by the job's deadline (``route.deadline``) and every answer is
 awaited at most ``config.hop_timeout_s``; a refusal the next hop calls
 deterministic (the input can never run) surfaces as ``JobInputError``.
@@ -22,6 +23,7 @@ import torch
 
 from proto.errors import JobInputError, ProtocolError
 from proto.types import encode_output
+from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import JobRoute
 from worker.ring.failover import next_route
@@ -33,6 +35,7 @@ from worker.stage import Stage
 logger = logging.getLogger(__name__)
 
 OnToken = Callable[[int, Sequence[int]], None]  # (step, ids the tail chose at that step)
+ROW_EXACT = frozenset({codec.FP32, codec.FP16, codec.BF16})  # codecs that encode each row alone
 
 
 def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[int] | torch.Tensor,
@@ -101,18 +104,32 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
 def _run(stage: Stage, route: JobRoute, replica: int, prompt: torch.Tensor, ids: list[int], steps: int,
          signer: Signer, config: WorkerConfig, channels: Channels, on_output: OnOutput | None,
          on_token: OnToken | None) -> tuple[bytes, Pipeline]:
-    """Run ``replica`` on ``route`` from step ``len(ids)`` to the end, appending to ``ids`` the ids
-    whose answers passed their signature check (only those survive a failover); return the tail's
-    output and the pipeline. After a failover (``ids`` not empty) the first step replays prompt + ids
-    as one prefill, so every hop of the new route rebuilds its cache, and the tail continues after them."""
-    x = prompt if not ids else torch.cat([prompt, torch.tensor([ids], dtype=torch.long, device=prompt.device)], 1)
+    """Run ``replica`` on ``route`` to the end, appending to ``ids`` the ids whose answers passed
+    their signature check (only those survive a failover); return the tail's output and the pipeline.
+
+    After a failover (``ids`` not empty) every hop of the new route rebuilds its cache from the
+    prefix: with a codec that encodes each row alone (fp32, fp16, bf16) as one prefill of prompt +
+    ids, the tail continuing after them; with an int8 codec, whose blocks and outlier choice span
+    the rows of a message, by replaying the steps with the known ids (teacher-forced: the
+    activations are then those of the first run, bit for bit, and the tail must choose the same ids).
+    """
+    done = len(ids)
+    prefill = bool(done) and route.params.codec in ROW_EXACT
+    start = done if prefill else 0
+    x = torch.cat([prompt, torch.tensor([ids], dtype=torch.long, device=prompt.device)], 1) if prefill else prompt
     output = b""
     with Pipeline(route, replica, 0, stage, signer, config, channels, defer_answer_check=True,
                   on_output=on_output) as pipe:
-        pipe.open(tuple(ids))
+        pipe.open(tuple(ids) if prefill else ())
         unchecked: Sequence[int] = ()  # the last answer's ids, until its check is joined
-        for step in range(len(ids), steps):
+        for step in range(start, steps):
             new, output = pipe.step(x, step)  # joins the check of the previous answer before sending
+            if step < done:  # a replayed step: the tail must choose what it chose the first time
+                if list(new) != ids[step:step + 1]:
+                    raise ProtocolError(f"replaying step {step} on route {pipe.mask:#x} gave ids {list(new)}, "
+                                        f"not {ids[step:step + 1]}")
+                x = torch.tensor([[ids[step]]], dtype=torch.long, device=stage.device)
+                continue
             ids.extend(unchecked)
             unchecked = new
             if on_token is not None:
