@@ -123,14 +123,16 @@ def _run(stage: Stage, route: JobRoute, replica: int, prompt: torch.Tensor, ids:
         pipe.open(tuple(ids) if prefill else ())
         unchecked: Sequence[int] = ()  # the last answer's ids, until its check is joined
         for step in range(start, steps):
-            new, output = pipe.step(x, step)  # joins the check of the previous answer before sending
+            y = pipe.forward(x, step)  # joins the check of the previous answer
+            ids.extend(unchecked)
+            unchecked = ()
+            new, output = pipe.send(y, step)
             if step < done:  # a replayed step: the tail must choose what it chose the first time
                 if list(new) != ids[step:step + 1]:
                     raise ProtocolError(f"replaying step {step} on route {pipe.mask:#x} gave ids {list(new)}, "
                                         f"not {ids[step:step + 1]}")
                 x = torch.tensor([[ids[step]]], dtype=torch.long, device=stage.device)
                 continue
-            ids.extend(unchecked)
             unchecked = new
             if on_token is not None:
                 on_token(step, new)
