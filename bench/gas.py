@@ -5,7 +5,9 @@ throw-away anvil (or the in-process chain), registers 9 nodes and 3 full nodes
 (the verifier pool), runs one warm-up job and then measures a second,
 steady-state job on the fast path: submitJob, 3 commits, 3 reveals, finalize.
 ``total`` counts exactly those 8 transactions (what every agreeing job needs).
-``dispute`` measures a third job whose replica 1 diverges: the same 8
+``failover`` measures a job whose replicas each have standbys for their middle and tail
+spans (6 standby words): replica 0 is served and committed by its tail's standby, replica
+1 by its middle's standby, replica 2 by its primaries. ``dispute`` measures a job whose replica 1 diverges: the same 8
 transactions (finalize opens the dispute), then drawVerifiers, 3 attests and the
 finalize that settles it. Earnings and credits are pull payments that accumulate
 across jobs, so ``withdrawEarnings`` (a node) and ``withdraw`` (the requester's
@@ -26,7 +28,7 @@ from chain import devnet
 from chain.client import TesseraChain
 from chain.deploy import DeployParams, deploy
 from chain.devnet import dev_key
-from chain.testing import verifiers
+from chain.testing import funded, verifiers
 from proto.types import VERDICT_HONEST, Hop, Plan, Replica, encode_output, verdict_faulty
 
 TARGET_GAS = 600_000
@@ -60,6 +62,28 @@ def _dispute(req, nodes, pool, plan, out: bytes, bad: bytes) -> dict[str, int]:
         v = by_addr[addr]
         gas[f"attest_{i}"] = _gas(v, lambda: v.attest(job, [VERDICT_HONEST, verdict_faulty(0), VERDICT_HONEST]))
     gas["finalize_dispute"] = _gas(req, lambda: req.finalize(job))
+    return gas
+
+
+def _failover(req, nodes, standbys, out: bytes) -> dict[str, int]:
+    """Gas of a job with standbys for the middle and tail of every replica, two of which served."""
+    plan = Plan("bench-model", 30, tuple(
+        Replica(tuple(Hop(nodes[r * 3 + k].address, *SPANS[k]) for k in range(3)),
+                tuple(Hop(standbys[r * 2 + k].address, *SPANS[k + 1]) for k in range(2))) for r in range(3)))
+    # words per replica: P0 P1 S1 P2 S2; served: P0 P1 S2 (tail failed), P0 S1 P2 (middle failed), primaries
+    served = [(standbys[1], 0b10011), (nodes[5], 0b01101), (nodes[8], 0b01011)]
+    gas: dict[str, int] = {}
+    job_box: list[int] = []
+    gas["submitJob"] = _gas(req, lambda: job_box.append(
+        req.submit_job(plan, b"The capital of France is", max_tokens=32, fee_wei=10**16)))
+    job, salt = job_box[0], b"\x07" * 32
+    for r, (tail, mask) in enumerate(served):
+        gas[f"commit_{r}"] = _gas(tail, lambda: tail.commit(job, r, out, salt, served_mask=mask))
+    for r, (tail, mask) in enumerate(served):
+        gas[f"reveal_{r}"] = _gas(tail, lambda: tail.reveal(job, r, out, salt, served_mask=mask))
+    gas["finalize"] = _gas(req, lambda: req.finalize(job))
+    paid = {h.node for h in req.settlement(job).hops if h.outcome == "paid"}
+    assert standbys[1].address in paid and standbys[2].address in paid and nodes[2].address not in paid
     return gas
 
 
@@ -102,6 +126,11 @@ def measure(w3: Web3) -> dict:
     _, first = _run_job(req, nodes, plan, [out] * 3)
     _, steady = _run_job(req, nodes, plan, [out] * 3)
     total = sum(steady.values())
+    standbys = [funded(req, 20 + i) for i in range(6)]
+    for i, c in enumerate(standbys):
+        c.register_node("bench-model", *SPANS[1 + i % 2], f"127.0.0.1:{7100 + i}", 10**18, 1000, 10**9)
+    _failover(req, nodes, standbys, out)  # warm-up: the standbys' first earnings
+    failover = _failover(req, nodes, standbys, out)
     dispute = _dispute(req, nodes, pool, plan, out, bad)
     withdraw = _gas(nodes[0], lambda: nodes[0].withdraw_earnings())
     withdraw_credits = _gas(req, lambda: req.withdraw())
@@ -118,6 +147,8 @@ def measure(w3: Web3) -> dict:
         "withdraw_earnings_per_node": withdraw,
         "withdraw_credits_requester": withdraw_credits,
         "total_if_every_node_withdraws_every_job": total + 9 * withdraw,
+        "failover": failover,
+        "failover_total": sum(failover.values()),
         "dispute": dispute,
         "dispute_round": sum(v for k, v in dispute.items() if k.startswith(("drawVerifiers", "attest", "finalize_"))),
         "dispute_total": sum(dispute.values()),

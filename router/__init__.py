@@ -6,6 +6,7 @@
 * :mod:`router.search` - branch and bound that makes the relaxation exact;
 * :mod:`router.widest` - throughput mode's bottleneck (interval covers);
 * :mod:`router.plan`   - :func:`plan_replicas`, the entry point;
+* :mod:`router.standby` - :func:`add_standbys`, a spare node per span for failover;
 * :mod:`router.advise` - per-block capacity and the span an operator should take;
 * :mod:`router.view`   - builds a snapshot from registry records and live probes;
 * :mod:`router.source` - snapshot sources: a JSON file, or the chain plus probes;

@@ -4,7 +4,8 @@ Endpoints (JSON in, JSON out)::
 
     POST /plan    {"model": "m", "replicas": 3, "mode": "latency",
                    "weights": {"price": 0, "stake": 0, "reputation": 0},
-                   "snapshot": {...optional inline snapshot...}}
+                   "snapshot": {...optional inline snapshot...},
+                   "standbys": false}   # true: a spare node per span after the head (failover)
                   -> RoutedPlan.to_json()
     GET  /advise?model=m&max_blocks=8 -> per-block capacity and the suggested span
     GET  /health  -> {"ok": true}
@@ -15,6 +16,7 @@ Errors come back as ``{"error": "..."}`` with status 400 (bad request) or 422
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -25,6 +27,7 @@ from proto.errors import RoutingError, TesseraError
 from router.advise import block_capacity, suggest_span
 from router.plan import plan_replicas
 from router.source import Source
+from router.standby import add_standbys
 from router.types import Mode, Snapshot, Weights
 
 logger = logging.getLogger(__name__)
@@ -93,6 +96,8 @@ def _handler(source: Source):
             snap = Snapshot.from_json(req["snapshot"]) if "snapshot" in req else source(req["model"])
             w = Weights(**{k: float(v) for k, v in (req.get("weights") or {}).items()})
             rp = plan_replicas(snap, int(req.get("replicas", 1)), Mode.parse(req.get("mode", "latency")), w)
+            if req.get("standbys"):  # opt-in: a spare node per span after the head (router.standby)
+                rp = dataclasses.replace(rp, plan=add_standbys(rp.plan, snap))
             return rp.to_json()
 
     return Handler

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -65,12 +66,15 @@ class DevCluster:
 
     def __init__(self, workdir: str | Path, model: str = "smollm2-135m", spans: list[tuple[int, int]] | None = None,
                  copies: int = 3, byzantine: tuple[int, ...] = (), threads: int = 1,
-                 params: DeployParams | None = None, engine: str = "anvil", tls: bool = False):
+                 params: DeployParams | None = None, engine: str = "anvil", tls: bool = False,
+                 standby_spans: tuple[tuple[int, int], ...] = (), worker: dict | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.model = model
         self.spans = spans
         self.copies = copies  # nodes per span
+        self.standby_spans = tuple(standby_spans)  # one more node for each of these spans (standbys for failover)
+        self.worker = worker or {}  # extra [worker] settings of every node, e.g. {"hop_timeout_s": 5}
         self.byzantine = set(byzantine)  # node positions (0-based) that corrupt activations
         self.threads = threads
         # short windows so tests can wait them out; unbonding 7200 s > a job's lifetime (1800 + 600 + 3 x 120)
@@ -102,12 +106,12 @@ class DevCluster:
         self.client(0).register_model(m.name, m.num_blocks, _context_length(m), m.weights_root, m.tokenizer_hash,
                                       m.config_hash)
         spans = self.spans or _halves(m.num_blocks)
-        n = len(spans) * self.copies
+        n = len(spans) * self.copies + len(self.standby_spans)
         if n > MAX_NODES:
             raise TesseraError(f"{n} nodes asked for; the devnet has {MAX_NODES} node accounts")
         on_step(f"registering {n} operator nodes")
         for i in range(n):
-            span = spans[i % len(spans)]
+            span = spans[i % len(spans)] if i < len(spans) * self.copies else self.standby_spans[i - len(spans) * self.copies]
             self.nodes.append(self._register(FIRST_NODE + i, span, byzantine=i in self.byzantine))
         on_step(f"starting {n} node processes")
         for node in self.nodes:
@@ -129,7 +133,7 @@ class DevCluster:
                      "poll_interval_s": 0.3, "retry_backoff_s": 0.5},
             "worker": {"model": self.model, "start": span[0], "end": span[1], "port": port,
                        "metrics_port": metrics_port, "threads": self.threads, "byzantine": byzantine,
-                       "tls": self.tls, "tls_dir": str(tls_dir)},
+                       "tls": self.tls, "tls_dir": str(tls_dir), **self.worker},
         }))
         return NodeProc(index, span, port, cfg, self.workdir / f"node{index}.log", byzantine, address=c.address,
                         metrics_port=metrics_port)
@@ -145,10 +149,14 @@ class DevCluster:
         self.start_node(node)
         return node
 
-    def plan(self, *replicas: "list[NodeProc]") -> Plan:
-        """A plan whose replicas are the given chains of nodes (each hop = the node's span)."""
+    def plan(self, *replicas: "list[NodeProc]", standbys: "list[list[NodeProc]] | None" = None) -> Plan:
+        """A plan whose replicas are the given chains of nodes (each hop = the node's span);
+        ``standbys[r]``: nodes that back replica r's primary of the same span."""
+        standbys = standbys or [[] for _ in replicas]
         return Plan(self.model, self.manifest.num_blocks,
-                    tuple(Replica(tuple(Hop(NodeId(n.address), *n.span) for n in rep)) for rep in replicas))
+                    tuple(Replica(tuple(Hop(NodeId(n.address), *n.span) for n in rep),
+                                  tuple(Hop(NodeId(n.address), *n.span) for n in sb))
+                          for rep, sb in zip(replicas, standbys, strict=True)))
 
     def start_node(self, node: NodeProc, wait: bool = True) -> None:
         log = open(node.log, "ab")
@@ -170,6 +178,15 @@ class DevCluster:
             time.sleep(0.1)
         raise TesseraError(f"node {node.index} was not ready within {timeout_s:.0f} s; see {node.log}")
 
+    def pause_node(self, node: NodeProc) -> None:
+        """SIGSTOP the node: it holds its connections and answers nothing (a stalled peer)."""
+        if node.alive:
+            os.killpg(node.proc.pid, signal.SIGSTOP)
+
+    def resume_node(self, node: NodeProc) -> None:
+        if node.alive:
+            os.killpg(node.proc.pid, signal.SIGCONT)
+
     def kill_node(self, node: NodeProc) -> None:
         if node.alive:
             node.proc.kill()
@@ -177,6 +194,7 @@ class DevCluster:
 
     def stop_node(self, node: NodeProc, timeout_s: float = 10.0) -> None:
         if node.proc is not None:
+            self.resume_node(node)  # a stalled node would not see SIGTERM
             stop_processes([node.proc], timeout_s)
 
     def node_by_address(self, address: str) -> NodeProc:

@@ -27,6 +27,7 @@ from proto.errors import ContractError, JobError, ModelError
 from proto.types import ExecSpec, JobId, Plan
 from router.plan import plan_replicas
 from router.source import Source, client_source
+from router.standby import add_standbys
 from router.types import Mode, Weights
 from tessera.jobresult import JobResult
 from tessera.units import fmt_eth
@@ -53,6 +54,7 @@ class JobSpec:
     commit_window_s: int = 300  # seconds from submission until commits close
     reveal_window_s: int = 120  # seconds after the commit deadline until reveals close
     spec: ExecSpec = ExecSpec()  # dtype, weights, verification mode and sampling extras
+    standbys: bool = True  # plan a spare node per span where one exists (failover; router.standby)
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ class Planned:
         for r, rep in enumerate(self.plan.replicas):
             hops = " -> ".join(f"{h.node[:10]}[{h.start},{h.end})" for h in rep.hops)
             ms = f"  ~{self.latency_ms[r]:.0f} ms/token predicted" if self.latency_ms else ""
-            rows.append(f"  replica {r}: {hops}{ms}")
+            spare = "".join(f"; standby {h.node[:10]}[{h.start},{h.end})" for h in rep.standbys)
+            rows.append(f"  replica {r}: {hops}{ms}{spare}")
         return "\n".join(rows)
 
 
@@ -119,8 +122,11 @@ def run_job(client: TesseraChain, spec: JobSpec, *, plan: Plan | None = None, mo
     check(client, spec, plan)
     latency: tuple[float, ...] = ()
     if plan is None:
-        routed = plan_replicas((source or client_source(client))(spec.model), spec.replicas, mode, weights)
+        snapshot = (source or client_source(client))(spec.model)
+        routed = plan_replicas(snapshot, spec.replicas, mode, weights)
         plan, latency = routed.plan, tuple(c.latency_ms for c in routed.costs)
+        if spec.standbys:
+            plan = add_standbys(plan, snapshot)
     notify(Planned(plan, latency))
     fee = check_fee(client, spec, plan)
     job_id = client.submit_job(plan, spec.input, spec.max_tokens, fee, temperature=spec.temperature,

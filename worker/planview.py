@@ -62,11 +62,13 @@ class JobRoute:
     job_id: JobId
     model: str  # model name as registered on chain
     num_blocks: int  # blocks in the whole model
-    replicas: tuple[tuple[HopRoute, ...], ...]
+    replicas: tuple[tuple[HopRoute, ...], ...]  # the route each replica runs (primaries, unless narrowed by served)
     params: GenParams = field(default_factory=GenParams)
     kind: str = "causal-lm"  # "causal-lm", "classifier" or "embedding"
     deadline: float | None = None  # this machine's unix time, seconds, past which the job cannot commit; None = none
     domain: bytes = domain_separator(0, ZERO_ADDRESS)  # signing domain (worker.wire.domain_separator); set by the view
+    standbys: tuple[tuple[HopRoute, ...], ...] = ()  # per replica: hops that may take over one primary's exact span
+    words: tuple[tuple[tuple[HopRoute, bool], ...], ...] = ()  # per replica, (hop, standby) in packed order; () = primaries
 
     @property
     def steps(self) -> int:
@@ -88,18 +90,69 @@ class JobRoute:
                 return i
         raise ProtocolError(f"node {node} is not planned in replica {replica} of job {self.job_id}")
 
+    def plan_words(self, replica: int) -> tuple[tuple[HopRoute, bool], ...]:
+        """(hop, is_standby) of ``replica`` in packed order (proto.types.Replica.words): servedMask's bits."""
+        if self.words:
+            return self.words[replica]
+        out: list[tuple[HopRoute, bool]] = []
+        spare = list(self.standbys[replica]) if self.standbys else []
+        for h in self.replicas[replica]:
+            out.append((h, False))
+            out += [(s, True) for s in spare if (s.start, s.end) == (h.start, h.end)]
+            spare = [s for s in spare if (s.start, s.end) != (h.start, h.end)]
+        return tuple(out + [(s, True) for s in spare])
+
+    def primary_mask(self, replica: int) -> int:
+        """servedMask of ``replica`` when every primary serves."""
+        return sum(1 << i for i, (_, standby) in enumerate(self.plan_words(replica)) if not standby)
+
+    def served(self, replica: int, mask: int) -> "JobRoute":
+        """This route with ``replica`` running the hops ``mask`` names (0 = its primaries); ProtocolError
+        unless ``mask`` is a route of the plan: exactly one of each primary and its standby, nothing else
+        (JobPlan.validRoute, which settlement applies to the committed mask)."""
+        if not 0 <= replica < len(self.replicas):
+            raise ProtocolError(f"job {self.job_id} has no replica {replica}")
+        words = self.plan_words(replica)
+        mask = mask or self.primary_mask(replica)
+        if mask >> len(words):
+            raise ProtocolError(f"route {mask:#x} names hops past the {len(words)} of replica {replica}")
+        hops: list[HopRoute] = []
+        for i, (h, standby) in enumerate(words):
+            if standby:
+                continue
+            backup = i + 1 < len(words) and words[i + 1][1] and mask >> (i + 1) & 1
+            if bool(mask >> i & 1) == bool(backup):
+                raise ProtocolError(f"route {mask:#x} of replica {replica} must serve exactly one of the primary "
+                                    f"and the standby of blocks [{h.start}, {h.end})")
+            hops.append(words[i + 1][0] if backup else h)
+        all_words = self.words or tuple(self.plan_words(r) for r in range(len(self.replicas)))
+        reps = self.replicas[:replica] + (tuple(hops),) + self.replicas[replica + 1:]
+        return dataclasses.replace(self, replicas=reps, words=all_words)
+
+    def mask_of(self, replica: int) -> int:
+        """servedMask of the hops ``replica`` runs in this route (after :meth:`served`)."""
+        run = {h.node.lower() for h in self.replicas[replica]}
+        return sum(1 << i for i, (h, _) in enumerate(self.plan_words(replica)) if h.node.lower() in run)
+
     def to_json(self) -> dict:
-        return {"job_id": str(self.job_id), "model": self.model, "num_blocks": self.num_blocks,
-                "kind": self.kind, "params": self.params.__dict__, "deadline": self.deadline,
-                "replicas": [[h.__dict__ for h in rep] for rep in self.replicas]}
+        d = {"job_id": str(self.job_id), "model": self.model, "num_blocks": self.num_blocks,
+             "kind": self.kind, "params": self.params.__dict__, "deadline": self.deadline,
+             "replicas": [[h.__dict__ for h in rep] for rep in self.replicas]}
+        if self.standbys:
+            d["standbys"] = [[h.__dict__ for h in rep] for rep in self.standbys]
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "JobRoute":
         return cls(job_id=JobId(int(d["job_id"])), model=d["model"], num_blocks=int(d["num_blocks"]),
                    kind=d.get("kind", "causal-lm"), params=GenParams(**d.get("params", {})),
                    deadline=d.get("deadline"),
-                   replicas=tuple(tuple(HopRoute(NodeId(h["node"]), h["endpoint"], int(h["start"]),
-                                                 int(h["end"])) for h in rep) for rep in d["replicas"]))
+                   replicas=tuple(tuple(map(_hop_route, rep)) for rep in d["replicas"]),
+                   standbys=tuple(tuple(map(_hop_route, rep)) for rep in d.get("standbys", ())))
+
+
+def _hop_route(h: dict) -> HopRoute:
+    return HopRoute(NodeId(h["node"]), h["endpoint"], int(h["start"]), int(h["end"]))
 
 
 class PlanView(Protocol):

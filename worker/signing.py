@@ -2,7 +2,7 @@
 
 The digest of a :class:`HopMessage` is ``keccak256(abi.encode(domain, jobId,
 replica, hop, step, kind, upstream, payloadHash, ids, keccak(output),
-keccak(error), sender, session, sentUnixMs))`` where ``domain`` is
+keccak(error), sender, session, sentUnixMs, route))`` where ``domain`` is
 :func:`worker.wire.domain_separator` of the chain id and the JobMarket address;
 ``payloadHash`` covers the payload and any extra activations
 (:func:`worker.ring.link.payload_digest`). The signature is EIP-191
@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 EIP191_PREFIX = b"\x19Ethereum Signed Message:\n32"
 ZERO32 = b"\x00" * 32
 TYPES = ["bytes32", "uint256", "uint256", "uint256", "uint256", "uint8", "bool", "bytes32",
-         "uint256[]", "bytes32", "bytes32", "address", "bytes32", "uint64"]  # what ``digest`` abi-encodes, in order
-_IDS_OFFSET = (32 * len(TYPES)).to_bytes(32, "big")  # the one dynamic value follows the 14 head words
+         "uint256[]", "bytes32", "bytes32", "address", "bytes32", "uint64", "uint64"]  # what ``digest`` abi-encodes, in order
+_IDS_OFFSET = (32 * len(TYPES)).to_bytes(32, "big")  # the one dynamic value follows the 15 head words
 _KECCAK_EMPTY = keccak(b"")  # output and error are empty on most messages
 HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0  # secp256k1 order / 2: the low-s bound
 
@@ -59,7 +59,7 @@ def digest(msg: pb.HopMessage, domain: bytes) -> bytes:
     head = b"".join((domain, job.to_bytes(32, "big"), _word(msg.replica), _word(msg.hop), _word(msg.step),
                      _word(int(msg.kind)), _word(int(msg.upstream)), msg.payload_hash or ZERO32, _IDS_OFFSET,
                      _hash(msg.output), _hash(msg.error.encode()), bytes(12) + sender, msg.session or ZERO32,
-                     _word(msg.sent_unix_ms), _word(len(ids))))
+                     _word(msg.sent_unix_ms), _word(msg.route), _word(len(ids))))
     return keccak(head + b"".join(_word(i) for i in ids))
 
 

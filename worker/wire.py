@@ -86,10 +86,13 @@ def check_request(msg: pb.HopMessage, max_payload_bytes: int) -> int:
         raise MessageError(f"{where}: signature must be 65 bytes, got {len(msg.signature)}")
     if len(msg.sender) != 42:
         raise MessageError(f"{where}: sender {safe(msg.sender, 50)!r} is not a 0x-prefixed 20-byte hex address")
-    if msg.ids or msg.output or msg.error:
-        raise MessageError(f"{where}: ids, output and error belong to answers, not requests")
-    if msg.kind == pb.KIND_OPEN and msg.step != 0:
-        raise MessageError(f"{where}: OPEN must carry step 0")
+    if msg.output or msg.error or (msg.ids and msg.kind != pb.KIND_OPEN):
+        raise MessageError(f"{where}: ids, output and error belong to answers (and ids to a resumed OPEN)")
+    if msg.kind == pb.KIND_OPEN and (msg.step != len(msg.ids) or len(msg.ids) > MAX_IDS):
+        raise MessageError(f"{where}: OPEN carries step 0, or step k with the k ids generated so far when it "
+                           f"resumes a replica after a failover (got {len(msg.ids)} ids)")
+    if msg.route and msg.kind != pb.KIND_OPEN:
+        raise MessageError(f"{where}: only OPEN names a route")
     if msg.kind != pb.KIND_STEP:
         if msg.HasField("payload") or msg.payload_hash or msg.extras:
             raise MessageError(f"{where}: only STEP messages carry activations")

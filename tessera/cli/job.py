@@ -53,6 +53,10 @@ def job() -> None:
               help="With --verify optimistic: audit probability x 10000.")
 @click.option("--mode", type=click.Choice(["latency", "throughput", "price"]), default="latency", show_default=True)
 @click.option("--weights", default=None, help="Router weights, e.g. price=1,stake=0.5,reputation=2.")
+@click.option("--standbys/--no-standbys", default=True, show_default=True,
+              help="Plan a spare node for each span after the head, where an unused node asks no more than the "
+                   "primary: if a hop fails mid-generation the replica continues on it. It does not raise the fee "
+                   "floor and is paid only if it serves; each standby adds some submitJob gas.")
 @click.option("--commit-window", default=300, show_default=True, type=click.IntRange(1), help="Seconds to commit.")
 @click.option("--reveal-window", default=120, show_default=True, type=click.IntRange(1), help="Seconds to reveal.")
 @click.option("--wait", is_flag=True, help="Follow the job to finalization and print the result.")
@@ -60,7 +64,7 @@ def job() -> None:
 @rpc_options
 @account_options
 def submit(model, prompt, chat, system, image_index, input_file, max_tokens, temperature, seed, top_k, top_p,
-           repetition_penalty, replicas, fee, codec, dtype, int8_weights, verify, audit_bps, mode, weights, commit_window,
+           repetition_penalty, replicas, fee, codec, dtype, int8_weights, verify, audit_bps, mode, weights, standbys, commit_window,
            reveal_window, wait, as_json, rpc_url, chain_kind, key,
            account_index) -> None:
     """Plan replicas with the router, escrow the fee and submit a job. With --wait, show the text
@@ -96,7 +100,7 @@ def submit(model, prompt, chat, system, image_index, input_file, max_tokens, tem
                          **sampling_fields(top_k, top_p, repetition_penalty))
     spec = requester.JobSpec(model, data, max_tokens,
                              None if fee is None else eth_to_wei(fee), 1 if optimistic else replicas, temperature,
-                             seed, codec, commit_window, reveal_window, exec_spec)
+                             seed, codec, commit_window, reveal_window, exec_spec, standbys)
     log = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
     live = LiveText(client, model, log) if wait and not as_json else None
 

@@ -7,6 +7,7 @@ format is :meth:`router.types.Snapshot.to_json`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
@@ -30,11 +31,13 @@ def router() -> None:
 @click.option("--mode", type=click.Choice(["latency", "throughput", "price"]), default="latency", show_default=True,
               help="What to optimise.")
 @click.option("--weights", default=None, help="Personal weights, e.g. price=1,stake=0.5,reputation=2 (mode units).")
+@click.option("--standbys/--no-standbys", default=True, show_default=True,
+              help="Add a spare node per span after the head where one exists (as `job submit` does).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @snapshot_opt
 @rpc_opt
 @no_probe_opt
-def plan(model, replicas, mode, weights, as_json, snapshot, rpc_url, no_probe) -> None:
+def plan(model, replicas, mode, weights, standbys, as_json, snapshot, rpc_url, no_probe) -> None:
     """Pick node-disjoint replicas for MODEL and predict their latency per token.
 
     \b
@@ -45,10 +48,13 @@ def plan(model, replicas, mode, weights, as_json, snapshot, rpc_url, no_probe) -
     # lazy: web3 imported only when this command runs (fast --help)
     from router.plan import plan_replicas
     from router.source import make_source
+    from router.standby import add_standbys
     from router.types import Weights
 
     snap = make_source(snapshot, rpc_url, probe=not no_probe)(model)
     rp = plan_replicas(snap, replicas, mode, Weights.parse(weights))
+    if standbys:
+        rp = dataclasses.replace(rp, plan=add_standbys(rp.plan, snap))
     if as_json:
         click.echo(json.dumps(rp.to_json()))
         return
@@ -57,6 +63,8 @@ def plan(model, replicas, mode, weights, as_json, snapshot, rpc_url, no_probe) -
                    f"{c.price_wei} wei/token")
         for h in rep.hops:
             click.echo(f"  {h.node}  blocks [{h.start}, {h.end})")
+        for h in rep.standbys:
+            click.echo(f"  {h.node}  blocks [{h.start}, {h.end})  standby")
     if not rp.optimal:
         click.secho("note: search limit reached; this is the best plan found, not proven optimal", fg="yellow")
 

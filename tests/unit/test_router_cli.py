@@ -47,3 +47,15 @@ def test_advise_json(snap_file, capsys):
     s, e = out["suggested_span"]
     assert e - s == 3 and len(out["capacity"]) == 12
     assert min(out["capacity"][s:e]) == min(min(out["capacity"][x : x + 3]) for x in range(10))
+
+
+def test_plan_adds_standbys_unless_told_not_to(snap_file, capsys):
+    assert main(["router", "plan", "--model", "m", "--replicas", "3", "--snapshot", snap_file, "--json"]) == 0
+    plan = Plan.from_json(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["plan"])
+    assert any(rep.standbys for rep in plan.replicas)  # 80 nodes: spares exist
+    assert all((s.start, s.end) in {(h.start, h.end) for h in rep.hops[1:]} for rep in plan.replicas
+               for s in rep.standbys)  # each backs a span after the head
+    assert main(["router", "plan", "--model", "m", "--replicas", "3", "--snapshot", snap_file, "--json",
+                 "--no-standbys"]) == 0
+    plan = Plan.from_json(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["plan"])
+    assert not any(rep.standbys for rep in plan.replicas)

@@ -132,10 +132,11 @@ def test_digest_is_the_abi_encoding_eth_abi_gives(seed):
                         ids=[rnd.getrandbits(32) for _ in range(rnd.randrange(4))],
                         output=rnd.randbytes(rnd.randrange(40)), error=rnd.choice(["", "boom", "é"]),
                         sender=ADDR[seed % 4].lower() if seed % 2 else ADDR[seed % 4],
-                        session=rnd.randbytes(32) if rnd.random() < 0.5 else b"", sent_unix_ms=rnd.getrandbits(64))
+                        session=rnd.randbytes(32) if rnd.random() < 0.5 else b"", sent_unix_ms=rnd.getrandbits(64),
+                        route=rnd.getrandbits(64) if rnd.random() < 0.5 else 0)
     values = [domain, int(msg.job_id), msg.replica, msg.hop, msg.step, int(msg.kind), msg.upstream,
               msg.payload_hash or b"\x00" * 32, list(msg.ids), keccak(msg.output), keccak(msg.error.encode()),
-              ADDR[seed % 4], msg.session or b"\x00" * 32, msg.sent_unix_ms]
+              ADDR[seed % 4], msg.session or b"\x00" * 32, msg.sent_unix_ms, msg.route]
     assert digest(msg, domain) == keccak(abi_encode(TYPES, values))
 
 
@@ -156,7 +157,7 @@ def test_tail_accepts_its_predecessor_and_answers_signed_tokens(tail):
         assert resp.upstream and resp.step == t and len(resp.ids) == 1 and resp.session == SESSION
         ids += list(resp.ids)
     assert decode_output(resp.output) == ids
-    assert tail.outputs == [(7, 0, resp.output)]
+    assert tail.outputs == [(7, 0, resp.output, 0b111)]  # served by the three primaries
 
 
 def test_wrong_key_is_refused(tail):
@@ -240,4 +241,4 @@ def test_a_classifier_tail_answers_the_argmax_class_of_every_image():
                                                   session=SESSION), DOMAIN))
     want = (x @ LinearTail().w)[:, -1].argmax(-1).tolist()
     assert list(resp.ids) == want and decode_output(resp.output) == want
-    assert outputs == [(9, 0, resp.output)]
+    assert outputs == [(9, 0, resp.output, 0b11)]

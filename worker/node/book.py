@@ -17,13 +17,14 @@ from pathlib import Path
 @dataclass(frozen=True)
 class JobEntry:
     job_id: int
-    roles: tuple[tuple[int, int], ...]  # (replica, position in that replica) of this node
-    tails: tuple[int, ...]  # replicas whose tail this node is
+    roles: tuple[tuple[int, int], ...]  # (replica, index of this node's hop word in that replica; 0 = head)
+    tails: tuple[int, ...]  # replicas whose tail, or tail's standby, this node is
     commit_deadline: int  # unix seconds
     reveal_deadline: int  # unix seconds
     head_done: tuple[int, ...] = ()  # replicas this node finished running as head
     outputs: dict = field(default_factory=dict)  # replica -> output hex (tail)
     salts: dict = field(default_factory=dict)  # replica -> salt hex (tail)
+    masks: dict = field(default_factory=dict)  # replica -> servedMask of the route that produced the output (tail)
     committed: tuple[int, ...] = ()
     revealed: tuple[int, ...] = ()
     closed: bool = False  # finalized or past every deadline

@@ -144,12 +144,15 @@ class ChainPlanView:
         replicas = tuple(tuple(HopRoute(h.node, self._endpoint(h.node), h.start, h.end) for h in rep.hops)
                          for rep in plan.replicas)
         spec = req.spec  # sampling extras: 0 = off on chain
+        standbys = tuple(tuple(HopRoute(h.node, self._endpoint(h.node), h.start, h.end) for h in rep.standbys)
+                         for rep in plan.replicas)
         params = GenParams(max_tokens=req.max_tokens, temperature_milli=round(req.temperature * 1000),
                            seed=req.seed, top_k=spec.top_k, top_p_milli=spec.top_p_milli or TOP_P_OFF,
                            repetition_penalty_milli=spec.repetition_penalty_milli or PENALTY_OFF,
                            codec=int(req.codec), eos_token_ids=self.eos)
         return JobRoute(JobId(int(req.job_id)), self.manifest.name, self.manifest.num_blocks, replicas, params,
-                        kind=self.manifest.kind, deadline=req.commit_deadline + self._offset, domain=self.domain)
+                        kind=self.manifest.kind, deadline=req.commit_deadline + self._offset, domain=self.domain,
+                        standbys=standbys if any(standbys) else ())
 
     def _endpoint(self, node: str) -> str:
         rec = self._nodes.get(node.lower())

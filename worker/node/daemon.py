@@ -10,9 +10,10 @@ Per job the node is planned in (all state in :class:`JobBook`):
    moves past the event, so a crash cannot lose it); as the head of a replica
    the node runs the replica (``worker.ring.run_replica``), retrying while the
    commit window is open.
-2. As a tail, the output arrives through ``on_output``; the salt is drawn
-   and saved, then the commitment is sent (receipts root 0 and the primary
-   route until hop receipts exist) -- unless the job's reveal window leaves
+2. As a tail (or the tail's standby, after a failover), the output arrives
+   through ``on_output`` with the route that served it; the salt is drawn
+   and saved, then the commitment is sent with that route as servedMask
+   (receipts root 0 until hop receipts exist) -- unless the job's reveal window leaves
    less than ``reveal_margin_s`` to reveal in, then the node refuses and says
    why: a commitment it may not be able to open would be slashed.
 3. Once every replica committed (or the commit window closed) the tail
@@ -205,11 +206,12 @@ class NodeDaemon:
         Called from the event follower and from ``_on_output``: a tail can finish a
         replica before its own follower has seen the job's event."""
         route = self.view.route(req.job_id)
-        roles = tuple((r, i) for r, hops in enumerate(route.replicas) for i, h in enumerate(hops)
+        words = [route.plan_words(r) for r in range(len(route.replicas))]
+        roles = tuple((r, i) for r, ws in enumerate(words) for i, (h, _) in enumerate(ws)
                       if h.node.lower() == self.me.lower())
         if not roles:
             return None
-        tails = tuple(r for r, i in roles if i == len(route.replicas[r]) - 1)
+        tails = tuple(r for r, i in roles if words[r][i][0].end == route.num_blocks)
         entry = JobEntry(int(req.job_id), roles, tails, req.commit_deadline, req.reveal_deadline, note="planned",
                          tx=tx)
         old = self.book.get(req.job_id)
@@ -274,13 +276,15 @@ class NodeDaemon:
         self.running.tokens.publish(job_id, replica, ids)
         self.metrics.tokens.inc(len(ids))
 
-    def _on_output(self, job_id: int, replica: int, output: bytes) -> None:
-        """The tail's output: saved with a fresh salt; the settle loop commits it."""
+    def _on_output(self, job_id: int, replica: int, output: bytes, mask: int = 0) -> None:
+        """The tail's output and the route that served it (servedMask; 0 = the primaries): saved with
+        a fresh salt; the settle loop commits it."""
         job = self.book.get(job_id) or self._admit(self.view.request(job_id))
         if job is None or replica not in job.tails or str(replica) in job.outputs:
             return
         self.book.update(job_id, outputs={**job.outputs, str(replica): output.hex()},
-                         salts={**job.salts, str(replica): secrets.token_hex(32)}, note="output ready")
+                         salts={**job.salts, str(replica): secrets.token_hex(32)},
+                         masks={**job.masks, str(replica): mask}, note="output ready")
 
     # -------------------------------------------------------------- settlement
     def _now(self) -> int:
@@ -326,7 +330,7 @@ class NodeDaemon:
             if r not in job.committed and not state.committed_mask >> r & 1:
                 if now > job.commit_deadline or not self._may_commit(job, r, now):
                     continue
-                self.chain.commit(job.job_id, r, out, salt)
+                self.chain.commit(job.job_id, r, out, salt, served_mask=job.masks.get(str(r)) or None)
                 self.metrics.chain_tx.labels("commit").inc()
                 job = self.book.update(job.job_id, committed=job.committed + (r,), note=f"committed replica {r}")
                 logger.info("job %s replica %s: committed", job.job_id, r)
@@ -334,7 +338,7 @@ class NodeDaemon:
             reveal_open = state.committed_mask == everyone or now > job.commit_deadline
             if r not in job.revealed and not state.revealed_mask >> r & 1 and reveal_open \
                     and now <= job.reveal_deadline and state.committed_mask >> r & 1:
-                self.chain.reveal(job.job_id, r, out, salt)
+                self.chain.reveal(job.job_id, r, out, salt, served_mask=job.masks.get(str(r)) or None)
                 self.metrics.chain_tx.labels("reveal").inc()
                 job = self.book.update(job.job_id, revealed=job.revealed + (r,), note=f"revealed replica {r}")
                 logger.info("job %s replica %s: revealed", job.job_id, r)

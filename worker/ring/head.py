@@ -4,6 +4,10 @@ It runs inside whichever process hosts the head stage (the worker daemon when
 the plan makes it head, or a benchmark). Step 0 embeds the whole prompt and
 runs the head's span; every later step feeds back the token the tail sampled.
 With a single hop (head == tail) it samples locally and no network is used.
+When a hop fails or stalls, the replica continues on that span's standby
+(:mod:`worker.ring.failover`): a new session on the new route rebuilds every
+hop's cache from the prompt and the ids generated so far (see ``_run``) and
+generation goes on from there.
 An attempt ends by the job's deadline (``route.deadline``) and every answer is
 awaited at most ``config.hop_timeout_s``; a refusal the next hop calls
 deterministic (the input can never run) surfaces as ``JobInputError``.
@@ -17,11 +21,13 @@ from typing import Callable, Sequence
 
 import torch
 
-from proto.errors import ProtocolError
+from proto.errors import JobInputError, ProtocolError
 from proto.types import encode_output
+from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import JobRoute
-from worker.ring.link import Channels
+from worker.ring.failover import next_route
+from worker.ring.link import Channels, PeerTimeout
 from worker.ring.pipeline import OnOutput, Pipeline
 from worker.signing import Signer
 from worker.stage import Stage, to_stage
@@ -29,6 +35,7 @@ from worker.stage import Stage, to_stage
 logger = logging.getLogger(__name__)
 
 OnToken = Callable[[int, Sequence[int]], None]  # (step, ids the tail chose at that step)
+ROW_EXACT = frozenset({codec.FP32, codec.FP16, codec.BF16})  # codecs that encode each row alone
 
 
 def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[int] | torch.Tensor,
@@ -55,27 +62,35 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
     if (head.start, head.end) != (stage.spec.start, stage.spec.end):
         raise ProtocolError(f"plan gives the head [{head.start}, {head.end}); the stage serves "
                             f"[{stage.spec.start}, {stage.spec.end})")
-    x = _first_input(route, inputs, stage)
+    prompt = _first_input(route, inputs, stage)
     steps = route.steps
     own_channels = channels is None
     channels = channels or Channels(config.max_message_bytes)
     ids: list[int] = []
-    output = b""
-    done = 0  # steps run
+    output, mask = b"", 0  # mask: the route the replica runs (0 = its primaries)
+    shown = 0  # steps already previewed through on_token (a failover may run a step again)
+
+    def preview(step: int, new: Sequence[int]) -> None:
+        nonlocal shown
+        if on_token is not None and step >= shown:
+            shown = step + 1
+            on_token(step, new)
+
     try:
-        with Pipeline(route, replica, 0, stage, signer, config, channels, defer_answer_check=True,
-                      on_output=on_output) as pipe:
-            pipe.open()
-            for step in range(steps):
-                new, output = pipe.step(x, step)
-                ids.extend(new)
-                done = step + 1
-                if on_token is not None:
-                    on_token(step, new)
-                if output:  # the tail is done (max_tokens or end of sequence)
-                    break
-                x = torch.tensor([list(new)], dtype=torch.long, device=stage.device)
-            pipe.finish(done)  # the last answer's signature is checked before the ids are returned
+        while True:
+            served = route.served(replica, mask)
+            try:
+                output, pipe = _run(stage, served, replica, prompt, ids, steps, signer, config, channels,
+                                    on_output, preview)
+                break
+            except JobInputError:
+                raise
+            except (ProtocolError, PeerTimeout) as exc:  # a hop failed or stalled: fail over if the plan can
+                mask = next_route(served, replica, channels, config.hop_timeout_s)
+                if mask is None or route.kind != "causal-lm":  # one-pass jobs are rerun by the daemon
+                    raise
+                logger.warning("job %s replica %s: %s; continuing at step %d on route %#x (standby in place "
+                               "of the failed hop), replaying %d ids", job, replica, exc, len(ids), mask, len(ids))
     finally:
         if own_channels:
             channels.close()
@@ -83,9 +98,52 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
         raise ProtocolError(f"tail of replica {replica} reported an output that does not match its tokens")
     n = max(len(ids), 1)
     logger.info("job %s replica %s: %d ids through %d hop(s); head %.1f ms/step compute, %.1f ms/step "
-                "waiting for the ring", job, replica, len(ids), len(route.replicas[replica]),
+                "waiting for the ring", job, replica, len(ids), len(served.replicas[replica]),
                 1e3 * pipe.compute_s / n, 1e3 * pipe.wait_s / n)
     return ids
+
+
+def _run(stage: Stage, route: JobRoute, replica: int, prompt: torch.Tensor, ids: list[int], steps: int,
+         signer: Signer, config: WorkerConfig, channels: Channels, on_output: OnOutput | None,
+         on_token: OnToken | None) -> tuple[bytes, Pipeline]:
+    """Run ``replica`` on ``route`` to the end, appending to ``ids`` the ids whose answers passed
+    their signature check (only those survive a failover); return the tail's output and the pipeline.
+
+    After a failover (``ids`` not empty) every hop of the new route rebuilds its cache from the
+    prefix: with a codec that encodes each row alone (fp32, fp16, bf16) as one prefill of prompt +
+    ids, the tail continuing after them; with an int8 codec, whose blocks and outlier choice span
+    the rows of a message, by replaying the steps with the known ids (teacher-forced: the
+    activations are then those of the first run, bit for bit, and the tail must choose the same ids).
+    """
+    done = len(ids)
+    prefill = bool(done) and route.params.codec in ROW_EXACT
+    start = done if prefill else 0
+    x = torch.cat([prompt, torch.tensor([ids], dtype=torch.long, device=prompt.device)], 1) if prefill else prompt
+    output = b""
+    with Pipeline(route, replica, 0, stage, signer, config, channels, defer_answer_check=True,
+                  on_output=on_output) as pipe:
+        pipe.open(tuple(ids) if prefill else ())
+        unchecked: Sequence[int] = ()  # the last answer's ids, until its check is joined
+        for step in range(start, steps):
+            y = pipe.forward(x, step)  # joins the check of the previous answer
+            ids.extend(unchecked)
+            unchecked = ()
+            new, output = pipe.send(y, step)
+            if step < done:  # a replayed step: the tail must choose what it chose the first time
+                if list(new) != ids[step:step + 1]:
+                    raise ProtocolError(f"replaying step {step} on route {pipe.mask:#x} gave ids {list(new)}, "
+                                        f"not {ids[step:step + 1]}")
+                x = torch.tensor([[ids[step]]], dtype=torch.long, device=stage.device)
+                continue
+            unchecked = new
+            if on_token is not None:
+                on_token(step, new)
+            if output:  # the tail is done (max_tokens or end of sequence)
+                break
+            x = torch.tensor([list(new)], dtype=torch.long, device=stage.device)
+        pipe.finish(len(ids) + len(unchecked))  # the last answer's check is joined before the ids are returned
+        ids.extend(unchecked)
+    return output, pipe
 
 
 def _first_input(route: JobRoute, inputs, stage: Stage) -> torch.Tensor:

@@ -3,8 +3,9 @@
 ``HopRuntime.handle`` is the backend of the gRPC servicer. Every request is
 first bounded field by field (:mod:`worker.wire`). An OPEN has its signer
 recovered before the plan is looked up, is accepted only from the planned
-predecessor, fresh and with an unseen session nonce, and binds one session to
-the stream it came on. A STEP must belong to that session and come in order;
+predecessor on the route the OPEN names (primaries, or a standby in place of a
+failed primary: ``JobRoute.served``), fresh and with an unseen session nonce, and
+binds one session to the stream it came on. A STEP must belong to that session and come in order;
 its activations must match the job's plan (codec, block, batch 1, width,
 context length) and memory for it is reserved before the stage runs. The step
 itself is the session's :class:`worker.ring.pipeline.Pipeline`, the code the
@@ -111,7 +112,7 @@ class HopRuntime:
             raise ProtocolError("this stream already carries a session; open one stream per session")
         self.opens.check(msg.session, msg.sent_unix_ms)  # a stale or replayed OPEN costs no cryptography
         signer = recover_sender(msg, self.planview.domain)  # before any lookup the message would cost
-        route = self.planview.route(JobId(job), msg.sender)
+        route = self.planview.route(JobId(job), msg.sender).served(msg.replica, msg.route)  # primary or standby
         pos = route.position(msg.replica, self.signer.address)
         if pos == 0 or msg.hop != pos - 1:
             raise ProtocolError(f"this node is hop {pos} of replica {msg.replica}; it accepts only hop "
@@ -124,16 +125,17 @@ class HopRuntime:
         stage = self.stages.get(hop.start, hop.end)
         expires = time.monotonic() + (route.deadline - time.time()) if route.deadline is not None else float("inf")
         s = self.sessions.open((job, msg.replica), msg.session, expires)
+        s.next_step = msg.step  # > 0: a replica resumed after a failover, its prefix replayed at this step
         try:
             s.pipe = Pipeline(route, msg.replica, pos, stage, self.signer, self.config, self.channels,
                               on_output=self.on_output)
-            s.pipe.open()
+            s.pipe.open(msg.ids)
         except BaseException:
             self.sessions.close(s)
             raise
         stream.session = s
-        logger.info("opened job %s replica %s at hop %d [%d, %d) for %s", job, msg.replica, pos, hop.start,
-                    hop.end, msg.sender)
+        logger.info("opened job %s replica %s at hop %d [%d, %d) for %s%s", job, msg.replica, pos, hop.start,
+                    hop.end, msg.sender, f", resumed at step {msg.step} (route {msg.route:#x})" if msg.step else "")
         return self._answer(msg, pos, route)
 
     def _step(self, msg: pb.HopMessage, s: Session) -> pb.HopMessage:
@@ -195,7 +197,7 @@ class HopRuntime:
             raise CodecError(f"{where}: activations of shape {shape}; this model's hops pass (1, tokens, "
                              f"{hidden or 'hidden'}) (batch 1)")
         context, have = self.limits.context, pipe.positions
-        need = have + shape[1] + (route.params.max_tokens - 1 if msg.step == 0 else 0)
+        need = have + shape[1] + (route.params.max_tokens - 1 - msg.step if have == 0 else 0)
         if context is not None and need > context:
             raise JobInputError(f"{where}: {have} positions held, {shape[1]} more sent and "
                                 f"{need - have - shape[1]} still to generate pass the model's context of "

@@ -194,11 +194,12 @@ def _watchdog() -> _Watchdog:
 
 def message(job_id: int, replica: int, hop: int, step: int, kind: int, *, upstream: bool = False,
             payload: codec.Encoded | None = None, ids=(), output: bytes = b"", session: bytes = b"",
-            sent_unix_ms: int = 0, extras: Sequence[codec.Encoded] = ()) -> pb.HopMessage:
-    """An unsigned hop message of the session ``session``; ``extras``: further tensors crossing the cut."""
+            sent_unix_ms: int = 0, extras: Sequence[codec.Encoded] = (), route: int = 0) -> pb.HopMessage:
+    """An unsigned hop message of the session ``session``; ``extras``: further tensors crossing the cut;
+    ``route``: an OPEN's servedMask."""
     msg = pb.HopMessage(job_id=str(job_id), replica=replica, hop=hop, step=step, kind=kind,
                         upstream=upstream, ids=list(ids), output=output, session=session,
-                        sent_unix_ms=sent_unix_ms)
+                        sent_unix_ms=sent_unix_ms, route=route)
     if payload is not None:
         msg.payload.CopyFrom(_tensor(payload))
         msg.extras.extend(_tensor(e) for e in extras)

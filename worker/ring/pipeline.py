@@ -38,22 +38,25 @@ from worker.wire import rows
 
 logger = logging.getLogger(__name__)
 
-OnOutput = Callable[[int, int, bytes], None]  # (job id, replica, canonical output bytes)
+OnOutput = Callable[[int, int, bytes, int], None]  # (job id, replica, canonical output bytes, servedMask)
 OVERLAP_MAX_ROWS = 4  # a step's signature check overlaps its compute only up to this many rows (tokens)
 
 
 class Pipeline:
     """Hop ``pos`` of ``replica`` of ``route`` on this node: the stage and its cache, a stream
-    to the next hop (over ``channels``; none on the tail) and, on the tail, the ids chosen so far."""
+    to the next hop (over ``channels``; none on the tail) and, on the tail, the ids chosen so far.
+    ``route`` is the one the session runs (``JobRoute.served``: primaries, or standbys after a
+    failover); its servedMask travels in the OPEN and reaches the tail's ``on_output``."""
 
     __slots__ = ("route", "job", "replica", "pos", "stage", "cache", "signer", "config", "link", "last",
                  "defer", "overlap_rows", "pending", "on_output", "tokens", "finished", "positions", "compute_s",
-                 "wait_s")
+                 "wait_s", "mask")
 
     def __init__(self, route: JobRoute, replica: int, pos: int, stage: Stage, signer: Signer,
                  config: WorkerConfig, channels: Channels, *, defer_answer_check: bool = False,
                  overlap_rows: int = OVERLAP_MAX_ROWS, on_output: OnOutput | None = None):
         self.route, self.job, self.replica, self.pos = route, int(route.job_id), replica, pos
+        self.mask = route.mask_of(replica)  # servedMask of the route this session runs
         tail = pos + 1 == len(route.replicas[replica])
         self.stage, self.cache = stage, stage.new_cache()
         self.signer, self.config = signer, config
@@ -79,12 +82,15 @@ class Pipeline:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def open(self) -> None:
-        """Open the session on the next hop (nothing to do on the tail)."""
-        if self.link is not None:
-            msg = message(self.job, self.replica, self.pos, 0, pb.KIND_OPEN, session=self.link.nonce,
-                          sent_unix_ms=time.time_ns() // 1_000_000)
-            self.link.call(self.signer.sign(msg, self.route.domain))
+    def open(self, prefix: Sequence[int] = ()) -> None:
+        """Open the session on the next hop, on this session's route. ``prefix``: the ids generated
+        before a failover (the session resumes at step ``len(prefix)``); the tail continues after them."""
+        if self.link is None:
+            self.tokens = list(prefix)
+            return
+        msg = message(self.job, self.replica, self.pos, len(prefix), pb.KIND_OPEN, ids=prefix,
+                      session=self.link.nonce, sent_unix_ms=time.time_ns() // 1_000_000, route=self.mask)
+        self.link.call(self.signer.sign(msg, self.route.domain))
 
     def overlaps(self, n_rows: int) -> bool:
         """Whether an input of ``n_rows`` rows is verified while the stage runs (else before)."""
@@ -160,7 +166,7 @@ class Pipeline:
             return ids, b""
         output = encode_output(self.tokens)
         if self.on_output is not None:
-            self.on_output(self.job, self.replica, output)
+            self.on_output(self.job, self.replica, output, self.mask)
         logger.info("job %s replica %s finished: %d ids", self.job, self.replica, len(self.tokens))
         return ids, output
 
