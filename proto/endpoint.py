@@ -35,7 +35,7 @@ class Endpoint:
         address, sep, tail = text.partition("#")
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ProtocolError(f"endpoint {text[:80]!r} is not host:port")
+            raise ProtocolError(f"endpoint {text[:80]!r} is not HOST:PORT")
         if not sep:
             return cls(address)
         fp = tail.removeprefix("tls=").lower()
