@@ -33,6 +33,7 @@ from worker.config import WorkerConfig
 from worker.planview import JobRoute
 from worker.ring.link import Channels, Link, corrupt, message
 from worker.sampling import argmax_classes, sample
+from worker.scheduler import scheduler_for
 from worker.signing import PendingCheck, Signer, verify
 from worker.stage import Stage
 from worker.wire import rows
@@ -47,7 +48,7 @@ class Pipeline:
     """Hop ``pos`` of ``replica`` of ``route`` on this node: the stage and its cache, a stream
     to the next hop (over ``channels``; none on the tail) and, on the tail, the ids chosen so far."""
 
-    __slots__ = ("route", "job", "replica", "pos", "stage", "cache", "signer", "config", "link", "last",
+    __slots__ = ("route", "job", "replica", "pos", "stage", "cache", "runner", "signer", "config", "link", "last",
                  "defer", "overlap_rows", "pending", "on_output", "tokens", "finished", "positions", "compute_s",
                  "wait_s")
 
@@ -57,6 +58,9 @@ class Pipeline:
         self.route, self.job, self.replica, self.pos = route, int(route.job_id), replica, pos
         tail = pos + 1 == len(route.replicas[replica])
         self.stage, self.cache = stage, stage.new_cache()
+        # the stage's one thread, which batches concurrent sessions' decode steps; None: run on this thread
+        self.runner = scheduler_for(stage, config.batch_window_ms / 1e3, config.max_batch) \
+            if config.max_batch > 1 else None
         self.signer, self.config = signer, config
         self.last = tail and route.kind == "causal-lm"  # a generating tail needs the last position only
         self.defer = defer_answer_check
@@ -106,8 +110,11 @@ class Pipeline:
             else:
                 check.result()
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            y = self.stage.forward(x, self.cache, last=self.last)
+        if self.runner is not None:
+            y = self.runner.run(x, self.cache, self.last, timeout_s=self.config.hop_timeout_s)
+        else:
+            with torch.inference_mode():
+                y = self.stage.forward(x, self.cache, last=self.last)
         self.compute_s += time.perf_counter() - t0
         self.positions += x.shape[1] if x.dim() > 1 else 1
         if check is not None:
@@ -151,6 +158,8 @@ class Pipeline:
         """Close the stream to the next hop and drop the cache."""
         if self.link is not None:
             self.link.close()
+        if self.runner is not None and self.cache is not None:
+            self.runner.release(self.cache)
         self.cache = None
 
     def _choose(self, y: torch.Tensor, step: int) -> tuple[list[int], bytes]:
