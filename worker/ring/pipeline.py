@@ -61,6 +61,8 @@ class Pipeline:
         # the stage's one thread, which batches concurrent sessions' decode steps; None: run on this thread
         self.runner = scheduler_for(stage, config.batch_window_ms / 1e3, config.max_batch) \
             if config.max_batch > 1 else None
+        if self.runner is not None:
+            self.runner.join(self.cache)
         self.signer, self.config = signer, config
         self.last = tail and route.kind == "causal-lm"  # a generating tail needs the last position only
         self.defer = defer_answer_check

@@ -1,9 +1,10 @@
 """One forward for the decode steps of many sessions of a decoder stage.
 
 Each session keeps its own :class:`worker.shard.decoder.SpanCache`. For a
-batched step their served layers' keys and values are left-padded to the
-longest and stacked, an attention mask hides the padding and every row gets
-its own position (its cache length), so each row computes what it would alone:
+batched decode step their served layers' keys and values are left-padded to
+the longest and stacked; prompts that arrive together (into empty caches) are
+left-padded to the longest prompt. An attention mask hides the padding and
+every row gets its own positions, so each row computes what it would alone:
 the same greedy tokens, logits equal up to float rounding of a wider matmul.
 Afterwards each session's cache becomes its row of the grown batch cache (a
 view, no copy). When the same sessions come back in the same order with
@@ -53,35 +54,49 @@ class BatchState:
 
 def forward_batch(stage, xs: Sequence[torch.Tensor], caches: Sequence, last: bool,
                   state: BatchState | None = None) -> list[torch.Tensor]:
-    """Run one-position inputs ``xs`` (each ``(1, 1)`` ids or ``(1, 1, C)`` hidden) of sessions with
-    ``caches`` as one batch; return each session's output ``(1, 1, ...)``, caches grown by one."""
+    """Run the inputs ``xs`` of sessions with ``caches`` as one batch: one-position decode steps
+    (``(1, 1)`` ids or ``(1, 1, C)`` hidden), or prompts of any length into empty caches. Returns each
+    session's output as it would be alone; its cache has grown by its input."""
     served = range(stage.spec.start, stage.spec.end)
     lens = [stage.cache_len(c) for c in caches]
-    longest = max(lens)
+    sizes = [x.shape[1] for x in xs]
+    longest, widest = max(lens), max(sizes)
+    if widest > 1 and longest > 0:
+        raise ValueError("a batch holds either one-position steps or prompts into empty caches")
     if state is not None and state.reusable(caches, served):  # rows keep their padding: still aligned
         batch = state.cache
     else:
         batch = _gather(stage, caches, lens, longest, served)
-    mask = torch.zeros(len(xs), longest + 1, dtype=torch.long, device=stage.device)
-    for row, n in enumerate(lens):
-        mask[row, longest - n:] = 1
+    mask = torch.zeros(len(xs), longest + widest, dtype=torch.long, device=stage.device)
+    for row, (n, t) in enumerate(zip(lens, sizes)):
+        mask[row, longest - n:longest] = 1
+        mask[row, longest + widest - t:] = 1
     kw = {"attention_mask": mask}
     if _takes_positions(stage):  # otherwise the model derives positions from the mask (ALiBi)
-        kw["position_ids"] = torch.tensor(lens, device=stage.device).view(-1, 1)
-    x = torch.cat([t.to(stage.device) for t in xs])  # (B, 1) or (B, 1, C)
+        kw["position_ids"] = (mask.cumsum(-1)[:, longest:] - 1).clamp(min=0)  # (B, widest): each row's own
+    x = torch.cat([_left_pad(t.to(stage.device), widest) for t in xs])  # (B, T) ids or (B, T, C) hidden
     y = stage.forward(x, batch, last=last, **kw)
     views = []
-    for row, (c, n) in enumerate(zip(caches, lens)):
+    for row, (c, n, t) in enumerate(zip(caches, lens, sizes)):
+        skip = longest - n if widest == 1 else widest - t  # this row's padding at the front of the batch cache
         mine = []
         for i in served:
-            k = batch.layers[i].keys[row:row + 1, :, longest - n:]
-            v = batch.layers[i].values[row:row + 1, :, longest - n:]
+            k, v = batch.layers[i].keys[row:row + 1, :, skip:], batch.layers[i].values[row:row + 1, :, skip:]
             _assign(c.layers[i], k, v)
             mine.append((k, v))
         views.append(mine)
     if state is not None:
         state.caches, state.views, state.cache = tuple(weakref.ref(c) for c in caches), views, batch
-    return [y[row:row + 1] for row in range(len(xs))]
+    keep = y.shape[1] == widest  # all positions came back (not just the last one of a tail)
+    return [y[row:row + 1, widest - t:] if keep else y[row:row + 1] for row, t in enumerate(sizes)]
+
+
+def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x`` ``(1, T)`` or ``(1, T, C)`` with zeros in front up to ``width`` positions."""
+    pad = width - x.shape[1]
+    if not pad:
+        return x
+    return torch.nn.functional.pad(x, (pad, 0) if x.dim() == 2 else (0, 0, pad, 0))
 
 
 def _takes_positions(stage) -> bool:
