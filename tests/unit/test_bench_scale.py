@@ -1,0 +1,48 @@
+"""The pure parts of the scale benchmarks: job schedules, percentiles, CPU accounting, token agreement."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from bench._sysload import TICK, machine_ticks, process_cpu_s
+from bench.concurrency import agreement, plan_jobs
+from bench.load import schedule
+from bench.load_report import percentile
+
+
+def test_schedule_is_steady_shares_kinds_exactly_and_rotates_requesters():
+    s = schedule(100, 0.5, [9, 10, 11], {"greedy": 0.4, "sampled": 0.3, "image": 0.3})
+    assert [at for _, _, at in s] == [i * 2.0 for i in range(100)]
+    assert Counter(k for k, _, _ in s) == {"greedy": 40, "sampled": 30, "image": 30}
+    assert [r for _, r, _ in s[:4]] == [9, 10, 11, 9]
+    assert s == schedule(100, 0.5, [9, 10, 11], {"greedy": 0.4, "sampled": 0.3, "image": 0.3})  # seeded
+
+
+def test_schedule_rounding_still_gives_n_jobs():
+    assert len(schedule(7, 1.0, [9], {"a": 1, "b": 1, "c": 1})) == 7
+
+
+def test_percentile_interpolates_and_handles_empty():
+    assert percentile([], 0.5) is None
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert percentile([0.0, 10.0], 0.95) == 9.5
+    assert percentile([5.0], 0.95) == 5.0
+
+
+def test_cpu_seconds_from_proc_stat_lines():
+    stat = "1234 (python -m x) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1"
+    assert process_cpu_s(stat) == 300 / TICK  # utime 250 + stime 50 ticks
+    idle, total = machine_ticks("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n")
+    assert (idle, total) == (850, 1000)
+
+
+def test_agreement_counts_equal_positions():
+    assert agreement([[1, 2, 3], [4, 5]], [[1, 2, 0], [4, 5]]) == 0.8
+    assert agreement([], []) == 0.0
+
+
+def test_job_ids_of_every_level_and_repeat_are_distinct():
+    jobs = plan_jobs([1, 4, 16], 3)
+    ids = [j for js in jobs.values() for j in js]
+    assert len(ids) == len(set(ids)) == 2 * 3 * 21 and min(ids) >= 10
+    assert len(jobs[("batched", 16, 2)]) == 16
