@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     n = load_manifest(model_dir).num_blocks
     cid = codec.codec_id(args.codec)
     dtype = getattr(torch, args.dtype)
-    prompts, pad = _prompts(model_dir, max(levels), args.prompt_ids)
+    prompts, pad = prompt_ids(model_dir, max(levels), args.prompt_ids)
     mono = Monolithic(model_dir, args.device, dtype)
     spans = even_spans(n, args.stages)
     ports = [0] + [free_port() for _ in spans[1:]]
@@ -227,10 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     return emit(result, args.save, args.json)
 
 
-def _prompts(model_dir: Path, count: int, prompt_ids: str | None) -> tuple[list[list[int]], int]:
+def prompt_ids(model_dir: Path, count: int, given: str | None) -> tuple[list[list[int]], int]:
     """``count`` distinct prompts as token ids (cycled past the documentation's supply), and the pad id."""
-    if prompt_ids:
-        ids = [int(v) for v in prompt_ids.split(",")]
+    if given:
+        ids = [int(v) for v in given.split(",")]
         return [ids] * count, 0
     tok = AutoTokenizer.from_pretrained(model_dir)
     texts = english_prompts(min(count, 64))

@@ -118,7 +118,7 @@ def watch(c: DevCluster, jobs: list[Job], stop: threading.Event, poll_s: float =
         stop.wait(poll_s)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tessera bench load", description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--rate", type=float, default=0.5, help="jobs submitted per second, all requesters together")
@@ -128,15 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait for every job to settle")
     ap.add_argument("--save", help="also write the JSON result to this file")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict:
+    """Start the devnet in ``workdir``, submit the jobs, wait for them to settle; the result (stopped after)."""
     mix = {k: float(v) for k, v in (p.split("=") for p in args.mix.split(","))}
     requesters = [REQUESTER + i for i in range(args.requesters)]
     plan = schedule(args.jobs, args.rate, requesters, mix)
     images = digits_test_split()[0]
     prompts = english_prompts(64)
     jobs = [Job(k, r, at, make_spec(k, i, prompts, images, args.tokens)) for i, (k, r, at) in enumerate(plan)]
-    with tempfile.TemporaryDirectory() as tmp, DevCluster(Path(tmp), model=TEXT, copies=3,
-                                                          worker={"max_subscribers": 64}) as c:
+    with DevCluster(workdir, model=TEXT, copies=3, worker={"max_subscribers": 64}) as c:
         c.start(on_step=lambda s: print(f"[load] {s}", file=sys.stderr, flush=True))
         c.add_model(IMAGE)
         for _ in range(2):
@@ -164,8 +167,13 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
         stop.set()
         cpu = sampler.stop()
-        result = load_report.build(c, jobs, before, cpu, t0, args, requesters)
-    result["meanings"] = load_report.MEANINGS
+        return {**load_report.build(c, jobs, before, cpu, t0, args, requesters), "meanings": load_report.MEANINGS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(args, Path(tmp))
     return emit(result, args.save, args.json)
 
 

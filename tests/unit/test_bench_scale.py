@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from bench._sysload import TICK, machine_ticks, process_cpu_s
 from bench.concurrency import agreement, plan_jobs
 from bench.load import schedule
@@ -46,3 +48,21 @@ def test_job_ids_of_every_level_and_repeat_are_distinct():
     ids = [j for js in jobs.values() for j in js]
     assert len(ids) == len(set(ids)) == 2 * 3 * 21 and min(ids) >= 10
     assert len(jobs[("batched", 16, 2)]) == 16
+
+
+def test_relay_release_keeps_order_and_adds_the_delay():
+    from bench.relay import release
+
+    assert release(1.0, 0.0, 0.05, 0.0, 0.3) == 1.05
+    assert release(1.0, 0.0, 0.05, 0.01, 1.0) == pytest.approx(1.06)
+    assert release(1.0, 0.0, 0.05, 0.01, 0.0) == pytest.approx(1.04)
+    assert release(1.0, 1.2, 0.05, 0.01, 0.0) == 1.2  # never before the chunk ahead of it
+
+
+def test_wan_limit_counts_the_delays_a_token_crosses_down_and_up_the_ring():
+    from bench.wan import job_ids, limit_tokens_per_s
+
+    assert limit_tokens_per_s(32, 2.0, 0) == 16.0
+    assert limit_tokens_per_s(32, 2.0, 100, stages=3) == pytest.approx(32 / (2.0 + 32 * 0.2))
+    ids = [j for c in range(4) for js in job_ids(c, 3, 16).values() for j in js]
+    assert len(ids) == len(set(ids))
