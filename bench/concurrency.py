@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="float32", help="float32, bfloat16, float16")
     ap.add_argument("--window-ms", type=float, default=WorkerConfig().batch_window_ms, help="batch window")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per level; the median counts")
-    ap.add_argument("--prompt-ids", help="comma-separated prompt token ids, the same for every session (models "
-                    "without a tokenizer)")
+    ap.add_argument("--prompt-ids", help="comma-separated prompt token ids, the same for every session (default: "
+                    "English prompts, or seeded random ids for a model without a tokenizer)")
     ap.add_argument("--save", help="also write the JSON result to this file")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = ap.parse_args(argv)
@@ -228,10 +228,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def prompt_ids(model_dir: Path, count: int, given: str | None) -> tuple[list[list[int]], int]:
-    """``count`` distinct prompts as token ids (cycled past the documentation's supply), and the pad id."""
+    """``count`` prompts as token ids, and the pad id: ``given`` for every session; else distinct English
+    prompts (cycled past the documentation's supply); a model without a tokenizer gets seeded random
+    prompts of 12 to 20 ids."""
     if given:
         ids = [int(v) for v in given.split(",")]
         return [ids] * count, 0
+    if not (model_dir / "tokenizer.json").is_file():
+        g = torch.Generator().manual_seed(0)
+        return [torch.randint(3, 1000, (12 + i % 9,), generator=g).tolist() for i in range(count)], 0
     tok = AutoTokenizer.from_pretrained(model_dir)
     texts = english_prompts(min(count, 64))
     ids = [tok(t)["input_ids"] for t in texts]
