@@ -17,6 +17,9 @@ BENCHES = {
     "routing": "Planning time and plan quality of the router on simulated networks.",
     "hop": "CPU cost of each piece of a hop's own work per token, warm and right after compute.",
     "flood": "An honest job's time with its tail flooded by idle streams and replayed OPENs, vs quiet.",
+    "concurrency": "Aggregate tokens/s of a 3-stage ring at 1-64 concurrent sessions vs monolithic batched generate.",
+    "load": "Jobs per minute, latencies, node CPU and gas with requesters submitting 100 jobs to a devnet.",
+    "wan": "A ring across network namespaces at 10-100 ms RTT and 100 Mbit/s: tokens/s vs the physical limit.",
     "all": "Run every benchmark; write bench/results/*.json and bench/REPORT.md (make bench).",
 }
 

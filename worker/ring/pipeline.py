@@ -50,7 +50,7 @@ class Pipeline:
 
     __slots__ = ("route", "job", "replica", "pos", "stage", "cache", "runner", "signer", "config", "link", "last",
                  "defer", "overlap_rows", "pending", "on_output", "tokens", "finished", "positions", "compute_s",
-                 "wait_s")
+                 "wait_s", "closed")
 
     def __init__(self, route: JobRoute, replica: int, pos: int, stage: Stage, signer: Signer,
                  config: WorkerConfig, channels: Channels, *, defer_answer_check: bool = False,
@@ -75,6 +75,7 @@ class Pipeline:
         self.compute_s = 0.0  # time in the stage's forward, seconds
         self.wait_s = 0.0  # time waiting for the next hop's answers, seconds
         self.link: Link | None = None  # the stream to the next hop; None on the tail
+        self.closed = False  # the next hop answered this session's CLOSE
         if not tail:
             nxt = route.hop(replica, pos + 1)
             self.link = Link(channels.stub(nxt.endpoint), nxt.node, config.hop_timeout_s, route.domain,
@@ -155,11 +156,12 @@ class Pipeline:
         if self.link is not None:
             msg = message(self.job, self.replica, self.pos, step, pb.KIND_CLOSE, session=self.link.nonce)
             self.link.call(self.signer.sign(msg, self.route.domain))
+            self.closed = True
 
     def close(self) -> None:
         """Close the stream to the next hop and drop the cache."""
         if self.link is not None:
-            self.link.close()
+            self.link.close(wait=not self.closed)
         if self.runner is not None and self.cache is not None:
             self.runner.release(self.cache)
         self.cache = None
