@@ -86,10 +86,11 @@ def build(c, jobs, before: dict, cpu: dict, t0: float, args, requesters: list[in
     gas = gas_by_job(c)
     runs = head_runs(c)
     fees = sum(r.fee for r in results.values())
-    paid = sum(sum(r.payouts.values()) for r in results.values())
-    refunds = sum(r.requester_credit for r in results.values())
+    paid = sum(sum(r.payouts.values()) + sum(v.paid for v in r.settlement.verifiers) for r in results.values())
+    refunds = sum(r.refund for r in results.values())
     slashed = sum(sum(r.slashes.values()) for r in results.values())
-    unanimous = [jid for jid, r in results.items() if r.outcome == "majority"
+    burned = sum(r.settlement.burned for r in results.values())  # the slashed stake no verifier got
+    unanimous = [jid for jid, r in results.items() if r.outcome == "agreed"
                  and len(r.winners) == len(r.plan.replicas)]
     expected_runs = {(j.job_id, rep) for j in submitted for rep in range(len(j.plan.replicas))}
     settled_times = [j.t_settled for j in submitted if j.t_settled is not None]
@@ -105,10 +106,10 @@ def build(c, jobs, before: dict, cpu: dict, t0: float, args, requesters: list[in
     checks = {
         "all_submitted": len(submitted) == len(jobs),
         "all_settled": len(results) == len(jobs),
-        "all_unanimous_majority": len(unanimous) == len(jobs),
+        "all_agreed_unanimously": len(unanimous) == len(jobs),
         "no_replica_lost": all(runs[k] >= 1 for k in expected_runs),
         "no_replica_run_twice": all(v == 1 for v in runs.values()) and set(runs) <= expected_runs,
-        "fees_conserved": paid + refunds == fees + slashed
+        "fees_conserved": paid + refunds == fees + slashed - burned
                           and sum(after["earnings"].values()) - sum(before["earnings"].values()) == paid
                           and sum(after["credits"].values()) - sum(before["credits"].values()) == refunds,
         "contracts_hold_the_fees": after["contracts_wei"] - before["contracts_wei"] == fees,
@@ -126,7 +127,7 @@ def build(c, jobs, before: dict, cpu: dict, t0: float, args, requesters: list[in
                 **_stats([float(v) for v in gas.values()])},
         "by_kind": by_kind, "cpu": cpu, "checks": checks, "all_checks_pass": all(checks.values()),
         "wei": {"fees": str(fees), "paid_to_nodes": str(paid), "credited_to_requesters": str(refunds),
-                "slashed": str(slashed)},
+                "slashed": str(slashed), "burned": str(burned)},
         "errors": [{"kind": j.kind, "at_s": j.at_s, "error": j.error} for j in jobs if j.error][:20],
         "replicas_run": sum(runs.values()), "replicas_planned": len(expected_runs),
     }

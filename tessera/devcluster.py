@@ -30,6 +30,7 @@ from chain.deploy import DeployParams, deploy, save_deployment
 from proto.errors import TesseraError
 from proto.types import Hop, NodeId, Plan, Replica
 from tessera.procs import stop_processes
+from worker.limits import ModelLimits
 from worker.store import fetch, load_manifest
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ class DevCluster:
         self.copies = copies  # nodes per span
         self.byzantine = set(byzantine)  # node positions (0-based) that corrupt activations
         self.threads = threads
-        self.params = params or DeployParams(unbonding_period_s=3600, max_job_duration_s=3600)
+        # short windows so tests can wait them out; unbonding 7200 s > a job's lifetime (1800 + 600 + 3 x 120)
+        self.params = params or DeployParams(unbonding_period_s=7200, max_job_duration_s=1800, min_commit_window_s=10,
+                                             min_reveal_window_s=30, attest_window_s=600, finalize_grace_s=120)
         self.engine = engine  # devnet: anvil or hardhat
         self.worker = dict(worker or {})  # extra [worker] settings of every node (worker.config.WorkerConfig)
         self.manifests: dict = {}  # model name -> manifest, of every model registered here
@@ -113,7 +116,8 @@ class DevCluster:
     def add_model(self, name: str):
         """Prepare ``name`` (a packaged model, or a stored one) and publish it on chain; its manifest."""
         m = fetch(name) if name in ("smollm2-135m", "digits-cnn", "digits-vit") else load_manifest(name)
-        self.client(0).register_model(m.name, m.num_blocks, m.weights_root, m.tokenizer_hash, m.config_hash)
+        self.client(0).register_model(m.name, m.num_blocks, _context_length(m), m.weights_root, m.tokenizer_hash,
+                                      m.config_hash)
         self.manifests[m.name] = m
         return m
 
@@ -202,6 +206,11 @@ class DevCluster:
 def _pump(node: NodeProc) -> None:
     for line in node.proc.stdout:
         node.lines.append(line.rstrip("\n"))
+
+
+def _context_length(m) -> int:
+    """What the model attends over (1 for a classifier), as registered with it."""
+    return 1 if m.kind == "classifier" else ModelLimits.of(m.directory).context or 2048
 
 
 def _halves(num_blocks: int) -> list[tuple[int, int]]:

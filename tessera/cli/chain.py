@@ -124,7 +124,7 @@ def _print_status(net, url: str, info: dict) -> None:
     dep = info["deployment"]
     click.echo(f"deployment: {paths.deployment_file() if dep else 'none'}")
     if dep:
-        for k in ("chain_id", "model_registry", "node_registry", "job_market", "block"):
+        for k in ("chain_id", "model_registry", "node_registry", "disputes", "job_market", "publisher", "block"):
             click.echo(f"  {k}: {dep[k]}")
 
 
@@ -136,11 +136,22 @@ def _print_status(net, url: str, info: dict) -> None:
               help="Unbonding period, seconds.")
 @click.option("--slash", default="0.1", show_default=True, help="Stake taken from a silent committer, ETH.")
 @click.option("--max-job-duration", "max_job_s", type=int, default=24 * 3600, show_default=True,
-              help="Longest commit+reveal window, seconds (<= unbonding).")
+              help="Longest commit+reveal window, seconds.")
+@click.option("--min-windows", "min_windows", default="30,60", show_default=True,
+              help="Shortest commit and reveal windows a job may ask for, seconds (COMMIT,REVEAL).")
+@click.option("--attest-window", "attest_s", type=int, default=3600, show_default=True,
+              help="Verifiers' time to attest a dispute, seconds.")
+@click.option("--finalize-grace", "grace_s", type=int, default=3600, show_default=True,
+              help="Seconds after a stage's deadline before keepers are paid to move a job on.")
+@click.option("--verify-bps", type=int, default=1000, show_default=True, help="Verification reserve, bps of the fee.")
+@click.option("--keeper-bps", type=int, default=100, show_default=True, help="Keeper reward per stage, bps of the fee.")
+@click.option("--verifiers", type=int, default=3, show_default=True, help="Verifiers drawn per dispute (1..8).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
               help="Deployment file (default $TESSERA_HOME/deployment.json).")
-def deploy(rpc_url, chain_kind, key, account_index, min_stake, unbonding_s, slash, max_job_s, out) -> None:
-    """Compile if needed and deploy ModelRegistry, NodeRegistry and JobMarket.
+def deploy(rpc_url, chain_kind, key, account_index, min_stake, unbonding_s, slash, max_job_s, min_windows, attest_s,
+           grace_s, verify_bps, keeper_bps, verifiers, out) -> None:
+    """Compile if needed and deploy ModelRegistry, NodeRegistry, Disputes and JobMarket. The
+    unbonding period must outlast a job's lifetime (max job + attest window + 3 x grace).
 
     \b
     Examples:
@@ -151,14 +162,21 @@ def deploy(rpc_url, chain_kind, key, account_index, min_stake, unbonding_s, slas
     from chain.deploy import DeployParams, save_deployment
     from chain.deploy import deploy as do_deploy
 
+    try:
+        min_commit, min_reveal = (int(v) for v in min_windows.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{min_windows!r} is not COMMIT,REVEAL seconds", param_hint="--min-windows") from None
+    params = DeployParams(eth_to_wei(min_stake), unbonding_s, eth_to_wei(slash), max_job_s, min_commit, min_reveal,
+                          attest_s, grace_s, verify_bps, keeper_bps, verifiers)
+    params.validate()
     w3 = make_web3(rpc_url, chain_kind)
     if key is None and account_index is None:
         account_index = 0  # the devnet's first dev account
     acct = resolve_account(key, account_index)
-    params = DeployParams(eth_to_wei(min_stake), unbonding_s, eth_to_wei(slash), max_job_s)
     dep = do_deploy(w3, acct, params, rpc_url=None if chain_kind == "embedded" else resolve_rpc(rpc_url))
     path = save_deployment(dep, out)
-    click.echo(f"deployed on chain {dep.chain_id} at block {dep.block} from {acct.address}; wrote {path}")
+    click.echo(f"deployed on chain {dep.chain_id} at block {dep.block} from {acct.address}; models published by "
+               f"{dep.publisher} are named without a prefix; wrote {path}")
     if chain_kind == "embedded":
         click.echo("note: the embedded chain ends with this process; use it from Python for single-process runs")
 

@@ -90,11 +90,19 @@ def explain(exc: TesseraError) -> str:
     return str(exc)
 
 
-def fee_floor_early(fee_wei: int, replicas: int, num_blocks: int) -> None:
-    """Refuse, before planning, a fee that pays nothing for some block of some replica (nodes are
-    paid pro rata by blocks served; the chain and the router's prices may ask more)."""
-    floor = replicas * num_blocks
-    if fee_wei < floor:
-        raise JobError(f"a fee of {fee_wei} wei pays nothing for some blocks: {replicas} replica(s) x {num_blocks} "
-                       f"blocks need at least {floor} wei, and nodes ask their price per block per token on top "
-                       "(`tessera router plan --model M` shows the plan's price); raise --fee")
+def fee_floor_early(client, model: str, fee_wei: int | None, replicas: int, max_tokens: int) -> None:
+    """Refuse, before planning and probing, a fee below what even the cheapest registered nodes ask
+    for every block of every replica (``JobMarket.feeFloor`` adds the verification reserve on top,
+    so this is a lower bound of the floor the contract will enforce for any plan)."""
+    if fee_wei is None:
+        return  # the fee defaults to the plan's floor
+    nodes = [n for n in client.list_nodes(model) if n.active]
+    if not nodes:
+        return  # planning says which blocks have no node
+    num_blocks = client.get_model(model).num_blocks
+    lower = replicas * num_blocks * max_tokens * min(n.price for n in nodes)
+    if fee_wei < lower:
+        raise JobError(f"a fee of {fee_wei} wei is below what the cheapest nodes of {model} ask: {replicas} "
+                       f"replica(s) x {num_blocks} blocks x {max_tokens} tokens x {min(n.price for n in nodes)} wei "
+                       f"= {lower} wei, before the verification reserve; raise --fee, or leave it out to pay the "
+                       "plan's floor")

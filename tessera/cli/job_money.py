@@ -123,7 +123,7 @@ def finalize(job_id, rpc_url, chain_kind, key, account_index, as_json) -> None:
         click.echo(json.dumps(res.to_json()))
     else:
         show_result(res)
-    if res.outcome == "refund":
+    if res.outcome == "refunded":
         raise click.exceptions.Exit(NO_MAJORITY_EXIT)
 
 

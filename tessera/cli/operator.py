@@ -17,6 +17,9 @@ from tessera.cli.options import account_options, eth_to_wei, make_client, rpc_op
 from tessera.cli.present import wide_console
 from tessera.units import fmt_eth
 
+DTYPE_BITS = {"fp32": 1, "bf16": 2, "fp16": 4}  # NodeRegistry caps: 1 << dtype
+WEIGHT_BITS = {"exact": 8, "int8": 16}  # NodeRegistry.CAP_EXACT, CAP_INT8
+
 
 class _Operator(click.Group):
     """The operator group; ``run`` (pydantic, its flags generated from WorkerConfig) is imported
@@ -69,16 +72,21 @@ def _advise(client, model: str, max_blocks: int | None) -> tuple[int, int]:
 @operator.command()
 @rpc_options
 @account_options
-@click.option("--model", required=True, help="Model name as registered on chain.")
+@click.option("--model", required=True, help="Model as registered on chain: NAME, or 0xPUBLISHER/NAME.")
 @click.option("--blocks", default=None, help="Span START:END, half-open (default: ask the router for advice).")
 @click.option("--max-blocks", type=int, default=None, help="With advice: most blocks this node can hold.")
 @click.option("--stake", required=True, help="Stake to lock, ETH.")
 @click.option("--endpoint", required=True, help="HOST:PORT of this node's gRPC service.")
 @click.option("--throughput", type=int, default=0, help="Advertised block-tokens per second.")
-@click.option("--price", "price_wei", type=int, default=0, help="Wei per block per output token.")
+@click.option("--price", "price_wei", type=click.IntRange(0, 2**80 - 1), default=0,
+              help="Wei per block per output token; jobs must pay at least this (JobMarket.feeFloor).")
+@click.option("--dtypes", default="fp32,bf16,fp16", show_default=True,
+              help="Activation dtype classes this node runs (comma list of fp32, bf16, fp16).")
+@click.option("--weights", "weight_modes", default="exact,int8", show_default=True,
+              help="Weights this node runs: exact (fp32), int8 (int8-mixed), or both.")
 @click.option("--payout", default=None, help="Address receiving stake and earnings (default: the node key).")
 def register(rpc_url, chain_kind, key, account_index, model, blocks, max_blocks, stake, endpoint, throughput,
-             price_wei, payout) -> None:
+             price_wei, dtypes, weight_modes, payout) -> None:
     """Stake and register this key as a node serving blocks of MODEL.
 
     \b
@@ -87,14 +95,40 @@ def register(rpc_url, chain_kind, key, account_index, model, blocks, max_blocks,
           --endpoint 203.0.113.7:50051 --price 1000000000
       tessera operator register --account 4 --model smollm2-135m --stake 1 --endpoint 127.0.0.1:50051
     """
+    caps = _caps(dtypes, DTYPE_BITS, "--dtypes") | _caps(weight_modes, WEIGHT_BITS, "--weights")
     check_endpoint(endpoint)
     c = make_client(rpc_url, chain_kind, key, account_index)
     start, end = _parse_blocks(blocks) if blocks else _advise(c, model, max_blocks)
     if not blocks:
         click.echo(f"no --blocks given: taking the router's advice, blocks [{start}, {end}) "
                    "(`tessera router advise --model M` shows why)", err=True)
-    rec = c.register_node(model, start, end, endpoint, eth_to_wei(stake), throughput, price_wei, payout)
-    click.echo(f"registered {rec.address}: {model} blocks [{rec.start}, {rec.end}), stake {fmt_eth(rec.stake)}")
+    rec = c.register_node(model, start, end, endpoint, eth_to_wei(stake), throughput, price_wei, payout, caps)
+    click.echo(f"registered {rec.address}: {model} blocks [{rec.start}, {rec.end}), stake {fmt_eth(rec.stake)}, "
+               f"price {price_wei} wei per block per token")
+
+
+def _caps(spec: str, bits: dict[str, int], flag: str) -> int:
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    bad = [n for n in names if n not in bits]
+    if bad or not names:
+        raise click.BadParameter(f"{spec!r}: use a comma list of {', '.join(bits)}", param_hint=flag)
+    return sum(bits[n] for n in set(names))
+
+
+@operator.command("set-payout")
+@rpc_options
+@account_options
+@click.argument("address")
+def set_payout(rpc_url, chain_kind, key, account_index, address) -> None:
+    """Pay this node's stake and earnings to ADDRESS from now on (e.g. when the old one refuses ETH).
+
+    \b
+    Examples:
+      tessera operator set-payout 0x70997970C51812dc3A010C7d01b50e0d17dc79C8 --key mynode
+    """
+    c = make_client(rpc_url, chain_kind, key, account_index)
+    c.set_payout(address)
+    click.echo(f"payout of {c.address} is now {c.get_node().payout}")
 
 
 @operator.command("stake-add")

@@ -74,7 +74,7 @@ def _status(exc: Exception) -> tuple[int, str]:
 
 def settled(res: JobResult) -> dict:
     """The ``tessera`` object of a settled job."""
-    return {"job_id": res.job_id, "outcome": res.outcome, "verified": res.outcome == "majority",
+    return {"job_id": res.job_id, "outcome": res.outcome, "verified": res.outcome in ("agreed", "verified"),
             "consensus": f"{len(res.winners)}/{len(res.plan.replicas)}", "winners": list(res.winners),
             "reason": res.reason, "fee_wei": str(res.fee), "refund_wei": str(res.refund),
             "payouts": {k: str(v) for k, v in res.payouts.items()},
@@ -146,8 +146,8 @@ def _serve(gw: Gateway, model: str, prompt: str, max_tokens: int | None, req, ch
         status, kind = _status(exc)
         return error(status, str(exc), kind)
     res: JobResult = last.data
-    if res.outcome != "majority":
-        return error(502, f"job {res.job_id}: no majority: {res.reason}; {fmt_eth(res.refund)} credited back to "
+    if not res.winners:
+        return error(502, f"job {res.job_id}: nobody paid: {res.reason}; {fmt_eth(res.refund)} credited back to "
                      "the gateway's requester account (`tessera job withdraw`)", "tessera_no_majority")
     return shape.full(res)
 
@@ -213,8 +213,8 @@ def _sse(events: Iterator[Event], shape: _Shape, tok, cancel: threading.Event) -
                 yield f"data: {json.dumps({'error': {'message': str(ev.data), 'type': kind, 'code': status}})}\n\n"
             elif ev.kind == "result":
                 res: JobResult = ev.data
-                if res.outcome != "majority":
-                    msg = (f"job {res.job_id}: no majority: {res.reason}; {fmt_eth(res.refund)} credited back to "
+                if not res.winners:
+                    msg = (f"job {res.job_id}: nobody paid: {res.reason}; {fmt_eth(res.refund)} credited back to "
                            "the gateway's requester account")
                     yield f"data: {json.dumps({'error': {'message': msg, 'type': 'tessera_no_majority'}})}\n\n"
                     continue

@@ -90,8 +90,10 @@ def test_openai_client_completion_is_paid_settled_and_equals_transformers(cluste
     TIMINGS["completion_total_s"] = time.monotonic() - t0
     t = res.model_extra["tessera"]
     assert res.choices[0].text == _reference(cluster.manifest.directory, "The capital of France is", TOKENS)
-    assert t["outcome"] == "majority" and t["verified"] and t["consensus"] == "2/2"
-    assert sum(int(v) for v in t["payouts"].values()) == 2 * 10**16  # the whole fee went to the four nodes
+    assert t["outcome"] == "agreed" and t["verified"] and t["consensus"] == "2/2"
+    paid = sum(int(v) for v in t["payouts"].values())
+    assert len(t["payouts"]) == 4 and paid + int(t["refund_wei"]) == 2 * 10**16  # four nodes paid; the rest,
+    assert int(t["refund_wei"]) >= 2 * 10**15  # the unused verification reserve, came back to the requester
     for tx in t["tx"].values():  # real transactions on this chain
         assert cluster.w3.eth.get_transaction_receipt(tx)["status"] == 1
     assert res.usage.completion_tokens == TOKENS
@@ -117,7 +119,7 @@ def test_openai_client_chat_streams_tokens_before_the_job_settles(cluster, gatew
     assert len(preview) >= 2, "tokens should arrive one by one while the job runs"
     assert first < 0.8 * total  # the text came well before the settlement
     final = extras[-1]
-    assert final["outcome"] == "majority" and final["preview_matches"] and chunks[-1].choices[0].finish_reason
+    assert final["outcome"] == "agreed" and final["preview_matches"] and chunks[-1].choices[0].finish_reason
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     tok = AutoTokenizer.from_pretrained(cluster.manifest.directory)
     prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -189,11 +191,11 @@ def test_explorer_in_headless_chromium_shows_nodes_coverage_and_jobs(cluster, ga
             assert page.locator("svg rect.cov").count() == 30 and page.locator("svg rect.gap").count() == 0
             page.wait_for_selector("tr.job", timeout=30_000)
             jobs = page.locator("tr.job")
-            assert jobs.count() >= 3 and "majority" in jobs.first.inner_text()
+            assert jobs.count() >= 3 and "agreed" in jobs.first.inner_text()
             page.wait_for_selector("#live.on", timeout=15_000)  # live updates connected
             jobs.last.click()
             page.wait_for_selector("#doutcome", timeout=15_000)
-            assert page.inner_text("#doutcome") == "majority"
+            assert page.inner_text("#doutcome") == "agreed"
             assert "Paris" in page.inner_text("#doutput")
             assert page.locator("#dbody .ok", has_text="paid").count() == 4
             shot = tmp_path / "explorer.png"

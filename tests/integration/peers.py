@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import grpc
 import torch
 from eth_account import Account
 
+from chain.devnet import free_port  # noqa: F401 (re-exported)
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
 from proto.types import JobId, NodeId
@@ -42,12 +42,6 @@ SPANS = [(0, 2), (2, 5), (5, 6)]
 PROMPT = [5, 17, 42, 8]
 DOMAIN = domain_separator(0, ZERO_ADDRESS)
 HIDDEN, CONTEXT = 32, 64  # the tiny model's width, and the context its config.json states
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def route(job: int, ports, params: GenParams, endpoints=None) -> JobRoute:
@@ -202,7 +196,7 @@ class Pinger:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "Pinger":
+    def __enter__(self) -> Pinger:
         self._thread.start()
         return self
 

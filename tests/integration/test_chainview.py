@@ -15,7 +15,7 @@ from web3 import Web3
 from chain import devnet
 from chain.client import TesseraChain
 from proto.errors import ProtocolError
-from proto.types import JobId, model_id
+from proto.types import JobId
 from worker.node.chainview import ChainPlanView
 from worker.wire import domain_separator
 
@@ -29,9 +29,9 @@ def _view(anvil: str, deployed: TesseraChain, tmp_path, **kw) -> tuple[ChainPlan
     real = w3.provider.make_request
     w3.provider.make_request = lambda method, params: calls.append(method) or real(method, params)
     (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 2}))
-    manifest = SimpleNamespace(model_id=model_id("m"), name="m", num_blocks=30, kind="causal-lm")
+    manifest = SimpleNamespace(name="m", num_blocks=30, kind="causal-lm")
     chain = TesseraChain(w3, deployed.deployment, Account.from_key(devnet.dev_key(1)))
-    return ChainPlanView(chain, manifest, tmp_path, **kw), calls
+    return ChainPlanView(chain, manifest, tmp_path, deployed.model_id("m"), **kw), calls
 
 
 def test_finding8_an_unknown_job_costs_a_lookup_only_when_a_registered_node_asks(anvil, deployed, nodes_3x3,
@@ -46,7 +46,7 @@ def test_finding8_an_unknown_job_costs_a_lookup_only_when_a_registered_node_asks
     for unknown in range(1000, 1100):
         with pytest.raises(ProtocolError, match="not a registered node"):
             view.route(JobId(unknown), stranger)
-    assert "eth_getLogs" not in calls and calls.count("eth_call") == 1  # one snapshot of the model's nodes
+    assert "eth_getLogs" not in calls and calls.count("eth_call") == 2  # one snapshot: nodeCount + one page
     node = nodes[0].address
     for _ in range(20):
         with pytest.raises(ProtocolError, match="not on chain"):

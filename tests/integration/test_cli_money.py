@@ -30,7 +30,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 def net(deployed, anvil, tmp_path, monkeypatch):
     nodes, plan = setup_3x3(deployed)
     for name in ("smollm2-135m", "digits-cnn"):  # names of models installed here, fake commitments
-        deployed.register_model(name, 30, b"\x02" * 32)
+        deployed.register_model(name, 30, 2048, b"\x02" * 32)
     save_deployment(deployed.deployment, tmp_path / "deployment.json")
     monkeypatch.setenv("TESSERA_DEPLOYMENT", str(tmp_path / "deployment.json"))
     monkeypatch.setenv("TESSERA_RPC_URL", anvil)
@@ -48,10 +48,10 @@ def test_refund_is_finalized_and_withdrawn_with_the_cli(net, capsys):
     rc, out, _ = run(capsys, "chain", "time-travel", "121")
     assert rc == 0 and "UTC ->" in out
     rc, out, _ = run(capsys, "job", "finalize", str(job), "--account", str(REQUESTER))
-    assert rc == 4 and "no majority" in out and "tessera job withdraw" in out
+    assert rc == 4 and "nobody paid" in out and "tessera job withdraw" in out
     rc, out, _ = run(capsys, "job", "list", "--mine", "--account", str(REQUESTER), "--json")
     (row,) = json.loads(out)["jobs"]
-    assert (row["job_id"], row["outcome"], row["refund_wei"]) == (job, "refund", str(FEE))
+    assert (row["job_id"], row["outcome"], row["refund_wei"]) == (job, "refunded", str(FEE))
     rc, out, _ = run(capsys, "job", "balance", "--account", str(REQUESTER), "--json")
     assert json.loads(out)["credit_wei"] == str(FEE)
     wallet = req.balance()
@@ -64,7 +64,7 @@ def test_refund_is_finalized_and_withdrawn_with_the_cli(net, capsys):
 @pytest.mark.parametrize("argv, says", [
     (["--model", "smollm2-135m", "--image-index", "0"], "no printable text"),  # an image to the LLM
     (["--model", "digits-cnn", "--prompt", "What digit is this?"], "multiple of 64"),  # a prompt to the CNN
-    (["--model", "m", "--prompt", "hi", "--fee", "0.000000000000000001"], "pays nothing"),  # 1 wei
+    (["--model", "m", "--prompt", "hi", "--fee", "0.000000000000000001"], "is below what the cheapest nodes"),  # 1 wei
     (["--model", "nosuch", "--prompt", "hi"], "'nosuch' is not registered"),  # named, not hashed
 ])
 def test_jobs_that_can_only_waste_the_fee_are_refused_before_escrow(net, capsys, argv, says):

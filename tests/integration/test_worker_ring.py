@@ -23,8 +23,10 @@ from worker.ring import run_replica
 from worker.signing import Signer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from peers import Sender  # noqa: E402
-from test_worker_tiny import TinyLM, TinyStage, save  # noqa: E402
+from peers import Sender
+from test_worker_tiny import TinyLM, TinyStage, save
+
+from chain.devnet import free_port as _free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -34,11 +36,6 @@ SPANS = [(0, 2), (2, 5), (5, 6)]
 PROMPT = [5, 17, 42, 8]
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _route(job, keys, ports, params, spans=SPANS) -> JobRoute:

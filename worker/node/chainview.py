@@ -22,7 +22,7 @@ from pathlib import Path
 from chain.client import TesseraChain
 from chain.records import JobRequest, NodeRecord
 from proto.errors import ChainError, ProtocolError
-from proto.types import JobId
+from proto.types import JobId, ModelId
 from worker.node.payload import eos_token_id
 from worker.planview import GenParams, HopRoute, JobRoute
 from worker.wire import domain_separator, safe
@@ -31,12 +31,14 @@ logger = logging.getLogger(__name__)
 
 
 class ChainPlanView:
-    """PlanView over the JobMarket for one model."""
+    """PlanView over the JobMarket for one model (``model_id``: its chain id, publisher and name)."""
 
-    def __init__(self, chain: TesseraChain, manifest, model_dir: str | Path, *, max_jobs: int = 4096,
-                 nodes_ttl_s: float = 30.0, miss_retry_s: float = 2.0, max_scan_blocks: int = 10_000):
+    def __init__(self, chain: TesseraChain, manifest, model_dir: str | Path, model_id: ModelId, *,
+                 max_jobs: int = 4096, nodes_ttl_s: float = 30.0, miss_retry_s: float = 2.0,
+                 max_scan_blocks: int = 10_000):
         self.chain = chain
         self.manifest = manifest
+        self.model_id = model_id
         self.eos = eos_token_id(model_dir) if manifest.kind == "causal-lm" else None
         self.domain = domain_separator(chain.deployment.chain_id, chain.deployment.job_market)
         self.max_jobs, self.nodes_ttl_s, self.miss_retry_s = max_jobs, nodes_ttl_s, miss_retry_s
@@ -135,7 +137,7 @@ class ChainPlanView:
 
     # ------------------------------------------------------------------ routes
     def _build(self, req: JobRequest) -> JobRoute:
-        if req.model_id != self.manifest.model_id:
+        if req.model_id != self.model_id:
             raise ProtocolError(f"job {req.job_id} is for another model than {self.manifest.name}")
         plan = req.plan(self.manifest.name, self.manifest.num_blocks)
         replicas = tuple(tuple(HopRoute(h.node, self._endpoint(h.node), h.start, h.end) for h in rep.hops)
@@ -163,7 +165,7 @@ class ChainPlanView:
             if time.monotonic() - self._nodes_at < self.nodes_ttl_s:
                 return
             try:
-                nodes = {r.address.lower(): r for r in self.chain.list_nodes(self.manifest.model_id)}
+                nodes = {r.address.lower(): r for r in self.chain.list_nodes(self.model_id)}
                 offset = time.time() - self.chain.w3.eth.get_block("latest")["timestamp"]
             except Exception as exc:  # noqa: BLE001 - keep serving from the last snapshot; retry soon
                 logger.warning("cannot re-read the nodes of %s: %s", self.manifest.name, exc)

@@ -35,7 +35,8 @@ class NodeConfig(BaseModel):
     poll_interval_s: float = Field(0.5, gt=0)  # chain polling period, seconds
     head_retries: int = Field(30, ge=1)  # attempts to run a replica from the head (within the commit window), count
     retry_backoff_s: float = Field(2.0, gt=0)  # first wait between head attempts, doubling up to 30 s, seconds
-    finalize: bool = True  # tails call finalize once every replica revealed or the deadline passed
+    finalize: bool = True  # tails call finalize once every replica revealed or the deadline passed (and push disputes)
+    reveal_margin_s: float = Field(20.0, ge=0)  # refuse to commit unless the reveal window leaves this long, seconds
     verify_weights: bool = True  # check local weights against the ModelRegistry root at start
 
     def with_env(self) -> "NodeConfig":

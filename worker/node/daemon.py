@@ -11,10 +11,14 @@ Per job the node is planned in (all state in :class:`JobBook`):
    the node runs the replica (``worker.ring.run_replica``), retrying while the
    commit window is open.
 2. As a tail, the output arrives through ``on_output``; the salt is drawn
-   and saved, then the commitment is sent.
+   and saved, then the commitment is sent (receipts root 0 and the primary
+   route until hop receipts exist) -- unless the job's reveal window leaves
+   less than ``reveal_margin_s`` to reveal in, then the node refuses and says
+   why: a commitment it may not be able to open would be slashed.
 3. Once every replica committed (or the commit window closed) the tail
    reveals; once every replica revealed (or the reveal window closed) it
-   finalizes. Earnings are withdrawn with ``tessera operator withdraw``.
+   finalizes; a disputed job's verifiers are drawn and its dispute finalized
+   after the attestations. Earnings are withdrawn with ``tessera operator withdraw``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from chain.clock import ChainClock
 from chain.connect import make_web3, resolve_account
 from chain.deploy import load_deployment
 from chain.events import EventFollower
-from chain.records import JobRequest
+from chain.records import DisputeState, JobDisputed, JobRequest, JobSettlement
 from proto.errors import ConfigError, ContractError, JobInputError, TesseraError
 from worker import server
 from worker.config import WorkerConfig
@@ -92,22 +96,25 @@ class NodeDaemon:
             raise ConfigError(f"node {self.me} is not an active node; register it first with "
                               f"`tessera operator register --model {self.manifest.name} --blocks "
                               f"{self.wcfg.start}:{end} ...`")
-        if rec.model_id != self.manifest.model_id or not rec.start <= self.wcfg.start < end <= rec.end:
-            raise ConfigError(f"node {self.me} is registered for blocks [{rec.start}, {rec.end}) of another "
-                              f"span or model; serve what it registered or register again")
+        model = self.chain.get_model(rec.model_id)  # the registered model: its publisher and name
+        if model.name != self.manifest.name or not rec.start <= self.wcfg.start < end <= rec.end:
+            raise ConfigError(f"node {self.me} is registered for blocks [{rec.start}, {rec.end}) of {model.ref}, "
+                              f"not [{self.wcfg.start}, {end}) of {self.manifest.name}; serve what it registered "
+                              "or register again")
+        self.model_id = rec.model_id
         check_endpoint(rec.endpoint, self.wcfg.port)
         logger.info("node %s: active on chain %d for %s [%d, %d), endpoint %s", self.me, self.deployment.chain_id,
-                    self.manifest.name, rec.start, rec.end, rec.endpoint)
+                    model.ref, rec.start, rec.end, rec.endpoint)
         if self.cfg.verify_weights:
             logger.info("verifying the weights of blocks [%d, %d) against the ModelRegistry root", self.wcfg.start, end)
-            verify_span(self.manifest, self.wcfg.start, end, self.chain.get_model(self.manifest.name).weights_root)
+            verify_span(self.manifest, self.wcfg.start, end, model.weights_root)
         self.wcfg = self.wcfg.model_copy(update={"end": end, "model_dir": str(self.model_dir)})
         ident = ChainIdentity.of(w3, self.deployment)
         state_dir = self.cfg.state_path(self.me, ident.key)
         claim(state_dir, ident)
         self._lock_file = lock(state_dir)
         self.book = JobBook(state_dir)
-        self.view = ChainPlanView(self.chain, self.manifest, self.model_dir)
+        self.view = ChainPlanView(self.chain, self.manifest, self.model_dir, self.model_id)
         self.signer = Signer(account.key)
         if self.wcfg.metrics:
             self.health = HealthServer(self.metrics, self.wcfg.host, self.wcfg.http_port(self.wcfg.port),
@@ -182,7 +189,7 @@ class NodeDaemon:
     # ------------------------------------------------------------------ events
     def _on_event(self, ev) -> None:
         req = JobRequest.from_event(ev.args, ev.block)
-        if req.model_id != self.manifest.model_id:
+        if req.model_id != self.model_id:
             return
         self.view.add_request(req)
         self._admit(req, ev.tx_hash)
@@ -303,13 +310,17 @@ class NodeDaemon:
         if state.status == "finalized":
             self.book.update(job.job_id, closed=True, note="finalized")
             return
+        if state.status in ("disputed", "attesting"):
+            if job.tails and self.cfg.finalize:
+                self._push_dispute(job, state)
+            return
         for r in job.tails:
             out, salt = job.outputs.get(str(r)), job.salts.get(str(r))
             if out is None:
                 continue
             out, salt = bytes.fromhex(out), bytes.fromhex(salt)
             if r not in job.committed and not state.committed_mask >> r & 1:
-                if now > job.commit_deadline:
+                if now > job.commit_deadline or not self._may_commit(job, r, now):
                     continue
                 self.chain.commit(job.job_id, r, out, salt)
                 self.metrics.chain_tx.labels("commit").inc()
@@ -326,15 +337,42 @@ class NodeDaemon:
                 state = self.chain.get_job(job.job_id)
         if job.tails and self.cfg.finalize and (state.revealed_mask == everyone or now > job.reveal_deadline):
             try:
-                settled = self.chain.finalize(job.job_id)
+                out = self.chain.finalize(job.job_id)
                 self.metrics.chain_tx.labels("finalize").inc()
-                logger.info("job %s: finalized (winners %s)", job.job_id, list(settled.winners))
+                logger.info("job %s: %s", job.job_id, _describe(out))
             except ContractError as exc:
-                if exc.name not in ("JobAlreadyFinalized",):
+                if exc.name not in ("JobAlreadyFinalized", "JobSeedNotReady"):
                     raise
-            self.book.update(job.job_id, closed=True, note="finalized")
         elif not job.tails and now > job.reveal_deadline:
             self.book.update(job.job_id, closed=True, note="past deadlines")
+
+    def _may_commit(self, job: JobEntry, replica: int, now: int) -> bool:
+        """Whether the reveal window leaves time to open a commitment: reveals may open only at the
+        commit deadline (if another replica never commits), so that is the worst case."""
+        left = job.reveal_deadline - max(now, job.commit_deadline)
+        if left >= self.cfg.reveal_margin_s:
+            return True
+        note = (f"replica {replica}: refused to commit: the reveal window leaves {left} s after the commit "
+                f"deadline, less than reveal_margin_s = {self.cfg.reveal_margin_s:g} s; a commitment it could "
+                "not reveal in time would be slashed")
+        if job.note != note:
+            logger.warning("job %s %s", job.job_id, note)
+            self.book.update(job.job_id, note=note)
+        return False
+
+    def _push_dispute(self, job: JobEntry, state) -> None:
+        """A disputed job: draw its verifiers once the seed block is mined; finalize it once the
+        attestations are in or their deadline passed (anyone may; the tails do it)."""
+        try:
+            if state.status == "disputed" and self.chain.w3.eth.block_number >= state.seed_block:
+                logger.info("job %s: %s", job.job_id, _describe(self.chain.draw_verifiers(job.job_id)))
+            elif state.status == "attesting" and (self._now() > state.stage_deadline
+                                                  or self.chain.dispute_state(job.job_id).all_attested):
+                logger.info("job %s: %s", job.job_id, _describe(self.chain.finalize(job.job_id)))
+        except ContractError as exc:
+            if exc.name not in ("JobAlreadyFinalized", "JobSeedNotReady", "JobNotDisputed", "DisputeStillOpen",
+                                "DisputeNotOpen"):
+                raise
 
 
 def check_endpoint(registered: str, port: int) -> None:
@@ -345,3 +383,14 @@ def check_endpoint(registered: str, port: int) -> None:
         raise ConfigError(f"this node is registered with endpoint {registered}, but this daemon would serve "
                           f"port {port}; serve the registered port (`--port {reg_port}` or [worker] port = "
                           f"{reg_port}) — changing an endpoint takes `tessera operator unbond` and a new registration")
+
+
+def _describe(out) -> str:
+    """One log line for what finalize or drawVerifiers did."""
+    if isinstance(out, JobSettlement):
+        return f"finalized: {out.outcome}, paid replicas {list(out.paid_replicas)}"
+    if isinstance(out, JobDisputed):
+        return f"disputed ({out.reason}); verifiers are drawn from block {out.seed_block}"
+    if isinstance(out, DisputeState):
+        return f"verifiers drawn: {', '.join(out.verifiers) or 'none yet (seed re-armed)'}"
+    return "moved on"
