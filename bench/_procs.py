@@ -10,7 +10,7 @@ from pathlib import Path
 
 from eth_account import Account
 
-from chain.devnet import free_port  # noqa: F401 (re-exported)
+from chain.ports import free_port  # noqa: F401 (re-exported)
 from proto.types import JobId, NodeId
 from tessera.procs import stop_processes
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
