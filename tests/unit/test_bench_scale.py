@@ -8,6 +8,7 @@ import pytest
 
 from bench._sysload import TICK, machine_ticks, process_cpu_s
 from bench.concurrency import agreement, plan_jobs
+from bench.eval.report_scale import goal
 from bench.load import schedule
 from bench.load_report import percentile
 
@@ -66,3 +67,11 @@ def test_wan_limit_counts_the_delays_a_token_crosses_down_and_up_the_ring():
     assert limit_tokens_per_s(32, 2.0, 100, stages=3) == pytest.approx(32 / (2.0 + 32 * 0.2))
     ids = [j for c in range(4) for js in job_ids(c, 3, 16).values() for j in js]
     assert len(ids) == len(set(ids))
+
+
+def test_concurrency_goal_is_the_issues_share_per_device_at_16_sessions():
+    row = {"16": {"vs_monolithic": 0.87}}
+    assert goal({"device": "cuda", "sessions": row}) == ("ring >= 0.85 of monolithic batched at 16 sessions on cuda",
+                                                         True)
+    assert goal({"device": "cpu", "sessions": row})[1] is False
+    assert goal({"device": "cpu", "sessions": {"4": {"vs_monolithic": 1.0}}}) is None
