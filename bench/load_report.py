@@ -128,6 +128,8 @@ def build(c, jobs, before: dict, cpu: dict, t0: float, args, requesters: list[in
         "by_kind": by_kind, "cpu": cpu, "checks": checks, "all_checks_pass": all(checks.values()),
         "wei": {"fees": str(fees), "paid_to_nodes": str(paid), "credited_to_requesters": str(refunds),
                 "slashed": str(slashed), "burned": str(burned)},
+        "outcomes": dict(Counter(f"{r.outcome}, {len(r.winners)}/{len(r.plan.replicas)} replicas paid, "
+                                 f"{len(r.reveals)} revealed" for r in results.values())),
         "errors": [{"kind": j.kind, "at_s": j.at_s, "error": j.error} for j in jobs if j.error][:20],
         "replicas_run": sum(runs.values()), "replicas_planned": len(expected_runs),
     }
