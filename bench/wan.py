@@ -165,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             relays = [0] + [free_port() for _ in spans[1:]]
             # hop k is dialled by hop k-1 at its own gateway here, where the relay forwards to host k
             eps = ["-", *[f"{hosts.gateway(k - 1)}:{relays[k]}" for k in range(1, STAGES)]]
-            ids = {rtt: job_ids(i, args.repeats, args.sessions) for i, rtt in enumerate(rtts)}
+            # one configuration per (repeat, RTT): each repeat runs every RTT in turn, so that a ratio between
+            # RTTs compares runs minutes apart at most, not whole blocks of runs (the machine's load drifts)
+            ids = {(r, rtt): job_ids(r * len(rtts) + i, 1, args.sessions)
+                   for r in range(args.repeats) for i, rtt in enumerate(rtts)}
             routes = [ring_route(j, name, n, spans, ports, params, endpoints=eps)
                       for js in ids.values() for jobs in js.values() for j in jobs]
             plan = Path(tmp) / "ns" / "plan.json"
@@ -173,22 +176,24 @@ def main(argv: list[str] | None = None) -> int:
             with workers(model_dir, spans, ports, routes, plan.parent, args.threads,
                          hosts=[hosts.address(k) for k in range(STAGES)],
                          wrap=[hosts.exec(k) for k in range(STAGES)]):
-                for rtt in rtts:
+                for (r, rtt), jobs in ids.items():
                     one_way = rtt / 2
                     forward = [f"{hosts.gateway(k - 1)}:{relays[k]}={hosts.address(k)}:{ports[k]}"
                                for k in range(1, STAGES)]
                     with relay(forward, one_way, args.jitter * one_way):
                         head = [*hosts.exec(0), sys.executable, "-m", "bench.wan", "--as-head", "--plan", str(plan),
-                                "--jobs", json.dumps(ids[rtt]), "--model", str(model_dir), "--tokens",
-                                str(args.tokens), "--sessions", str(args.sessions), "--repeats", str(args.repeats),
+                                "--jobs", json.dumps(jobs), "--model", str(model_dir), "--tokens",
+                                str(args.tokens), "--sessions", str(args.sessions), "--repeats", "1",
                                 "--threads", str(args.threads)]
                         out = subprocess.run(head, cwd=REPO, capture_output=True, text=True, timeout=3600)
                     if out.returncode != 0:
                         raise RuntimeError(f"the head driver failed at RTT {rtt:g} ms: {out.stderr[-2000:]}")
                     got = json.loads(out.stdout.strip().splitlines()[-1])
-                    rows[f"{rtt:g}"] = got
-                    print(f"RTT {rtt:g} ms: one session {args.tokens / min(got['single_s']):.2f} tok/s (best), "
-                          f"{args.sessions} sessions {args.sessions * args.tokens / min(got['multi_s']):.1f} tok/s",
+                    row = rows.setdefault(f"{rtt:g}", {"single_s": [], "multi_s": [], "single_ids": []})
+                    for k in row:
+                        row[k] += got[k]
+                    print(f"run {r + 1}, RTT {rtt:g} ms: one session {args.tokens / got['single_s'][0]:.2f} tok/s, "
+                          f"{args.sessions} sessions {args.sessions * args.tokens / got['multi_s'][0]:.1f} tok/s",
                           file=sys.stderr, flush=True)
     result = summarize_rows(rows, args)
     result.update({"relay_overhead_loopback": overhead, "load_before": [round(v, 2) for v in load_before],
@@ -197,26 +202,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarize_rows(rows: dict[str, dict], args) -> dict:
-    """Per RTT: medians over the runs, the single session against its physical limit, the aggregate
-    against the same run at the smallest positive RTT (pure)."""
-    base = sorted(rows[k]["single_s"])[len(rows[k]["single_s"]) // 2] if (k := "0") in rows else None
+    """Per RTT: medians over the runs; per run (run i of every RTT made in one pass), one session against
+    its physical limit from run i at RTT 0 and the aggregate against run i at the smallest positive RTT,
+    each ratio's median over the runs (pure)."""
+    base = rows["0"]["single_s"] if "0" in rows else None
     positive = sorted((float(k) for k in rows if float(k) > 0))
-    ref = f"{positive[0]:g}" if positive else None
+    ref = rows[f"{positive[0]:g}"]["multi_s"] if positive else None
     out = {}
     for key, got in rows.items():
         rtt = float(key)
         runs = {"tokens_per_s": [round(args.tokens / t, 3) for t in got["single_s"]],
                 "aggregate_tokens_per_s": [round(args.sessions * args.tokens / t, 2) for t in got["multi_s"]]}
+        if base is not None:
+            runs["limit_tokens_per_s"] = [round(limit_tokens_per_s(args.tokens, b, rtt), 3) for b in base]
+            runs["vs_limit"] = [round(v / lim, 3) for v, lim in zip(runs["tokens_per_s"], runs["limit_tokens_per_s"])]
+        if ref is not None:
+            runs["aggregate_vs_smallest_rtt"] = [round(r / t, 3) for t, r in zip(got["multi_s"], ref)]
         row = summarize(runs)
         row["same_tokens_every_run"] = all(ids == got["single_ids"][0] for ids in got["single_ids"])
-        if base is not None:
-            row["limit_tokens_per_s"] = round(limit_tokens_per_s(args.tokens, base, rtt), 3)
-            row["vs_limit"] = round(row["tokens_per_s"] / row["limit_tokens_per_s"], 3)
         out[key] = row
-    if ref is not None:
-        for row in out.values():
-            row["aggregate_vs_smallest_rtt"] = round(row["aggregate_tokens_per_s"] /
-                                                     out[ref]["aggregate_tokens_per_s"], 3)
     top = out.get(f"{max(float(k) for k in rows):g}", {})
     return {"bench": "wan", "model": args.model, "stages": STAGES, "codec": args.codec, "tokens": args.tokens,
             "sessions": args.sessions, "repeats": args.repeats, "rate_mbit": args.rate_mbit,
@@ -225,8 +229,9 @@ def summarize_rows(rows: dict[str, dict], args) -> dict:
             "targets": {"single_vs_limit": TARGET_SINGLE, "aggregate_100_vs_10": TARGET_AGGREGATE},
             "targets_met": {"single": all(r.get("vs_limit", 0) >= TARGET_SINGLE for k, r in out.items() if float(k) > 0),
                             "aggregate": top.get("aggregate_vs_smallest_rtt", 0) >= TARGET_AGGREGATE},
-            "note": "limit = tokens / (seconds at RTT 0 + tokens x 2 x (stages - 1) x one-way delay); aggregate "
-                    "compared with the same run at the smallest RTT > 0"}
+            "note": "each run visits every RTT in turn; limit = tokens / (seconds at RTT 0 + tokens x 2 x (stages - 1) "
+                    "x one-way delay) from the same run; aggregate compared with the same run at the smallest RTT "
+                    "> 0; ratios are medians of the per-run ratios"}
 
 
 if __name__ == "__main__":

@@ -75,3 +75,20 @@ def test_concurrency_goal_is_the_issues_share_per_device_at_16_sessions():
                                                          True)
     assert goal({"device": "cpu", "sessions": row})[1] is False
     assert goal({"device": "cpu", "sessions": {"4": {"vs_monolithic": 1.0}}}) is None
+
+
+def test_wan_ratios_pair_each_run_with_the_same_run_at_the_reference_rtts():
+    """A slow pass (a loaded machine) slows every RTT in it: per-run ratios cancel it, unlike medians
+    taken per RTT."""
+    from argparse import Namespace
+
+    from bench.wan import summarize_rows
+
+    args = Namespace(tokens=10, sessions=2, repeats=3, model="m", codec="c", rate_mbit=100.0, jitter=0.1)
+    slow = [1.0, 3.0, 1.0]  # pass 2 ran three times slower, at every RTT
+    rows = {k: {"single_s": [s * t for s in slow], "multi_s": [s * m for s in slow], "single_ids": [[1]] * 3}
+            for k, t, m in (("0", 1.0, 2.0), ("10", 1.2, 2.0), ("100", 3.0, 2.5))}
+    out = summarize_rows(rows, args)["rtt_ms"]
+    assert out["100"]["aggregate_vs_smallest_rtt"] == 0.8 and out["100"]["runs"]["aggregate_vs_smallest_rtt"] == [0.8] * 3
+    # the limit adds the delays (10 tokens x 2 legs x 10 ms) to the same pass's time at RTT 0
+    assert out["10"]["runs"]["vs_limit"] == [1.0, round((10 / 3.6) / (10 / 3.2), 3), 1.0]
