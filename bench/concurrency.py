@@ -169,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             for j in (1, 2)}
     routes.update(warm)
     head = load_stage(model_dir, *spans[0], device=args.device, dtype=dtype)
-    flags = ("--max-sessions", str(2 * max(levels)), "--batch-window-ms", str(args.window_ms), "--dtype", args.dtype)
+    # one head opens every session at once: the idle-stream caps (per peer 16, overall 64 by default) would end
+    # the streams whose OPEN is not read yet, so the stages allow that many, as an operator expecting it would
+    flags = ("--max-sessions", str(2 * max(levels)), "--batch-window-ms", str(args.window_ms), "--dtype", args.dtype,
+             "--max-idle-streams-per-peer", str(max(16, 2 * max(levels))), "--max-idle-streams",
+             str(max(64, 2 * max(levels))))
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         (Path(tmp) / "b").mkdir()
