@@ -10,7 +10,7 @@ from pathlib import Path
 
 from eth_account import Account
 
-from chain.devnet import free_port  # noqa: F401 (re-exported)
+from chain.ports import free_port  # noqa: F401 (re-exported)
 from proto.types import JobId, NodeId
 from tessera.procs import stop_processes
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
@@ -31,16 +31,22 @@ def even_spans(num_blocks: int, stages: int) -> list[tuple[int, int]]:
 
 
 def ring_route(job: int, model: str, num_blocks: int, spans, ports, params: GenParams,
-               kind: str = "causal-lm") -> JobRoute:
-    hops = tuple(HopRoute(NodeId(Account.from_key(bench_key(i)).address), f"127.0.0.1:{p}", a, b)
-                 for i, ((a, b), p) in enumerate(zip(spans, ports)))
+               kind: str = "causal-lm", endpoints: list[str] | None = None) -> JobRoute:
+    """One replica over ``spans``, hop i signed by ``bench_key(i)`` and dialled at 127.0.0.1:ports[i]
+    (or ``endpoints[i]``)."""
+    eps = endpoints or [f"127.0.0.1:{p}" for p in ports]
+    hops = tuple(HopRoute(NodeId(Account.from_key(bench_key(i)).address), ep, a, b)
+                 for i, ((a, b), ep) in enumerate(zip(spans, eps)))
     return JobRoute(JobId(job), model, num_blocks, (hops,), params, kind)
 
 
 @contextmanager
 def workers(model_dir: Path, spans, ports, routes: list[JobRoute], workdir: Path, threads: int = 1,
-            device: str = "cpu", extra: tuple[str, ...] = ()):
-    """Start one ``tessera operator run --plan-file`` per span (skipping hop 0, the caller's); always stop them."""
+            device: str = "cpu", extra: tuple[str, ...] = (), hosts: list[str] | None = None,
+            wrap: list[list[str]] | None = None):
+    """Start one ``tessera operator run --plan-file`` per span (skipping hop 0, the caller's); always stop them.
+    ``hosts[i]``: the address worker i binds (127.0.0.1); ``wrap[i]``: a command prefix it runs under
+    (e.g. ``ip netns exec NAME``)."""
     plan = workdir / "plan.json"
     StaticPlanView(routes).to_file(plan)
     procs = []
@@ -49,9 +55,9 @@ def workers(model_dir: Path, spans, ports, routes: list[JobRoute], workdir: Path
             if i == 0:
                 continue
             log = open(workdir / f"worker{i}.log", "w")
-            cmd = [*WORKER, "--plan-file", str(plan), "--model-dir", str(model_dir), "--start", str(a),
-                   "--end", str(b), "--port", str(port), "--private-key", bench_key(i), "--threads", str(threads),
-                   "--device", device, *extra]
+            cmd = [*(wrap[i] if wrap else []), *WORKER, "--plan-file", str(plan), "--model-dir", str(model_dir),
+                   "--start", str(a), "--end", str(b), "--port", str(port), "--private-key", bench_key(i),
+                   "--threads", str(threads), "--device", device, "--host", hosts[i] if hosts else "127.0.0.1", *extra]
             procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True))
         deadline = time.time() + 300
         for p in procs:

@@ -10,8 +10,10 @@ earlier run left (e.g. a GPU run). ``--only routing,pipeline-cpu,hop-cpu``
 reruns just those (the timings, best on a quiet machine) and redraws the
 report from every file.
 
-``--device cuda`` runs only the pipeline and disagreement studies on the GPU
-and writes ``pipeline-gpu-<card>.json`` and ``disagree-gpu-<card>.json``.
+``--device cuda`` runs only the pipeline, concurrency and disagreement studies
+on the GPU and writes ``pipeline-gpu-<card>.json``, ``concurrency-gpu-<card>.json``
+and ``disagree-gpu-<card>.json`` (SmolLM2); ``bash bench/gpu/run.sh`` measures
+1B and 3B Llama shapes on a GPU machine without a virtualenv.
 ``--report-only`` redraws figures and the report without running anything.
 Defaults fit in about 30 minutes on 2 CPU cores; ``--quick`` is a smoke run.
 """
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from bench import plots
+from bench import plots, plots_scale
 from bench.eval.report import render
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,11 @@ def cpu_steps(a: argparse.Namespace) -> list[Step]:
         Step("hop-cpu", "bench.hop", ("--repeats", "20" if q else "200")),
         Step("flood-cpu", "bench.flood", ("--runs", "1" if q else "5", "--tokens", "8" if q else "16")),
         Step("gateway", "bench.gateway", ("--runs", "1" if q else "3")),
+        Step("concurrency-cpu", "bench.concurrency", ("--sessions", "1,4" if q else "1,4,16,64", "--tokens",
+                                                      "8" if q else "32", "--repeats", "1" if q else "3")),
+        Step("load", "bench.load", ("--jobs", "12", "--rate", "2") if q else ()),
+        Step("wan", "bench.wan", ("--rtt-ms", "0,50", "--tokens", "8", "--sessions", "4", "--repeats", "1")
+             if q else ()),
         Step("gas", "bench.gas", ()),
         Step("gas-replicas", "bench.eval.gas_replicas", ("--replicas", "1,3,5")),
         Step("routing", "bench.routing", ("--runs", "3", "--seeds", "2") if q else ()),
@@ -80,6 +87,8 @@ def gpu_steps(a: argparse.Namespace) -> list[Step]:
         raise SystemExit("--device cuda: no GPU is visible to torch; run on a GPU machine or use --device cpu")
     slug = card_slug(torch.cuda.get_device_name())
     return [Step(f"pipeline-gpu-{slug}", "bench.pipeline", ("--device", "cuda", "--tokens", "8" if a.quick else "64")),
+            Step(f"concurrency-gpu-{slug}", "bench.concurrency", ("--device", "cuda", "--sessions", "1,16",
+                                                                  "--unbatched", "", "--window-ms", "2")),
             Step(f"disagree-gpu-{slug}", "bench.eval.disagree", ("--device", "cuda", "--prompts",
                                                                  "3" if a.quick else str(a.prompts),
                                                                  "--tokens", "4" if a.quick else str(a.tokens),
@@ -120,7 +129,7 @@ def run_step(step: Step, results: Path, timeout_s: float) -> bool:
 
 def write_report(results: Path, figures: Path, report: Path) -> None:
     res = plots.load_results(results)
-    figs = plots.make_all(res, figures)
+    figs = plots.make_all(res, figures) + plots_scale.make_scale(res, figures)
     report.write_text(render(res, figs, report.parent))
     print(f"wrote {report} with {len(figs)} figures", file=sys.stderr)
 

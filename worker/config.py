@@ -91,6 +91,12 @@ class WorkerConfig(BaseModel):
     open_window_s: float = Field(60.0, gt=0, description="an OPEN sent further than this from this node's clock "
                                  "is refused as stale, seconds")
 
+    # --- batching (worker.scheduler)
+    max_batch: int = Field(64, ge=1, description="decode steps of concurrent sessions run as one forward, at most "
+                           "this many, count; 1: each session's steps run on its own thread, unbatched")
+    batch_window_ms: float = Field(5.0, ge=0, description="how long a decode step waits for the rest of the "
+                                   "sessions it ran with last time, milliseconds")
+
     # --- codec
     max_payload_bytes: int | None = Field(None, ge=1, description="largest accepted activation payload, bytes; "
                                           "unset: max_message_bytes less 64 KiB of envelope")

@@ -38,6 +38,7 @@ from worker.limits import ModelLimits
 from worker.planview import PlanView
 from worker.ring import HopRuntime, OnOutput, Stream
 from worker.ring.link import KEEPALIVE, PeerTimeout
+from worker.scheduler import StageBusy
 from worker.sessions import SessionError
 from worker.signing import Signer, load_key
 from worker.stage import Stage
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 _STATUS = [(MessageError, grpc.StatusCode.INVALID_ARGUMENT), (CodecError, grpc.StatusCode.INVALID_ARGUMENT),
            (JobInputError, grpc.StatusCode.INVALID_ARGUMENT), (PeerTimeout, grpc.StatusCode.UNAVAILABLE),
            (ProtocolError, grpc.StatusCode.PERMISSION_DENIED), (SessionError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+           (StageBusy, grpc.StatusCode.UNAVAILABLE),
            (TesseraError, grpc.StatusCode.FAILED_PRECONDITION)]
 SPARE_THREADS = 32  # handler threads beyond live sessions and idle streams: Ping, Info, refusals
 SWEEP_S = 0.25  # how often quiet streams and expired sessions are looked for, seconds

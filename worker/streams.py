@@ -55,9 +55,9 @@ class StreamBook:
             mine = self._idle_by_peer.get(peer)
             victim = None
             if mine is not None and len(mine) >= self.max_idle_per_peer:
-                victim = _oldest(mine)
+                victim = _oldest_quiet(mine)
             elif len(self._idle) >= self.max_idle:
-                victim = _oldest(self._idle)
+                victim = _oldest_quiet(self._idle)
             if victim is not None:
                 self._forget_idle(victim)
             self._add_idle(e)
@@ -103,8 +103,8 @@ class StreamBook:
                 self._forget_idle(e)
                 self._live.discard(e)
             for mine in self._idle_by_peer.values():
-                quiet += sorted(mine, key=_age)[: max(0, len(mine) - self.max_idle_per_peer)]
-            quiet += sorted(self._idle, key=_age)[: max(0, len(self._idle) - self.max_idle)]
+                quiet += _quiet_oldest_first(mine)[: max(0, len(mine) - self.max_idle_per_peer)]
+            quiet += _quiet_oldest_first(self._idle)[: max(0, len(self._idle) - self.max_idle)]
             quiet = list(dict.fromkeys(quiet))
             for e in quiet:
                 self._forget_idle(e)
@@ -138,10 +138,12 @@ class StreamBook:
             logger.debug("cancelling a stream from %s failed", e.peer, exc_info=True)
 
 
-def _age(e: StreamEntry) -> tuple[bool, float]:
-    """Sort key: streams not handling a message first, the longest quiet first."""
-    return e.busy, e.last
+def _quiet_oldest_first(entries: OrderedDict[StreamEntry, None]) -> list[StreamEntry]:
+    """Streams not handling a message (one whose first message runs, e.g. an OPEN waiting to be
+    batched with others, is not idle), the longest quiet first."""
+    return sorted((e for e in entries if not e.busy), key=lambda e: e.last)
 
 
-def _oldest(entries: OrderedDict[StreamEntry, None]) -> StreamEntry:
-    return min(entries, key=_age)
+def _oldest_quiet(entries: OrderedDict[StreamEntry, None]) -> StreamEntry | None:
+    quiet = _quiet_oldest_first(entries)
+    return quiet[0] if quiet else None

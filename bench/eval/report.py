@@ -23,6 +23,7 @@ from bench.eval.report_provenance import (
     provenance_section,
     stale_note,
 )
+from bench.eval.report_scale import scale_bullets, scale_section
 from bench.provenance import describe
 
 
@@ -252,6 +253,7 @@ def summary(res: dict) -> str:
         parts = ", ".join(f"{k} {v['differ']}/{v['prompts']}" for k, v in d["pairs"].items())
         out.append(f"- Honest disagreement on {d['device_name']} (prompts whose {d['tokens']} token ids differ from "
                    f"the fp32 reference): {parts}.")
+    out += scale_bullets(res)
     return "\n".join(out) + "\n" if len(out) > 1 else ""
 
 
@@ -279,8 +281,10 @@ def render(res: dict, figs: list, root: Path) -> str:
     if not any(k.startswith("disagree-") for k in res):
         parts.append("## 6. Honest disagreement\n\n" + _missing("disagree-cpu"))
     parts.append(models_section(res))
+    parts += [scale_section(res), figs_for("scale")]
     if not any("gpu" in k for k in res):
-        parts.append("## GPU\n\n_No GPU results yet: `python -m bench.all --device cuda` on a GPU machine writes "
-                     "`pipeline-gpu-<card>.json` and `disagree-gpu-<card>.json`, and this report picks them up._\n")
+        parts.append("## GPU\n\n_No GPU results yet: `bash bench/gpu/run.sh` (or `python -m bench.all --device cuda`) "
+                     "on a GPU machine writes `pipeline-gpu-*.json`, `concurrency-gpu-*.json` and "
+                     "`disagree-gpu-<card>.json`, and this report picks them up._\n")
     parts.append(provenance_section(res))
     return "\n".join(p for p in parts if p).rstrip() + "\n"

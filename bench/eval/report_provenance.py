@@ -13,12 +13,12 @@ HEADLINE_RULE = ("Repeated measurements (pipeline, hop, routing timings) report 
                  "keep every run in the result file (`runs`, `runs_ms`; `\"headline\": \"median\"`).")
 TIMINGS = ("pipeline-cpu", "hop-cpu", "routing")  # timing-sensitive: rerun only on a quiet machine
 RERUN_TIMINGS = "python -m bench.all --only " + ",".join(TIMINGS)
-# TODO(gpu-run-script): another engineer is adding a GPU run script; when it lands, replace these commands
-# with it. The files below were deleted because they held hand-edited content and cannot be rerun here.
+# The files below were deleted because they held hand-edited content and cannot be rerun here.
 PENDING = (
-    ("pipeline-gpu-", "pipeline throughput on an H100 and an H200 GPU",
-     "on each GPU machine: `python -m bench.all --device cuda --only pipeline-gpu-<card>` "
-     "(writes `pipeline-gpu-<card>.json`)"),
+    ("pipeline-gpu-", "pipeline and concurrency throughput on an H200 GPU (SmolLM2 and 1B/3B Llama shapes)",
+     "on the GPU machine: `bash bench/gpu/run.sh` (after `bash bench/gpu/wheels.sh` here; writes "
+     "`pipeline-gpu-<card>-<size>-<dtype>.json` and `concurrency-gpu-<card>-<size>-bf16.json` under `$OUT`), "
+     "or `python -m bench.all --device cuda` where the repository's packages are installed"),
     ("pipeline-cpu-", "pipeline throughput on the 16-core CPUs of those GPU hosts",
      "on each GPU host: `python -m bench.pipeline --tokens 64 --repeats 3 --json "
      "--save bench/results/pipeline-cpu-<host>.json`"),

@@ -32,6 +32,7 @@ def test_emit_records_commit_tree_machine_command_and_keeps_the_runs(tmp_path, c
     assert m["command"].endswith("--tokens 8 --json")
     assert {"cpu", "cores", "ram_gib", "torch", "transformers", "host"} <= set(m["machine"])
     assert m["machine"]["ram_gib"] > 0 and m["seconds"] > 0 and m["date"].endswith("UTC")
+    assert len(m["load_avg"]["start"]) == len(m["load_avg"]["end"]) == 3  # a result taken under load says so
     row = saved["stages"]["3"]
     assert row["runs"] == runs  # every run kept, in order
     assert row["tokens_per_s"] == 15.1 and row["vs_monolithic"] == 0.86  # the medians, not the best

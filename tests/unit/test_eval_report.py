@@ -118,7 +118,8 @@ def test_render_says_which_timings_predate_provenance_and_what_is_pending(tmp_pa
     assert "0.89 of monolithic at 3 stages; stale until rerun (predates provenance)" in md
     assert "Rerun on a quiet machine: `python -m bench.all --only pipeline-cpu,hop-cpu,routing`" in md
     assert "headline rule not recorded" in md and "commit `" not in md
-    assert "pipeline throughput on an H100 and an H200 GPU: pending a rerun" in md
+    assert "pipeline and concurrency throughput on an H200 GPU (SmolLM2 and 1B/3B Llama shapes): pending a rerun" in md
+    assert "`bash bench/gpu/run.sh`" in md
     assert "median** of their runs" in md
 
     md = render({"pipeline-cpu": {**pipeline(new, **summarize(runs)), "headline": "median"},

@@ -3,6 +3,9 @@ under both overlap policies (no network: the next hop answers through an in-proc
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import torch
 from eth_account import Account
@@ -13,7 +16,7 @@ from proto.types import JobId, NodeId
 from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import GenParams, HopRoute, JobRoute
-from worker.ring.link import message
+from worker.ring.link import Link, message
 from worker.ring.pipeline import Pipeline
 from worker.signing import PendingCheck, Signer
 from worker.stage import StageSpec
@@ -119,3 +122,38 @@ def test_the_tail_stops_at_any_end_of_sequence_id_of_the_generation_config(tmp_p
         logits.zero_()
         logits[0, -1, tok] = 1.0
         assert tail_choose(route, logits, 3, [5, 5, 5]) == ([tok], done)
+
+
+class _PeerThatNeverEnds:
+    """A next hop's response stream that never ends by itself (a peer that keeps the stream open)."""
+
+    def __init__(self):
+        self.cancelled = threading.Event()
+
+    def Forward(self, requests, timeout=None):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.cancelled.wait(3)
+        raise StopIteration
+
+    def cancel(self):
+        self.cancelled.set()
+
+
+def test_a_link_whose_close_was_answered_ends_its_stream_without_waiting_for_the_peer():
+    """After an answered CLOSE nothing more can come: the stream is cancelled at once instead of waiting
+    a trip through the ring for the next hop to end it (what made a CLOSE cost two ring trips)."""
+    peer = _PeerThatNeverEnds()
+    link = Link(peer, "0x" + "00" * 20, timeout_s=2, domain=b"\0" * 32)
+    t0 = time.perf_counter()
+    link.close(wait=False)
+    assert peer.cancelled.is_set() and time.perf_counter() - t0 < 1
+    peer = _PeerThatNeverEnds()
+    link = Link(peer, "0x" + "00" * 20, timeout_s=2, domain=b"\0" * 32)
+    t0 = time.perf_counter()
+    link.close()  # a session that did not finish: wait (bounded) for the peer to end the stream
+    assert time.perf_counter() - t0 >= 1.5

@@ -72,3 +72,21 @@ def test_a_live_stream_whose_session_ended_becomes_idle_and_is_capped():
     open_["s"] = False  # its session was replaced by a newer OPEN
     book.sweep()
     assert ended == ["replaced"] and book.counts() == (0, 1)
+
+
+def test_streams_whose_first_message_runs_are_not_evicted_as_idle():
+    """Many sessions opened at once by one head (their OPENs wait to be batched together) are not idle:
+    past the per-peer cap none of them is ended; only a stream that sends nothing is."""
+    clock = Clock()
+    book, ended = _book(clock)
+    opening = [_enter(book, ended, "head", f"s{i}") for i in range(2)]
+    for e in opening:
+        book.begin(e)
+    clock.t = 1
+    silent = _enter(book, ended, "head", "silent")  # past the cap of 2, but the others are busy
+    assert ended == []
+    assert book.sweep() == 1 and ended == ["silent"]  # over the cap, only the stream that sends nothing ends
+    for e in opening:
+        book.done(e, live=True)
+    book.leave(silent)
+    assert book.counts() == (2, 0)

@@ -67,7 +67,8 @@ class NodeDaemon:
     def __init__(self, node: NodeConfig, worker: WorkerConfig):
         self.cfg, self.wcfg = node, worker
         self.stop_event = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="head")
+        # heads run at once up to the sessions the node holds: their decode steps batch (worker.scheduler)
+        self._pool = ThreadPoolExecutor(max_workers=worker.max_sessions, thread_name_prefix="head")
         self._tick_lock = threading.Lock()
         self.finished = threading.Event()  # set when the node stops by itself (unbonded); see exit_reason
         self.exit_reason = ""

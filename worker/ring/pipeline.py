@@ -32,6 +32,7 @@ from worker.config import WorkerConfig
 from worker.planview import JobRoute
 from worker.ring.link import Channels, Link, corrupt, encode_activation, message
 from worker.sampling import argmax_classes, sample
+from worker.scheduler import scheduler_for
 from worker.signing import PendingCheck, Signer, verify
 from worker.stage import Activation, Stage, tensors
 from worker.wire import rows
@@ -48,9 +49,9 @@ class Pipeline:
     ``route`` is the one the session runs (``JobRoute.served``: primaries, or standbys after a
     failover); its servedMask travels in the OPEN and reaches the tail's ``on_output``."""
 
-    __slots__ = ("route", "job", "replica", "pos", "stage", "cache", "signer", "config", "link", "last",
+    __slots__ = ("route", "job", "replica", "pos", "stage", "cache", "runner", "signer", "config", "link", "last",
                  "defer", "overlap_rows", "pending", "on_output", "tokens", "finished", "positions", "compute_s",
-                 "wait_s", "mask")
+                 "wait_s", "mask", "closed")
 
     def __init__(self, route: JobRoute, replica: int, pos: int, stage: Stage, signer: Signer,
                  config: WorkerConfig, channels: Channels, *, defer_answer_check: bool = False,
@@ -59,6 +60,11 @@ class Pipeline:
         self.mask = route.mask_of(replica)  # servedMask of the route this session runs
         tail = pos + 1 == len(route.replicas[replica])
         self.stage, self.cache = stage, stage.new_cache()
+        # the stage's one thread, which batches concurrent sessions' decode steps; None: run on this thread
+        self.runner = scheduler_for(stage, config.batch_window_ms / 1e3, config.max_batch) \
+            if config.max_batch > 1 else None
+        if self.runner is not None:
+            self.runner.join(self.cache)
         self.signer, self.config = signer, config
         self.last = tail and route.kind == "causal-lm"  # a generating tail needs the last position only
         self.defer = defer_answer_check
@@ -71,6 +77,7 @@ class Pipeline:
         self.compute_s = 0.0  # time in the stage's forward, seconds
         self.wait_s = 0.0  # time waiting for the next hop's answers, seconds
         self.link: Link | None = None  # the stream to the next hop; None on the tail
+        self.closed = False  # the next hop answered this session's CLOSE
         if not tail:
             nxt = route.hop(replica, pos + 1)
             self.link = Link(channels.stub(nxt.endpoint), nxt.node, config.hop_timeout_s, route.domain,
@@ -112,8 +119,11 @@ class Pipeline:
             else:
                 check.result()
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            y = self.stage.forward(x, self.cache, last=self.last)
+        if self.runner is not None:
+            y = self.runner.run(x, self.cache, self.last, timeout_s=self.config.hop_timeout_s)
+        else:
+            with torch.inference_mode():
+                y = self.stage.forward(x, self.cache, last=self.last)
         self.compute_s += time.perf_counter() - t0
         self.positions += first.shape[1] if first.dim() > 1 else 1
         if check is not None:
@@ -152,11 +162,14 @@ class Pipeline:
         if self.link is not None:
             msg = message(self.job, self.replica, self.pos, step, pb.KIND_CLOSE, session=self.link.nonce)
             self.link.call(self.signer.sign(msg, self.route.domain))
+            self.closed = True
 
     def close(self) -> None:
         """Close the stream to the next hop and drop the cache."""
         if self.link is not None:
-            self.link.close()
+            self.link.close(wait=not self.closed)
+        if self.runner is not None and self.cache is not None:
+            self.runner.release(self.cache)
         self.cache = None
 
     def _choose(self, y: torch.Tensor, step: int) -> tuple[list[int], bytes]:

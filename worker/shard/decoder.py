@@ -41,6 +41,7 @@ from transformers.modeling_utils import LoadStateDictConfig
 from transformers.utils import logging as hf_logging
 
 from proto.errors import ModelError
+from worker.shard.batch import BatchState, batchable, forward_batch
 from worker.shard.layout import StageLayout, relative
 from worker.shard.skeleton import Passthrough, Skeleton, meta_model
 from worker.shard.weights import read_tensors
@@ -126,6 +127,8 @@ class DecoderStage(nn.Module):
         self.block_names = {i: f"model.{skel.layers_path}.{i}" for i in range(spec.start, spec.end)}
         self._entry = threading.local()  # this call's input, for the first layer's pre-hook (sessions run in threads)
         self._keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._batchable: bool | None = None  # found on first use
+        self._batch = BatchState()  # the last batched step's cache, reused by the next one of the same sessions
         layers = model.get_submodule(skel.layers_path)
         if not spec.is_head:
             layers[spec.start].register_forward_pre_hook(self._enter, with_kwargs=True)
@@ -149,12 +152,28 @@ class DecoderStage(nn.Module):
     def cache_bytes(self, cache: Any | None) -> int:
         return cache_bytes(cache)
 
+    def batchable(self) -> bool:
+        """Whether decode steps of several sessions can run as one batch (:mod:`worker.shard.batch`)."""
+        if self._batchable is None:
+            self._batchable = batchable(self)
+        return self._batchable
+
+    def forward_batch(self, xs, caches, *, last: bool = False):
+        """One forward for the one-position steps ``xs`` of sessions with ``caches``; outputs in order.
+        Called from one thread at a time (the stage's scheduler), which the kept batch cache relies on."""
+        return forward_batch(self, xs, caches, last, self._batch)
+
+    def end_batch(self) -> None:
+        """Drop the kept batch cache: the sessions of the last batch ended."""
+        self._batch = BatchState()
+
     @torch.inference_mode()
-    def forward(self, x: torch.Tensor, cache: Any | None = None, *, last: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: Any | None = None, *, last: bool = False, **model_kw) -> torch.Tensor:
         """Token ids ``(B, T)`` (head) or hidden states ``(B, T, C)`` in; hidden or logits ``(B, T, V)`` out
-        (``(B, 1, V)`` on a tail with ``last``: the LM head runs on the last position only)."""
+        (``(B, 1, V)`` on a tail with ``last``: the LM head runs on the last position only). ``model_kw``:
+        extra arguments of the model's forward (a batch's attention mask and positions)."""
         x = x.to(self.device)
-        kw: dict[str, Any] = {"past_key_values": cache, "use_cache": cache is not None}
+        kw: dict[str, Any] = {"past_key_values": cache, "use_cache": cache is not None, **model_kw}
         if self.spec.is_head:
             kw["input_ids"] = x.long()
         else:

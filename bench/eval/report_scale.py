@@ -1,0 +1,138 @@
+"""The report's throughput-and-scale section: concurrent sessions, load, hosts across a network (pure)."""
+
+from __future__ import annotations
+
+from bench.eval.report_provenance import headline_note
+
+
+def _table(head: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "–" if v is None else str(v)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
+
+
+def load_note(res: dict) -> str:
+    """The machine's load average while a result was made, as its meta records it."""
+    la = (res.get("meta") or {}).get("load_avg")
+    if not la:
+        return "load average not recorded"
+    cores = res["meta"]["machine"].get("cores", "?")
+    return f"load average {la['start'][0]} at the start and {la['end'][0]} at the end (1 min) on {cores} cores"
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**MISSED**"
+
+
+def concurrency_part(stem: str, c: dict) -> str:
+    out = [f"`{stem}`: {c['model']} on {c['device']} ({c['dtype']}), {c['stages']} stages, codec {c['codec']}, "
+           f"{c['tokens']} new tokens per session, {c['thread_budget']}, batch window {c['batch_window_ms']} ms; "
+           f"{c['repeats']} runs, {headline_note(stem, c)}; {load_note(c)}.\n"]
+    rows = []
+    for s, r in sorted(c["sessions"].items(), key=lambda x: int(x[0])):
+        per_run = ", ".join(f"{v:g}" for v in r["runs"]["vs_monolithic"])
+        rows.append([s, r["tokens_per_s"], r["monolithic_tokens_per_s"], r["vs_monolithic"], per_run,
+                     r["same_tokens_as_monolithic"], r["mean_batch_at_head"], r.get("unbatched_tokens_per_s"),
+                     r.get("batched_vs_unbatched")])
+    out.append(_table(["sessions", "ring tokens/s", "monolithic batched tokens/s", "ratio", "ratio per run",
+                       "same tokens", "mean batch at head", "unbatched ring tokens/s", "batched / unbatched"],
+                      rows) + "\n")
+    g = goal(c)
+    if g:
+        out.append(f"Goal ({g[0]}): {_met(g[1])}.\n")
+    return "\n".join(out)
+
+
+def goal(c: dict) -> tuple[str, bool] | None:
+    """Issue 14's goal for a concurrency result at 16 sessions: >= 0.9 of monolithic batched on a CPU,
+    >= 0.85 on a GPU; None without a 16-session level."""
+    r = c["sessions"].get("16")
+    if r is None:
+        return None
+    share = 0.9 if c["device"] == "cpu" else 0.85
+    return f"ring >= {share} of monolithic batched at 16 sessions on {c['device']}", r["vs_monolithic"] >= share
+
+
+def load_part(ld: dict) -> str:
+    checks = ", ".join(f"{k.replace('_', ' ')}: {'yes' if v else '**NO**'}" for k, v in ld["checks"].items())
+    cpu = ld["cpu"]
+    nodes = cpu["processes"].values()
+    rows = [[k, v["jobs"], v["settled"], v["first_token_s"]["p50"], v["first_token_s"]["p95"], v["settle_s"]["p50"],
+             v["settle_s"]["p95"], v["gas"]["p50"]] for k, v in sorted(ld["by_kind"].items())]
+    rows.append(["all", ld["jobs"], sum(v["settled"] for v in ld["by_kind"].values()), ld["first_token_s"]["p50"],
+                 ld["first_token_s"]["p95"], ld["settle_s"]["p50"], ld["settle_s"]["p95"], ld["gas"]["p50"]])
+    return "\n".join([
+        f"`load`: {ld['jobs']} jobs ({ld['mix']}; text jobs {ld['tokens_per_text_job']} tokens, 3 replicas of 2 hops; "
+        f"image jobs 2 one-hop replicas) submitted at {ld['rate_per_s']}/s by {ld['requesters']} requesters through "
+        f"`run_job` to {len(ld['nodes'])} node processes; {load_note(ld)}. **{ld['jobs_per_minute']} jobs per minute**; mean gas "
+        f"per job {ld['gas']['per_job_mean']:,}.\n",
+        _table(["jobs", "count", "settled", "first token p50 s", "p95 s", "settled p50 s", "p95 s", "gas p50"],
+               rows) + "\n",
+        f"Checks: {checks}. Fees {ld['wei']['fees']} wei: {ld['wei']['paid_to_nodes']} to nodes, "
+        f"{ld['wei']['credited_to_requesters']} back to requesters, {ld['wei']['slashed']} slashed. "
+        f"{ld['replicas_run']} replica runs for {ld['replicas_planned']} planned.\n",
+        f"CPU over the {cpu['wall_s']} s load phase: the {len(nodes)} nodes together used {sum(n['mean_cores'] for n in nodes):.2f} "
+        f"cores on average (busiest node's peak {max(n['peak_cores'] for n in nodes):.2f}); the machine's CPU was "
+        f"idle {100 * cpu['machine_idle_share']:.0f}% of the time (other programs included).\n"])
+
+
+def wan_part(w: dict) -> str:
+    rows = [[k, r["tokens_per_s"], r.get("limit_tokens_per_s"), r.get("vs_limit"), r["aggregate_tokens_per_s"],
+             r.get("aggregate_vs_smallest_rtt"), r["same_tokens_every_run"]]
+            for k, r in sorted(w["rtt_ms"].items(), key=lambda x: float(x[0]))]
+    o = w["relay_overhead_loopback"]
+    keys = sorted(w["rtt_ms"], key=float)
+    top = w["rtt_ms"][keys[-1]]
+    loss = 1 - top.get("aggregate_vs_smallest_rtt", 1)
+    return "\n".join([
+        f"`wan`: {w['model']}, {w['stages']} stages in separate network namespaces, links capped at "
+        f"{w['rate_mbit']:g} Mbit/s (tbf), delay from a user-space relay with jitter {100 * w['jitter_share']:.0f}% "
+        f"of the one-way delay; {w['tokens']} tokens per session, {w['sessions']} sessions for the aggregate; "
+        f"{w['repeats']} runs, {headline_note('wan', w)}; {load_note(w)}. {w['note']}.\n",
+        _table(["RTT ms", "one session tokens/s", "limit", "vs limit", f"{w['sessions']} sessions tokens/s",
+                "vs smallest RTT", "same tokens every run"], rows) + "\n",
+        f"The relay's own cost on loopback (0 ms): {o['relayed_tokens_per_s']} tokens/s through it against "
+        f"{o['direct_tokens_per_s']} direct ({o['relayed_vs_direct']} of direct).\n",
+        f"Targets: one session >= {w['targets']['single_vs_limit']} of its limit at every RTT: "
+        f"{_met(w['targets_met']['single'])}; aggregate at {keys[-1]} ms >= {w['targets']['aggregate_100_vs_10']} of "
+        f"the smallest RTT: {_met(w['targets_met']['aggregate'])}. Petals reports losing about "
+        f"{100 * w['petals_loss_at_100ms']:.0f}% of throughput at 100 ms RTT; here the aggregate loses "
+        f"{100 * loss:.0f}% from the smallest RTT to {keys[-1]} ms.\n"])
+
+
+def scale_section(res: dict) -> str:
+    out = ["## 7. Throughput and scale\n"]
+    conc = {k: v for k, v in sorted(res.items()) if k.startswith("concurrency-")}
+    out.append("### Concurrent sessions\n")
+    out += [concurrency_part(k, v) for k, v in conc.items()] or [
+        "_Not measured in this run: `bench/results/concurrency-cpu.json` is missing._\n"]
+    out.append("### Load on the whole system\n")
+    out.append(load_part(res["load"]) if "load" in res else "_Not measured: `bench/results/load.json` is missing._\n")
+    out.append("### Hosts across a network\n")
+    out.append(wan_part(res["wan"]) if "wan" in res else "_Not measured: `bench/results/wan.json` is missing._\n")
+    return "\n".join(out)
+
+
+def scale_bullets(res: dict) -> list[str]:
+    out = []
+    for stem, c in sorted((k, v) for k, v in res.items() if k.startswith("concurrency-") and goal(v)):
+        r, (text, met) = c["sessions"]["16"], goal(c)
+        out.append(f"- Concurrency `{stem}` ({text}): {'met' if met else '**missed**'} — "
+                   f"{r['vs_monolithic']} ({r['tokens_per_s']} vs {r['monolithic_tokens_per_s']} tokens/s).")
+    ld = res.get("load")
+    if ld:
+        out.append(f"- Load ({ld['jobs']} jobs): {ld['jobs_per_minute']} jobs/min; every check "
+                   f"{'passed' if ld['all_checks_pass'] else '**did not pass**'}; settled p50/p95 "
+                   f"{ld['settle_s']['p50']}/{ld['settle_s']['p95']} s.")
+    w = res.get("wan")
+    if w:
+        keys = sorted(w["rtt_ms"], key=float)
+        out.append(f"- Hosts across a network: one session vs its limit "
+                   f"{', '.join(str(w['rtt_ms'][k].get('vs_limit')) for k in keys)} at RTT {', '.join(keys)} ms "
+                   f"({'met' if w['targets_met']['single'] else '**missed**'}); aggregate at {keys[-1]} ms "
+                   f"{w['rtt_ms'][keys[-1]].get('aggregate_vs_smallest_rtt')} of the smallest RTT "
+                   f"({'met' if w['targets_met']['aggregate'] else '**missed**'}).")
+    return out

@@ -1,0 +1,190 @@
+"""Decode steps of several sessions run as one batch give every session what it gets alone: the same
+greedy tokens (logits equal to float rounding), with sessions of different lengths joining and leaving
+between steps; the stage's scheduler gathers concurrent sessions' steps into such batches."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from worker.scheduler import StageBusy, StepScheduler
+from worker.shard import load_stage
+from worker.shard.tiny import ARCHITECTURES, save_tiny_model
+
+SPANS = [(0, 1), (1, 3), (3, 4)]
+PROMPTS = (5, 9, 3)  # prompt lengths of the three sessions
+STEPS = 12
+SLIDING = {"qwen2", "qwen3", "mistral", "gemma2", "gemma3", "mixtral"}  # windowed layers: run alone
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _prompt(n: int) -> torch.Tensor:
+    return torch.randint(3, 256, (1, n), generator=torch.Generator().manual_seed(n))
+
+
+def _step(stages, caches, x):
+    for s, c in zip(stages, caches):
+        x = s(x, c, last=s.spec.is_tail)
+    return x[0, -1]
+
+
+def _alone(stages, n: int, steps: int = STEPS) -> tuple[list[int], torch.Tensor]:
+    caches = [s.new_cache() for s in stages]
+    x, ids, logits = _prompt(n), [], []
+    for _ in range(steps):
+        out = _step(stages, caches, x)
+        logits.append(out)
+        ids.append(int(out.argmax()))
+        x = torch.tensor([[ids[-1]]])
+    return ids, torch.stack(logits)
+
+
+@pytest.fixture(scope="module", params=list(ARCHITECTURES))
+def stages(request, tmp_path_factory):
+    d = save_tiny_model(request.param, tmp_path_factory.mktemp(request.param))
+    return request.param, [load_stage(d, a, b) for a, b in SPANS]
+
+
+def test_prompts_batched_together_then_decoded_together_match_each_session_alone(stages):
+    arch, st = stages
+    if arch in SLIDING:
+        return
+    caches = [[s.new_cache() for s in st] for _ in PROMPTS]
+    xs, logits = [_prompt(n) for n in PROMPTS], [[] for _ in PROMPTS]
+    for _ in range(STEPS):
+        for k, s in enumerate(st):
+            xs = s.forward_batch(xs, [c[k] for c in caches], last=s.spec.is_tail)
+        for j, y in enumerate(xs):
+            logits[j].append(y[0, -1])
+        xs = [y[:, -1].argmax(-1, keepdim=True) for y in xs]
+    for j, n in enumerate(PROMPTS):
+        ids, want = _alone(st, n)
+        assert [int(v.argmax()) for v in logits[j]] == ids
+        torch.testing.assert_close(torch.stack(logits[j]), want, rtol=0, atol=1e-5)
+
+
+def test_batched_sessions_joining_and_leaving_match_each_session_alone(stages):
+    arch, st = stages
+    assert st[1].batchable() == (arch not in SLIDING)
+    if arch in SLIDING:
+        return
+    want = [_alone(st, n) for n in PROMPTS]
+    caches = [[s.new_cache() for s in st] for _ in PROMPTS]
+    ids: list[list[int]] = [[] for _ in PROMPTS]
+    logits: list[list[torch.Tensor]] = [[] for _ in PROMPTS]
+    until = [8, STEPS, STEPS]  # session 0 leaves early
+
+    def take(j, out):
+        logits[j].append(out)
+        ids[j].append(int(out.argmax()))
+
+    take(0, _step(st, caches[0], _prompt(PROMPTS[0])))  # prompts run alone, as the scheduler runs them
+    take(1, _step(st, caches[1], _prompt(PROMPTS[1])))
+    for step in range(STEPS + 4):
+        if step == 3:  # session 2 joins while the others are decoding
+            take(2, _step(st, caches[2], _prompt(PROMPTS[2])))
+        live = [j for j in range(3) if ids[j] and len(ids[j]) < until[j]]
+        if not live:
+            break
+        xs = [torch.tensor([[ids[j][-1]]]) for j in live]
+        for k, s in enumerate(st):
+            xs = s.forward_batch(xs, [caches[j][k] for j in live], last=s.spec.is_tail)
+        for j, y in zip(live, xs):
+            take(j, y[0, -1])
+    for j in range(3):
+        assert ids[j] == want[j][0][:until[j]]
+        torch.testing.assert_close(torch.stack(logits[j]), want[j][1][:until[j]], rtol=0, atol=1e-5)
+        assert [s.cache_len(c) for s, c in zip(st, caches[j])] == [PROMPTS[j] + until[j] - 1] * 3
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    d = save_tiny_model("llama", tmp_path_factory.mktemp("llama"))
+    return load_stage(d, 0, 4)
+
+
+def _threads(sched: StepScheduler, stage, n_sessions: int, steps: int) -> list[list[int]]:
+    """``n_sessions`` threads decoding through ``sched`` at once, each with its own cache."""
+    out: list[list[int]] = [[] for _ in range(n_sessions)]
+    go = threading.Barrier(n_sessions)
+
+    def session(j):
+        cache, x = stage.new_cache(), _prompt(PROMPTS[j % 3] + j)
+        sched.join(cache)
+        go.wait()
+        for _ in range(steps):
+            y = sched.run(x, cache, last=True, timeout_s=30)
+            out[j].append(int(y[0, -1].argmax()))
+            x = torch.tensor([[out[j][-1]]])
+        sched.release(cache)
+
+    threads = [threading.Thread(target=session, args=(j,)) for j in range(n_sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_scheduler_batches_concurrent_sessions_and_each_gets_its_own_tokens(llama):
+    sched = StepScheduler(llama, window_s=0.05, max_batch=8)
+    got = _threads(sched, llama, 6, 10)
+    for j in range(6):
+        assert got[j] == _alone([llama], PROMPTS[j % 3] + j, 10)[0]
+    assert sched.steps == 60
+    assert sched.batches > 0 and sched.batched_steps > sched.batches  # steps really ran together
+    assert sched.batched_steps / sched.batches > 3  # the open sessions were waited for: batches are full
+
+
+def test_prompts_of_different_lengths_that_arrive_together_run_as_one_batch(llama):
+    """Prompts into empty caches batch too (left-padded): each session's tokens are its own."""
+    sched = StepScheduler(llama, window_s=0.2, max_batch=8)
+    got = _threads(sched, llama, 4, 1)
+    assert got == [_alone([llama], PROMPTS[j % 3] + j, 1)[0] for j in range(4)]
+    assert (sched.batches, sched.batched_steps) == (1, 4)
+
+
+def test_max_batch_1_runs_every_step_alone(llama):
+    sched = StepScheduler(llama, window_s=0.05, max_batch=1)
+    got = _threads(sched, llama, 3, 5)
+    assert got == [_alone([llama], PROMPTS[j] + j, 5)[0] for j in range(3)]
+    assert sched.batches == 0
+
+
+class _Broken:
+    """A stage whose forward fails after a pause (a bug, or memory running out)."""
+
+    def __init__(self, pause_s: float = 0.0):
+        self.pause_s = pause_s
+
+    def forward(self, x, cache, *, last=False):
+        threading.Event().wait(self.pause_s)
+        raise RuntimeError("stage failed")
+
+
+def test_a_failing_forward_reaches_its_caller_and_the_scheduler_keeps_serving():
+    stage = _Broken()
+    sched = StepScheduler(stage, window_s=0.0)
+    with pytest.raises(RuntimeError, match="stage failed"):
+        sched.run(torch.zeros(1, 1), None)
+    with pytest.raises(RuntimeError, match="stage failed"):
+        sched.run(torch.zeros(1, 1), None)
+
+
+def test_a_step_that_does_not_run_in_time_is_refused_as_busy():
+    stage = _Broken(pause_s=1.0)
+    sched = StepScheduler(stage, window_s=0.0)
+    first = threading.Thread(target=lambda: pytest.raises(RuntimeError, sched.run, torch.zeros(1, 1), None))
+    first.start()
+    with pytest.raises(StageBusy, match="overloaded"):
+        sched.run(torch.zeros(1, 1), None, timeout_s=0.2)
+    first.join(5)

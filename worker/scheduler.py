@@ -1,0 +1,195 @@
+"""Every forward of a stage runs on one thread, and concurrent sessions' steps run as one batch.
+
+Each session's step arrives on its own handler thread (a hop) or head thread
+and calls :meth:`StepScheduler.run`. The stage's thread takes the oldest
+request and, if the stage can batch (``stage.batchable()``), every waiting
+request of the same kind: one-position decode steps together, prompts into
+empty caches together (up to ``max_batch``), and runs them in one forward
+(``stage.forward_batch``). Before it runs, it waits for company while steps
+keep arriving less than ``window_s`` apart (the steps an upstream batch sends
+out arrive as such a burst), at most ``MAX_WAIT_WINDOWS`` windows, and only
+while some session open on this stage is missing and the sessions that ran
+together last time (the group) are not all in: a group whose members are
+elsewhere in the ring is not waited for. Each
+session's output goes back to its own thread, which checks its message's
+signature before anything derived from it leaves the node, as before.
+Sessions join with :meth:`StepScheduler.join` when they open and leave with
+:meth:`StepScheduler.release`; stages that cannot batch run every request
+alone, in arrival order.
+
+One scheduler per stage object and process (:func:`scheduler_for`); its thread
+starts on the first request and ends after ``IDLE_S`` without one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any
+
+import torch
+
+from proto.errors import TesseraError
+from worker.stage import Stage
+
+logger = logging.getLogger(__name__)
+
+IDLE_S = 30.0  # the stage's thread ends after this long without a request, seconds
+MAX_WAIT_WINDOWS = 10  # a step waits for company at most this many windows in all
+
+
+class StageBusy(TesseraError):
+    """The stage did not get to a step in time (overloaded); retry later or elsewhere."""
+
+
+class _Request:
+    __slots__ = ("cache", "done", "error", "kind", "last", "out", "x")
+
+    def __init__(self, x: torch.Tensor, cache: Any, last: bool, kind: str | None):
+        self.x, self.cache, self.last, self.kind = x, cache, last, kind  # kind: "decode", "prompt" or None
+        self.done = threading.Event()
+        self.out: torch.Tensor | None = None
+        self.error: BaseException | None = None
+
+
+class StepScheduler:
+    """The one thread that runs ``stage``: concurrent sessions' steps batched, the rest alone."""
+
+    def __init__(self, stage: Stage, window_s: float = 0.005, max_batch: int = 64, idle_s: float = IDLE_S):
+        self._stage = weakref.ref(stage)  # a stage the node dropped is not kept alive by its scheduler
+        self.window_s, self.max_batch, self.idle_s = window_s, max_batch, idle_s
+        self._batchable = max_batch > 1 and bool(getattr(stage, "batchable", lambda: False)())
+        self._cv = threading.Condition()
+        self._queue: deque[_Request] = deque()
+        self._open: set[int] = set()  # ids of the caches of sessions open on this stage
+        self._group: list[int] = []  # ids of the caches that ran together last, in that order
+        self._thread: threading.Thread | None = None
+        self.steps = 0  # requests run, count
+        self.batches = 0  # forwards of more than one request, count
+        self.batched_steps = 0  # requests run inside those, count
+        self.cpu_s = 0.0  # CPU time of the stage's thread in forwards, seconds
+
+    def join(self, cache: Any) -> None:
+        """A session with ``cache`` opened on this stage: batches may wait (a window) for its steps."""
+        with self._cv:
+            self._open.add(id(cache))
+
+    def release(self, cache: Any) -> None:
+        """The session of ``cache`` ended: no batch waits for it any more."""
+        with self._cv:
+            self._open.discard(id(cache))
+            if id(cache) in self._group:
+                self._group.remove(id(cache))
+            self._cv.notify_all()
+            ended = not self._open
+        stage = self._stage()
+        if ended and stage is not None and hasattr(stage, "end_batch"):
+            stage.end_batch()  # its memory is not held past the last session that used it
+
+    def run(self, x: torch.Tensor, cache: Any, last: bool = False, timeout_s: float = 60.0) -> torch.Tensor:
+        """``stage.forward(x, cache, last=last)``, run on the stage's thread (batched with other sessions'
+        steps when it can); StageBusy if it has not run within ``timeout_s``."""
+        req = _Request(x, cache, last, self._kind(x, cache))
+        with self._cv:
+            self._queue.append(req)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="stage-steps", daemon=True)
+                self._thread.start()
+            self._cv.notify_all()
+        if not req.done.wait(timeout_s):
+            raise StageBusy(f"the stage did not run this step within {timeout_s:g} s; it is overloaded, retry later")
+        if req.error is not None:
+            raise req.error
+        return req.out
+
+    def _kind(self, x: torch.Tensor, cache: Any) -> str | None:
+        """"decode" (one position onto a cache), "prompt" (into an empty cache), None: runs alone."""
+        if not self._batchable or cache is None or x.dim() < 2 or x.shape[0] != 1:
+            return None
+        stage = self._stage()
+        if stage is not None and stage.cache_len(cache) == 0:
+            return "prompt"
+        return "decode" if x.shape[1] == 1 else None
+
+    # ------------------------------------------------------------------ the stage's thread
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                if not self._queue and not self._cv.wait_for(lambda: self._queue, self.idle_s):
+                    self._thread = None
+                    return
+                first = self._queue.popleft()
+                batch = self._gather(first) if first.kind else [first]
+            try:
+                self._execute(batch)
+            except BaseException as exc:  # noqa: BLE001 - every waiting session hears of it
+                for r in batch:
+                    r.error = exc
+            finally:
+                for r in batch:
+                    r.done.set()
+
+    def _gather(self, first: _Request) -> list[_Request]:
+        """``first`` and the waiting steps that can run with it (lock held): waits up to the window
+        while an open session is missing, until the last group is complete."""
+        batch = [first]
+        start = time.monotonic()
+        gap_end = start + self.window_s
+        while True:
+            took = [r for r in self._queue if len(batch) < self.max_batch and self._fits(first, r)]
+            for r in took:
+                self._queue.remove(r)
+                batch.append(r)
+            now = time.monotonic()
+            if took:
+                gap_end = now + self.window_s  # a burst (one upstream batch sent out) is caught whole
+            here = {id(r.cache) for r in batch}
+            everyone = self._open <= here
+            group_in = bool(self._group) and all(c in here for c in self._group)
+            left = min(gap_end, start + MAX_WAIT_WINDOWS * self.window_s) - now
+            if len(batch) >= self.max_batch or everyone or group_in or left <= 0:
+                break
+            self._cv.wait(left)
+        if len(batch) > 1:
+            order = {c: i for i, c in enumerate(self._group)}
+            batch.sort(key=lambda r: order.get(id(r.cache), len(order)))  # the last group's order: its cache reused
+            self._group = [id(r.cache) for r in batch]
+        return batch
+
+    def _fits(self, first: _Request, r: _Request) -> bool:
+        return (r.kind == first.kind and r.last == first.last and r.x.dtype == first.x.dtype
+                and r.x.dim() == first.x.dim() and r.x.shape[2:] == first.x.shape[2:] and r.cache is not first.cache)
+
+    def _execute(self, batch: list[_Request]) -> None:
+        stage = self._stage()
+        if stage is None:
+            raise StageBusy("this stage was unloaded; open the session again")
+        t0 = time.thread_time()
+        with torch.inference_mode():
+            if len(batch) == 1:
+                r = batch[0]
+                r.out = stage.forward(r.x, r.cache, last=r.last)
+            else:
+                outs = stage.forward_batch([r.x for r in batch], [r.cache for r in batch], last=batch[0].last)
+                for r, y in zip(batch, outs):
+                    r.out = y
+                self.batches += 1
+                self.batched_steps += len(batch)
+        self.steps += len(batch)
+        self.cpu_s += time.thread_time() - t0
+
+
+_SCHEDULERS: "weakref.WeakKeyDictionary[Any, StepScheduler]" = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def scheduler_for(stage: Stage, window_s: float = 0.005, max_batch: int = 64) -> StepScheduler:
+    """The process's scheduler of ``stage`` (made on first use with these settings)."""
+    with _LOCK:
+        s = _SCHEDULERS.get(stage)
+        if s is None:
+            s = _SCHEDULERS[stage] = StepScheduler(stage, window_s, max_batch)
+        return s
