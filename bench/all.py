@@ -63,6 +63,9 @@ def cpu_steps(a: argparse.Namespace) -> list[Step]:
         Step("routing", "bench.routing", ("--runs", "3", "--seeds", "2") if q else ()),
         Step("disagree-cpu", "bench.eval.disagree", ("--prompts", "3" if q else str(a.prompts),
                                                      "--tokens", "4" if q else str(a.tokens), "--control")),
+        Step("verify", "bench.verify", ("--prompts", "2", "--cal-prompts", "2", "--cal-tamper-prompts", "1",
+                                        "--tamper-prompts", "1", "--cost-prompts", "1", "--tokens", "8",
+                                        "--long-tokens", "16") if q else ("--prompts", str(a.prompts))),
     ]
 
 

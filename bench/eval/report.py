@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench.eval.machine import describe
 from bench.eval.report_disagree import disagree_section
+from bench.eval.report_verify import GOAL_RATIO, verify_section
 
 
 def table(head: list[str], rows: list[list]) -> str:
@@ -223,6 +224,14 @@ def summary(res: dict) -> str:
         parts = ", ".join(f"{k} {v['differ']}/{v['prompts']}" for k, v in d["pairs"].items())
         out.append(f"- Honest disagreement on {d['device_name']} (prompts whose {d['tokens']} token ids differ from "
                    f"the fp32 reference): {parts}.")
+    v = res.get("verify")
+    if v:
+        ratios = ", ".join(f"{c['ratio_median']} at {k} tokens" for k, c in v["cost"].items())
+        ok = all(c["ratio_median"] is not None and c["ratio_median"] <= GOAL_RATIO for c in v["cost"].values())
+        out.append(f"- Verification by re-execution: {v['false_penalties']}/{v['honest_runs']} honest runs penalised "
+                   f"(goal 0: {_met(v['false_penalties'] == 0)}); verifier / generation time {ratios} "
+                   f"(goal <= {GOAL_RATIO}: {_met(ok)}); {v['fingerprint']['bytes_per_chunk_per_hop']} bytes of "
+                   "fingerprint per 32 tokens per hop.")
     return "\n".join(out) + "\n" if len(out) > 1 else ""
 
 
@@ -248,6 +257,8 @@ def render(res: dict, figs: list, root: Path) -> str:
         parts += [disagree_section(res[stem], stem), figs_for(stem)]
     if not any(k.startswith("disagree-") for k in res):
         parts.append("## 6. Honest disagreement\n\n" + _missing("disagree-cpu"))
+    parts.append((verify_section(res["verify"]) + figs_for("verify")) if "verify" in res
+                 else "## 7. Verification by re-execution\n\n" + _missing("verify"))
     if not any("gpu" in k for k in res):
         parts.append("## GPU\n\n_No GPU results yet: `python -m bench.all --device cuda` on a GPU machine writes "
                      "`pipeline-gpu-<card>.json` and `disagree-gpu-<card>.json`, and this report picks them up._\n")

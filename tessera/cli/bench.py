@@ -16,6 +16,7 @@ BENCHES = {
     "codec": "Wire bytes, perplexity and top-1 agreement of each activation codec.",
     "routing": "Planning time and plan quality of the router on simulated networks.",
     "hop": "CPU cost of each piece of a hop's own work per token, warm and right after compute.",
+    "verify": "Verification by re-execution: false penalties, tampering caught per hop, cost vs generation.",
     "all": "Run every benchmark; write bench/results/*.json and bench/REPORT.md (make bench).",
 }
 

@@ -17,7 +17,7 @@ from worker.shard.tiny import VOCAB, save_tiny_model
 from worker.verify.fingerprint import ChunkCheck
 from worker.verify.inprocess import load_hop, run_replica
 from worker.verify.reexec import Verifier, judge
-from worker.verify.spec import TOLERANCES, ExecSpec, Tolerance, Verdict, VerifyError
+from worker.verify.spec import TOLERANCES, ExecSpec, Tolerance, VerifyError, tolerance_key
 
 torch.set_num_threads(1)
 PROMPT = [5, 17, 99, 3, 250, 41, 8, 77, 120, 64]
@@ -54,7 +54,7 @@ def _judge(verifier, hops, params=GREEDY, cls="fp32", prompt=PROMPT, gen_prompt=
 @pytest.mark.parametrize("spans", [ROUTE, ((0, 3), (3, 4))], ids=["cuts-1-3", "cut-3"])
 def test_honest_fp32_replicas_at_any_cut_points_are_honest(verifier, honest, params, spans):
     rep = _judge(verifier, honest[spans], params)
-    assert rep.verdict == Verdict("honest", reason=rep.verdict.reason), rep.verdict
+    assert rep.verdict.status == "honest", rep.verdict
     assert len(rep.chunks) == len(spans) and all(len(h) == 3 for h in rep.chunks)
 
 
@@ -77,10 +77,12 @@ def test_bf16_replica_passes_in_the_bf16_class_and_fails_in_fp32(model, verifier
 
 
 @pytest.mark.parametrize("at", [0, 1, 2])
-def test_noise_on_one_hop_is_caught_at_that_hop(verifier, honest, at):
+@pytest.mark.parametrize("eps,params", [(1e-2, GREEDY), (1e-4, replace(GREEDY, codec=codec.FP32))],
+                         ids=["int8-codec", "lossless-codec"])
+def test_noise_on_one_hop_is_caught_at_that_hop(verifier, honest, at, eps, params):
     hops = list(honest[ROUTE])
-    hops[at] = noisy_hop(hops[at], 1e-3, seed=at)
-    v = _judge(verifier, hops).verdict
+    hops[at] = noisy_hop(hops[at], eps, seed=at)
+    v = _judge(verifier, hops, params).verdict
     assert (v.status, v.hop) == ("faulty", at), v
 
 
@@ -159,6 +161,8 @@ def test_judge_forgives_growth_of_an_upstream_deviation_but_not_a_new_one():
 
 
 def test_default_tolerances_cover_every_class():
-    assert set(TOLERANCES) == {"fp32", "bf16", "fp16"}
-    assert TOLERANCES["fp32"].token_gap < TOLERANCES["bf16"].token_gap
-    assert 0 < TOLERANCES["bf16"].cdf_slack(800) < 1
+    assert set(TOLERANCES) == {f"{c}/{k}" for c in ("fp32", "bf16", "fp16") for k in ("lossy", "lossless")}
+    assert TOLERANCES["fp32/lossless"].fp_median < TOLERANCES["fp32/lossy"].fp_median < TOLERANCES["bf16/lossy"].fp_median
+    assert TOLERANCES["fp32/lossy"].token_gap < TOLERANCES["bf16/lossy"].token_gap
+    assert 0 < TOLERANCES["bf16/lossy"].cdf_slack(800) < 1
+    assert tolerance_key(ExecSpec(replace(GREEDY, codec=codec.FP32), dtype="bf16")) == "bf16/lossless"

@@ -35,7 +35,7 @@ from worker.shard import load_stage, stage_layout
 from worker.shard.decoder import DecoderStage
 from worker.verify.fingerprint import ChunkCheck, chunk_seed, chunk_steps, compare, num_chunks
 from worker.verify.receipt import HopReceipt
-from worker.verify.spec import TOLERANCES, ExecSpec, Tolerance, Verdict, VerifyError
+from worker.verify.spec import TOLERANCES, ExecSpec, Tolerance, Verdict, VerifyError, tolerance_key
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +90,10 @@ class Verifier:
 
     def verify(self, spec: ExecSpec, prompt: Sequence[int], output: Sequence[int] | None, route: Sequence[Hop],
                receipts: Sequence[HopReceipt], job_id: int, replica: int, tol: Tolerance | None = None) -> Report:
-        """Judge one replica (``output`` None: it revealed nothing, so the verdict is unknown)."""
+        """Judge one replica (``output`` None: it revealed nothing, so the verdict is unknown) with ``tol``,
+        by default the calibrated :data:`TOLERANCES` of the job's dtype class and codec."""
         t0 = time.perf_counter()
-        tol = TOLERANCES[spec.dtype] if tol is None else tol
+        tol = TOLERANCES[tolerance_key(spec)] if tol is None else tol
         if spec.weights != self.weights:
             raise VerifyError(f"job runs {spec.weights} weights but this verifier loaded {self.weights}")
         if output is None:
