@@ -11,7 +11,9 @@ earlier run left (e.g. a GPU run).
 ``--device cuda`` runs only the pipeline and disagreement studies on the GPU
 and writes ``pipeline-gpu-<card>.json`` and ``disagree-gpu-<card>.json``.
 ``--report-only`` redraws figures and the report without running anything.
-Defaults fit in about 30 minutes on 2 CPU cores; ``--quick`` is a smoke run.
+Defaults fit in about 30 minutes on 2 CPU cores, plus the verification study
+(``bench.verify``: hours on 2 busy cores; ``--skip verify`` leaves it out, or
+raise ``--timeout`` for it); ``--quick`` is a smoke run.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from worker.verify.fingerprint import CHUNK_STEPS, Fingerprint, K
 from worker.verify.spec import Tolerance, tolerance_key
 
 CAL_FROM = 60  # calibration prompts start here; reported prompts come from the first 60
-NOISE = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)  # noise sizes (x row RMS) on a tampered hop's output
+NOISE = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4)  # noise sizes (x row RMS) on a tampered hop's output
 CAL_NOISE = (1e-2, 1e-3, 1e-4, 1e-5)
 
 
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cal-prompts", type=int, default=12, help="calibration prompts (<= 57), apart from the reported")
     ap.add_argument("--cal-tamper-prompts", type=int, default=3, help="calibration prompts for the growth of noise")
     ap.add_argument("--tamper-prompts", type=int, default=8, help="reported prompts per tamper case")
-    ap.add_argument("--cost-prompts", type=int, default=3, help="prompts timed at --long-tokens")
+    ap.add_argument("--cost-prompts", type=int, default=5, help="prompts timed at --long-tokens")
     ap.add_argument("--tokens", type=int, default=32, help="tokens per run")
     ap.add_argument("--long-tokens", type=int, default=128, help="tokens of the long cost runs")
     ap.add_argument("--temperature-milli", type=int, default=800, help="temperature of the sampled runs x 1000")
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                            tols["fp32/lossy"], outputs)
     long_runs = [lab.run(lab.hops(mixes[0]), spec_for("fp32", "int8-outlier", a.long_tokens, 0, 0), p,
                          tols["fp32/lossy"], job=500 + j)[0] for j, p in enumerate(report[: a.cost_prompts])]
-    rows = tamper_summary(tampered)
+    rows = tamper_summary(tampered, tols["fp32/lossy"].fp_median)
     fp_bytes = len(Fingerprint(1, 1, bytes(4 * K)).to_bytes())
     short = [r for r in honest if r["mix"] == mixes[0].name]
     result = {

@@ -41,7 +41,7 @@ def _tamper_rows(rows: list[dict]) -> list[str]:
     for r in rows:
         size = "–" if not r["param"] else f"{r['param']:g}"
         out.append(f"| {r['kind']} | {size} | {r['hop']} | {r['mode']} | {r['detected']}/{r['runs']} | "
-                   f"{r['attributed']}/{r['runs']} | {r['output_changed']}/{r['runs']} |")
+                   f"{r['attributed']}/{r['runs']} | {_g(r.get('margin'))} | {r['output_changed']}/{r['runs']} |")
     return out
 
 
@@ -109,6 +109,8 @@ def verify_section(v: dict) -> str:
         "|---|---|---|---|---|---|", *_honest_rows(v["honest"]), "",
         "Tampered replicas on the route [0,10) [10,20) [20,30), fp32 class, int8-outlier codec (judged with "
         "fp32/lossy):\n",
-        "| tamper | size | hop | mode | detected | attributed to the hop | output changed |",
-        "|---|---|---|---|---|---|---|", *_tamper_rows(v["tamper"]), "",
+        "| tamper | size | hop | mode | detected | attributed to the hop | margin | output changed |",
+        "|---|---|---|---|---|---|---|---|", *_tamper_rows(v["tamper"]), "",
+        "Margin: the smallest, over runs, largest chunk median error at the tampered hop, in units of the fp32/lossy "
+        "median tolerance (below 1 the hop's own check passes; a token check or a later hop may still catch it).\n",
         *[f"- {s}" for s in conclusions(v)], ""])

@@ -93,14 +93,17 @@ def honest_summary(records: Iterable[dict]) -> dict:
     return dict(out)
 
 
-def tamper_summary(records: Iterable[dict]) -> list[dict]:
-    """Per tamper (kind, size, hop): runs, detected, attributed to the tampered hop, outputs changed."""
+def tamper_summary(records: Iterable[dict], tol_median: float) -> list[dict]:
+    """Per tamper (kind, size, hop): runs, detected, attributed to the tampered hop, outputs changed, and
+    ``margin``: the smallest (over runs) largest chunk median at the tampered hop, over ``tol_median``."""
     groups: dict[tuple, list] = defaultdict(list)
     for r in records:
         groups[(r["kind"], r["param"], r["at"], r["mode"])].append(r)
     rows = []
     for (kind, param, at, mode), rs in groups.items():
+        worst = min(max(m for m, _ in r["chunks"][at]) if len(r["chunks"]) > at else 0.0 for r in rs)
         rows.append({"kind": kind, "param": param, "hop": at, "mode": mode, "runs": len(rs),
+                     "margin": float(f"{worst / tol_median:.3g}"),
                      "detected": sum(r["verdict"] == "faulty" for r in rs),
                      "attributed": sum(r["verdict"] == "faulty" and r["hop"] == at for r in rs),
                      "output_changed": sum(bool(r["output_changed"]) for r in rs),

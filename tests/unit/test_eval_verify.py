@@ -39,17 +39,18 @@ def test_summaries_count_false_penalties_excused_ties_and_attribution():
     t = [run(kind="noise", param=p, at=1, mode="greedy", verdict=v, hop=h, output_changed=ch)
          for p, v, h, ch in ((1e-2, "faulty", 1, True), (1e-3, "faulty", 1, False), (1e-4, "faulty", 2, False),
                              (1e-5, "honest", None, False))]
-    rows = tamper_summary(t)
+    rows = tamper_summary(t, 1e-6)
     assert [(r["param"], r["detected"], r["attributed"]) for r in rows] == [(1e-2, 1, 1), (1e-3, 1, 1), (1e-4, 1, 0),
                                                                            (1e-5, 0, 0)]
     assert smallest_caught(rows) == {"1": 1e-3}
+    assert rows[0]["margin"] == 0.1  # the tampered hop's chunk median 1e-7 over the tolerance 1e-6
 
 
 def verify_result():
     honest = [run(mix="fp32-3hop", cls="fp32", tol="fp32/lossy", mode=m, gaps=g) for m, g in (("greedy", ()), ("sampled", ((2, 1e-3),)))]
     tampered = [run(kind="noise", param=1e-3, at=0, mode="greedy", verdict="faulty", hop=0, output_changed=False),
                 run(kind="skip-block", param=5, at=1, mode="greedy", verdict="faulty", hop=2, output_changed=True)]
-    rows = tamper_summary(tampered)
+    rows = tamper_summary(tampered, 1e-6)
     return {"bench": "verify", "model": "smollm2-135m", "tokens": 32, "prompt_examples": ["An example"],
             "prompts": {"report": 1, "calibration": 1}, "load_average": {"start": [3.0], "end": [4.0]},
             "fingerprint": {"samples_per_chunk": 64, "chunk_steps": 32, "bytes_per_chunk_per_hop": 267},
