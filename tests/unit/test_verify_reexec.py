@@ -72,7 +72,9 @@ def test_honest_replica_on_two_threads_is_honest(verifier, honest):
 def test_bf16_replica_passes_in_the_bf16_class_and_fails_in_fp32(model, verifier):
     hops = [load_hop(model, node(i), a, b, dtype="bf16") for i, (a, b) in enumerate(ROUTE)]
     assert _judge(verifier, hops, cls="bf16").verdict.status == "honest"
-    v = _judge(verifier, hops, cls="fp32").verdict
+    # the tiny model's bf16 error (2e-3 of row RMS at hop 0) hides under the fp32/lossy tolerance; SmolLM2's
+    # (5e-3) does not (tessera bench verify); with the lossless codec fp32 is judged 400x tighter
+    v = _judge(verifier, hops, replace(GREEDY, codec=codec.FP32), cls="fp32").verdict
     assert (v.status, v.hop) == ("faulty", 0), v
 
 

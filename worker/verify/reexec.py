@@ -8,8 +8,8 @@ next span sees what that hop received, up to floating-point noise. It keeps
 every served hop's output and the tail's logits at each step, then:
 
 1. checks each hop's receipt chunk by chunk (:func:`worker.verify.fingerprint.compare`);
-   the first hop with a failing chunk is faulty (every hop before it passed,
-   so its input matched);
+   the first hop with a chunk beyond its tolerance, and beyond what the error
+   of the input it was handed can grow into (:class:`Tolerance`), is faulty;
 2. if every fingerprint passes, checks each emitted token against the
    verifier's own choice: a different token is honest only where the
    verifier's logits put it within ``token_gap`` of the top (sampled jobs: the
