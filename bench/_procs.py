@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from eth_account import Account
 
+from chain.devnet import free_port  # noqa: F401 (re-exported)
 from proto.types import JobId, NodeId
 from tessera.procs import stop_processes
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
@@ -22,12 +22,6 @@ WORKER = [sys.executable, "-m", "tessera.cli.main", "operator", "run"]  # a work
 def bench_key(i: int) -> str:
     """Deterministic throw-away node keys for benchmarks (never fund them)."""
     return "0x" + f"{0xBE7C0000 + i:064x}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def even_spans(num_blocks: int, stages: int) -> list[tuple[int, int]]:

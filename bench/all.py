@@ -1,12 +1,14 @@
 """Run every benchmark, write bench/results/*.json, the figures and bench/REPORT.md.
 
 ``python -m bench.all`` (what ``make bench`` runs) runs each benchmark as its
-own process (``python -m bench.<x> --json``), keeps the JSON object on the
-last line of its stdout, adds a ``meta`` record (the exact command, the
-machine, wall seconds, UTC date) and writes ``bench/results/<stem>.json``.
+own process (``python -m bench.<x> ... --json --save bench/results/<stem>.json``);
+the benchmark writes its file itself through :func:`bench._out.emit`, which
+records the commit, tree state, machine, command and wall time in ``meta``.
 Then it draws the figures (:mod:`bench.plots`) and writes ``bench/REPORT.md``
 (:mod:`bench.eval.report`) from every result file present, including ones an
-earlier run left (e.g. a GPU run).
+earlier run left (e.g. a GPU run). ``--only routing,pipeline-cpu,hop-cpu``
+reruns just those (the timings, best on a quiet machine) and redraws the
+report from every file.
 
 ``--device cuda`` runs only the pipeline and disagreement studies on the GPU
 and writes ``pipeline-gpu-<card>.json`` and ``disagree-gpu-<card>.json``.
@@ -19,8 +21,6 @@ raise ``--timeout`` for it); ``--quick`` is a smoke run.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import logging
 import re
 import subprocess
@@ -32,7 +32,6 @@ from pathlib import Path
 import torch
 
 from bench import plots
-from bench.eval.machine import machine_info
 from bench.eval.report import render
 
 logger = logging.getLogger(__name__)
@@ -60,6 +59,7 @@ def cpu_steps(a: argparse.Namespace) -> list[Step]:
         Step("memory", "bench.eval.memory", ("--stages", "1,3")),
         Step("pipeline-cpu", "bench.pipeline", ("--tokens", "8" if q else "64", "--repeats", "1" if q else "3")),
         Step("hop-cpu", "bench.hop", ("--repeats", "20" if q else "200")),
+        Step("flood-cpu", "bench.flood", ("--runs", "1" if q else "5", "--tokens", "8" if q else "16")),
         Step("gas", "bench.gas", ()),
         Step("gas-replicas", "bench.eval.gas_replicas", ("--replicas", "1,3,5")),
         Step("routing", "bench.routing", ("--runs", "3", "--seeds", "2") if q else ()),
@@ -87,37 +87,35 @@ def gpu_steps(a: argparse.Namespace) -> list[Step]:
                                                                  "--control"))]
 
 
-def last_json(stdout: str) -> dict:
-    """The JSON object on the last non-empty line of ``stdout`` (pure)."""
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    if not lines:
-        raise ValueError("the benchmark printed nothing on stdout")
-    obj = json.loads(lines[-1])
-    if not isinstance(obj, dict):
-        raise ValueError("the last line of the benchmark's stdout is not a JSON object")
-    return obj
+def select(steps: list[Step], only: str | None, skip: str | None) -> list[Step]:
+    """The steps named by ``--only`` (all if None) less those named by ``--skip`` (pure).
+
+    Raises SystemExit naming the known stems when a name matches no step."""
+    stems = [s.stem for s in steps]
+    wanted = set(only.split(",")) if only else set(stems)
+    dropped = set(skip.split(",")) if skip else set()
+    unknown = sorted((wanted | dropped) - set(stems))
+    if unknown:
+        raise SystemExit(f"unknown result stem(s) {', '.join(unknown)}; known here: {', '.join(stems)}")
+    return [s for s in steps if s.stem in wanted and s.stem not in dropped]
 
 
-def run_step(step: Step, results: Path, machine: dict, timeout_s: float) -> bool:
-    """Run one benchmark process and write its result file; False (and a message) on failure."""
-    cmd = [sys.executable, "-m", step.module, *step.args, "--json"]
-    shown = " ".join(["python", "-m", step.module, *step.args, "--json"])
-    print(f"== {step.stem}: {shown}", file=sys.stderr, flush=True)
+def run_step(step: Step, results: Path, timeout_s: float) -> bool:
+    """Run one benchmark process, which writes its result file; False (and a message) on failure."""
+    out = results / f"{step.stem}.json"
+    shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
+    cmd = [sys.executable, "-m", step.module, *step.args, "--json", "--save", str(shown)]
+    print(f"== {step.stem}: python -m {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout_s)
-        res = last_json(proc.stdout) if proc.returncode == 0 else None
-    except (subprocess.TimeoutExpired, ValueError) as e:
-        print(f"!! {step.stem} failed: {e}", file=sys.stderr)
+        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        print(f"!! {step.stem} took over {timeout_s:.0f} s; stopped, {out.name} left as it was", file=sys.stderr)
         return False
-    if res is None:
-        print(f"!! {step.stem} exited with {proc.returncode}; no result written", file=sys.stderr)
+    if proc.returncode != 0:
+        print(f"!! {step.stem} exited with {proc.returncode}; {out.name} left as it was", file=sys.stderr)
         return False
-    secs = time.perf_counter() - t0
-    res["meta"] = {"command": shown, "machine": machine, "seconds": round(secs, 1),
-                   "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    (results / f"{step.stem}.json").write_text(json.dumps(res, indent=1) + "\n")
-    print(f"== {step.stem}: done in {secs:.0f} s", file=sys.stderr, flush=True)
+    print(f"== {step.stem}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return True
 
 
@@ -143,19 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", default=str(BENCH / "REPORT.md"))
     ap.add_argument("--report-only", action="store_true", help="only redraw figures and the report")
     args = ap.parse_args(argv)
-    results = Path(args.results)
+    results = Path(args.results).resolve()
     results.mkdir(parents=True, exist_ok=True)
     failed = []
     if not args.report_only:
         steps = gpu_steps(args) if args.device.startswith("cuda") else cpu_steps(args)
-        only = set(args.only.split(",")) if args.only else None
-        skip = set(args.skip.split(",")) if args.skip else set()
-        machine = machine_info(args.device)
         t0 = time.perf_counter()
-        for s in steps:
-            if (only is None or s.stem in only) and s.stem not in skip:
-                if not run_step(s, results, machine, args.timeout):
-                    failed.append(s.stem)
+        for s in select(steps, args.only, args.skip):
+            if not run_step(s, results, args.timeout):
+                failed.append(s.stem)
         print(f"benchmarks took {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     write_report(results, Path(args.figures), Path(args.report))
     if failed:

@@ -6,9 +6,10 @@ drives the ring with ``worker.ring.run_replica``; the other stages are
 transformers' ``generate`` on the unsplit model in one process. Every process
 gets ``--threads`` torch threads (1 by default: the ring runs one stage at a
 time, so each design uses one core at a time). Tokens/s = new tokens / wall
-time of the whole generation (prompt included) for both sides, best of
-``--repeats`` runs; ring and monolithic runs alternate, so load from other
-programs on a shared machine hits both alike.
+time of the whole generation (prompt included) for both sides. Each
+configuration runs ``--repeats`` times, ring and monolithic alternating so
+that load from other programs on a shared machine hits both alike; every run
+is kept under ``runs`` and each reported field is its median over the runs.
 
     python -m bench.pipeline --json [--tokens 64] [--stages 1,2,3] [--codec int8-outlier]
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import tempfile
 import time
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from bench._out import emit
+from bench._out import HEADLINE, emit, summarize
 from bench._procs import bench_key, even_spans, free_port, ring_route, workers
 from worker import codec
 from worker.config import WorkerConfig
@@ -58,8 +58,8 @@ class Monolithic:
 
 
 def ring(model_dir: Path, ids: list[int], tokens: int, stages: int, cid: int, threads: int,
-         device: str, repeats: int, mono: Monolithic) -> tuple[float, float, list[int]]:
-    """(best ring seconds, best monolithic seconds, ring ids), timed alternately so that
+         device: str, repeats: int, mono: Monolithic) -> list[tuple[float, float, list[int]]]:
+    """(ring seconds, monolithic seconds, ring ids) of each run, timed alternately so that
     load from other programs on a shared machine hits both sides alike."""
     n = load_manifest(model_dir).num_blocks
     spans = even_spans(n, stages)
@@ -69,17 +69,17 @@ def ring(model_dir: Path, ids: list[int], tokens: int, stages: int, cid: int, th
     warm = ring_route(1, name, n, spans, ports, GenParams(max_tokens=4, codec=cid))
     timed = ring_route(2, name, n, spans, ports, GenParams(max_tokens=tokens, codec=cid))
     signer, channels = Signer(bench_key(0)), Channels()
-    best_ring = best_mono = math.inf
+    runs = []
     with tempfile.TemporaryDirectory() as tmp, workers(model_dir, spans, ports, [warm, timed], Path(tmp),
                                                        threads, device):
         run_replica(stage, warm, 0, ids, signer, channels=channels)
         for _ in range(repeats):
-            best_mono = min(best_mono, mono.run()[0])
+            t_mono = mono.run()[0]
             t0 = time.perf_counter()
             out = run_replica(stage, timed, 0, ids, signer, channels=channels, config=WorkerConfig())
-            best_ring = min(best_ring, time.perf_counter() - t0)
+            runs.append((time.perf_counter() - t0, t_mono, out))
     channels.close()
-    return best_ring, best_mono, out
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--codec", default="int8-outlier", help="activation codec name or id")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per configuration; the best counts")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per configuration; the median counts")
     ap.add_argument("--prompt-ids", help="comma-separated prompt token ids (for models without a tokenizer)")
     ap.add_argument("--save", help="also write the JSON result to this file")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
@@ -107,16 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     mono_ids = mono.run()[1]
     rows = {}
     for s in [int(v) for v in args.stages.split(",")]:
-        t_ring, t_mono, out = ring(model_dir, ids, args.tokens, s, cid, args.threads, args.device,
-                                   args.repeats, mono)
-        tps, mono_tps = args.tokens / t_ring, args.tokens / t_mono
-        agree = sum(a == b for a, b in zip(out, mono_ids)) / len(mono_ids)
-        rows[str(s)] = {"tokens_per_s": round(tps, 2), "monolithic_tokens_per_s": round(mono_tps, 2),
-                        "vs_monolithic": round(tps / mono_tps, 3), "same_tokens_as_monolithic": round(agree, 3)}
-        print(f"{s} stage(s): {tps:.1f} tok/s ({tps / mono_tps:.2f} of monolithic), tokens agree {agree:.0%}",
-              file=sys.stderr)
+        runs = ring(model_dir, ids, args.tokens, s, cid, args.threads, args.device, args.repeats, mono)
+        rows[str(s)] = r = summarize(
+            {"tokens_per_s": [round(args.tokens / t, 2) for t, _, _ in runs],
+             "monolithic_tokens_per_s": [round(args.tokens / m, 2) for _, m, _ in runs],
+             "vs_monolithic": [round(m / t, 3) for t, m, _ in runs],
+             "same_tokens_as_monolithic": [round(sum(a == b for a, b in zip(out, mono_ids)) / len(mono_ids), 3)
+                                           for _, _, out in runs]})
+        print(f"{s} stage(s): {r['tokens_per_s']:.1f} tok/s ({r['vs_monolithic']:.2f} of monolithic, median of "
+              f"{len(runs)}), tokens agree {r['same_tokens_as_monolithic']:.0%}", file=sys.stderr)
     result = {"bench": "pipeline", "model": args.model, "device": args.device, "codec": codec.NAMES[cid],
-              "tokens": args.tokens, "prompt_tokens": len(ids), "repeats": args.repeats,
+              "tokens": args.tokens, "prompt_tokens": len(ids), "repeats": args.repeats, "headline": HEADLINE,
               "thread_budget": f"{args.threads} torch thread(s) per process, every process; monolithic: "
                                f"{args.threads} in one process",
               "stages": rows,

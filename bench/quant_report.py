@@ -1,14 +1,13 @@
 """What int8-mixed weights cost and save: memory, top-1 agreement, perplexity, accuracy.
 
-``python -m bench.quant_report MODEL [--tokens N] [--json]`` prints one JSON
-object (last line) for a stored model: a causal LM is scored on real English
+``python -m bench.quant_report MODEL [--tokens N] [--json] [--save FILE]`` prints
+one JSON object (last line) for a stored model: a causal LM is scored on real English
 text (Python's ``pydoc_data`` topics), a classifier on the digits test split.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -17,6 +16,7 @@ from pydoc_data.topics import topics
 import torch
 from transformers import AutoTokenizer
 
+from bench._out import emit
 from worker.quant import quantize_stage, resident_bytes
 from worker.quant.linear import QuantConfig
 from worker.quant.outliers import read_outliers
@@ -93,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="largest share of input features kept in 16 bits (0: plain int8)")
     ap.add_argument("--weight-outliers", action="store_true",
                     help="ignore the stored calibration; choose outliers from the weights")
+    ap.add_argument("--save", help="also write the JSON result to this file")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     r = report(args.model, args.tokens, args.device, QuantConfig(max_frac=args.max_frac),
                calibrated=not args.weight_outliers)
-    print(json.dumps(asdict(r)) if args.json else "\n".join(f"{k}: {v}" for k, v in asdict(r).items()))
-    return 0
+    return emit(asdict(r), args.save, args.json)
 
 
 if __name__ == "__main__":

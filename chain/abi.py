@@ -21,43 +21,69 @@ ETH = 10**18
 # name -> hint; formatted with the error's arguments (and `eth` for wei values).
 HINTS: dict[str, str] = {
     **PLAN_HINTS,
-    "ModelAlreadyRegistered": "a model with this name exists; pick another name or use the registered one",
-    "ModelUnknown": "no model has id {modelId}; register it first with `tessera model register`",
+    "ModelAlreadyRegistered": "you already published a model with this name ({modelId}); pick another name",
+    "ModelUnknown": "no model has id {modelId}; register it first with `tessera model register` "
+                    "(or name it as 0xPUBLISHER/NAME)",
     "ModelNotPublisher": "only the publisher {publisher} may do this; send from that account",
     "ModelIsDeprecated": "model {modelId} was deprecated by its publisher; use a current model",
-    "ModelInvalid": "a model needs a non-empty name and at least one block",
+    "ModelInvalid": "a model needs a name of 1-64 bytes without '/', at least one block and a context length",
     "NodeStakeTooLow": "stake {stake} wei is below the minimum {minimum} wei; stake at least {minimum_eth} ETH",
     "NodeAlreadyRegistered": "node {node} is already registered; use `operator stake-add` or unbond first",
     "NodeUnknown": "node {node} is not registered; run `tessera operator register` first",
     "NodeBadSpan": "span [{start}, {end}) is invalid; need start < end <= {numBlocks}",
+    "NodeBadCaps": "capabilities {caps:#x} need a dtype (fp32/bf16/fp16) and a weights mode (exact/int8)",
     "NodeIsUnbonding": "node {node} is unbonding (withdrawable at {unbondAt}); withdraw, then register again",
     "NodeNotUnbonding": "node {node} is not unbonding; run `tessera operator unbond` first",
     "NodeStillBonded": "stake of {node} unlocks at unix time {unbondAt} (now {nowTs}); try again then",
     "NodeNothingToWithdraw": "node {node} has nothing to withdraw",
     "NodeOnlyJobMarket": "only the JobMarket contract may call this",
-    "NodeTransferFailed": "paying {to} failed; its payout address must accept ETH",
+    "NodeTransferFailed": "paying {to} failed; point the payout at an address that accepts ETH with "
+                          "`tessera operator set-payout ADDRESS` and withdraw again",
     "NodeNotActive": "node {node} is not active (status {status}); pick active nodes (ask the router again)",
     "NodeWrongModel": "node {node} serves another model; re-plan with nodes of this model",
     "NodeSpanNotServed": "node {node} serves [{nodeStart}, {nodeEnd}), not [{start}, {end}); re-plan",
+    "NodeSpecNotServed": "node {node} does not run dtype {dtype} with weights mode {weights} (caps {caps:#x}); "
+                         "re-plan or relax the execution spec",
     "NodeBadSetup": "deployment wiring error; redeploy with `tessera chain deploy`",
     "JobBadRequest": "invalid job: {reason}",
-    "JobBadWindows": "commit+reveal windows ({commitWindow}s + {revealWindow}s) must be >0 and total <= {maxJobDuration}s",
+    "JobBadParam": "{name} = {value} is outside [{min}, {max}]; fix the job's parameters",
+    "JobBadWindows": "windows {commitWindow}s + {revealWindow}s: each must reach {minCommit}s / {minReveal}s and "
+                     "together at most {maxJobDuration}s",
+    "JobFeeTooLow": "fee {fee} wei is below {minFee} wei ({minFee_eth} ETH), what the planned nodes ask plus the "
+                    "verification reserve; raise the fee",
+    "JobBadConfig": "deployment parameter {what} = {value} is out of bounds ({bound}); fix it and redeploy",
     "JobUnknown": "no job {jobId}; check the id",
-    "JobPlanMismatch": "the plan passed for job {jobId} is not the one submitted; read it from JobSubmitted",
+    "JobPlanMismatch": "the plan or terms passed for job {jobId} are not the ones submitted; read them from JobSubmitted",
     "JobBadReplica": "replica {replica} does not exist (job {jobId} has {numReplicas})",
-    "JobNotTail": "only the tail {tail} of replica {replica} may commit, not {caller}",
+    "JobNotTail": "only the tail {tail} of replica {replica} (or its standby, or whoever committed) may do this, "
+                  "not {caller}",
     "JobCommitClosed": "commits for job {jobId} closed (deadline {commitDeadline}, now {nowTs})",
     "JobAlreadyCommitted": "replica {replica} of job {jobId} already committed",
     "JobAlreadyRevealed": "replica {replica} of job {jobId} already revealed",
     "JobRevealNotOpen": "reveals open once every replica committed or at {commitDeadline} (now {nowTs}); wait",
-    "JobRevealClosed": "reveal deadline {revealDeadline} passed (now {nowTs})",
+    "JobRevealClosed": "reveals of job {jobId} closed (deadline {revealDeadline}, now {nowTs})",
     "JobNotCommitted": "replica {replica} of job {jobId} never committed",
-    "JobBadReveal": "output/salt do not match replica {replica}'s commitment; reveal exactly what you committed",
+    "JobBadReveal": "output, receipts root, served mask or salt do not open replica {replica}'s commitment; "
+                    "reveal exactly what you committed",
     "JobNotFinalizable": "job {jobId} can be finalized once every replica revealed or after {revealDeadline} (now {nowTs})",
     "JobAlreadyFinalized": "job {jobId} is already finalized",
+    "JobSeedNotReady": "job {jobId} waits for block {seedBlock} (now {blockNumber}); try again in a block",
+    "JobAwaitingVerifiers": "job {jobId} is disputed; draw its verifiers first (drawVerifiers) once block "
+                            "{seedBlock} is mined",
+    "JobNotDisputed": "job {jobId} is not waiting for verifiers (status {status})",
     "JobNothingToWithdraw": "{account} has no credits to withdraw",
     "JobTransferFailed": "paying {to} failed; the account must accept ETH",
     "JobOnlyNodeRegistry": "only the NodeRegistry may send slashed stake",
+    "DisputeNotOpen": "job {jobId} takes no attestations (no dispute, or it was closed)",
+    "DisputeNotVerifier": "{caller} was not drawn as a verifier of job {jobId}",
+    "DisputeAlreadyAttested": "{verifier} already attested job {jobId}",
+    "DisputeAttestClosed": "attestations for job {jobId} closed at {attestDeadline} (now {nowTs})",
+    "DisputeBadVerdicts": "give one verdict per replica: {numReplicas}, not {length}",
+    "DisputeBadVerdict": "verdict {verdict} for replica {replica} is above {maxVerdict} (0 unknown, 1 honest, "
+                         "2+k faulty at the k-th served hop)",
+    "DisputeStillOpen": "job {jobId}'s verifiers may attest until {attestDeadline} (now {nowTs}); wait",
+    "DisputeOnlyJobMarket": "only the JobMarket contract may call this",
+    "DisputeBadSetup": "deployment wiring error; redeploy with `tessera chain deploy`",
 }
 
 

@@ -29,7 +29,7 @@ from proto.paths import REPO_ROOT, node_modules_bin
 logger = logging.getLogger(__name__)
 
 CONTRACTS_DIR = REPO_ROOT / "contracts"
-CONTRACT_NAMES = ("ModelRegistry", "NodeRegistry", "JobMarket")
+CONTRACT_NAMES = ("ModelRegistry", "NodeRegistry", "Disputes", "JobMarket")
 BUILD_TIMEOUT_S = 600  # a cold build takes seconds; this bounds a hung compiler (or a build we wait on)
 
 

@@ -11,13 +11,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
 from proto import paths
 from proto.errors import ConfigError
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 PASSWORD_ENV = "TESSERA_KEY_PASSWORD"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -48,6 +50,8 @@ def save_key(name: str, private_key: str | bytes, password: str, overwrite: bool
 
     ``scrypt_n`` overrides the scrypt cost (default eth-account's 2**18; tests lower it).
     """
+    from eth_account import Account  # lazy: eth-account costs seconds to import; `keys list` needs none of it
+
     path = _path(name)
     if path.exists() and not overwrite:
         raise ConfigError(f"a key named {name!r} exists at {path}; pick another name")
@@ -62,6 +66,8 @@ def save_key(name: str, private_key: str | bytes, password: str, overwrite: bool
 
 def new_key(name: str, password: str) -> KeyInfo:
     """Create a fresh random key."""
+    from eth_account import Account  # lazy: eth-account costs seconds to import; `keys list` needs none of it
+
     return save_key(name, Account.create().key, password)
 
 
@@ -76,8 +82,10 @@ def list_keys() -> list[KeyInfo]:
     return out
 
 
-def load_key(name: str, password: str | None = None) -> LocalAccount:
+def load_key(name: str, password: str | None = None) -> "LocalAccount":
     """Decrypt keystore ``name`` (password from the argument or ``TESSERA_KEY_PASSWORD``)."""
+    from eth_account import Account  # lazy: eth-account costs seconds to import; `keys list` needs none of it
+
     path = _path(name)
     if not path.exists():
         raise ConfigError(f"no key named {name!r} in {keys_dir()}; create one with `tessera keys new {name}`")

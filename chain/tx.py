@@ -70,6 +70,7 @@ class Sender:
         self.receipt_timeout_s = receipt_timeout_s
         self._lock = threading.Lock()
         self._nonce: int | None = None
+        self._embedded = type(w3.provider).__name__ == "EthereumTesterProvider"
 
     @property
     def address(self) -> str:
@@ -83,9 +84,13 @@ class Sender:
         return n
 
     def estimate(self, fn, value: int = 0) -> int:
-        """Gas estimate; a revert raises the decoded ContractError before anything is sent."""
+        """Gas estimate against the pending block (where the transaction will run: a call that needs
+        a later block than the latest one, such as a verifier draw, estimates as it will execute);
+        a revert raises the decoded ContractError before anything is sent."""
         try:
-            return fn.estimate_gas({"from": self.address, "value": value})
+            if self._embedded:  # py-evm estimates on its pending state and takes no block argument
+                return fn.estimate_gas({"from": self.address, "value": value})
+            return fn.estimate_gas({"from": self.address, "value": value}, "pending")
         except ContractLogicError as exc:
             raise decode_revert(_revert_data(exc)) from None
         except Exception as exc:  # noqa: BLE001

@@ -9,9 +9,12 @@ the deployment file and a router (`tessera router serve`) for the plan:
         --key 0x... --model smollm2-135m --prompt "The capital of France is" \
         [--tokenizer ~/.tessera/models/smollm2-135m/tokenizer.json]
 
-It asks the router for a plan, escrows the fee, waits for JobFinalized and
-prints the agreed output (decoded with the tokenizer if given, else token ids)
-and what each node was paid or slashed, as JobFinalized reports it.
+It asks the router for a plan, escrows the fee (at least what the planned nodes
+ask: JobMarket.feeFloor), waits for JobFinalized and prints the accepted output
+(decoded with the tokenizer if given, else token ids) and what each node was
+paid or slashed, as JobFinalized reports it. A model name is published by the
+deployment's publisher (``publisher`` in deployment.json): its id is
+keccak256(abi.encode(publisher, name)).
 """
 
 import argparse
@@ -22,13 +25,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+from eth_abi import encode as abi_encode
 from eth_account import Account
 from tokenizers import Tokenizer
 from web3 import Web3
 
 ABI = Path(__file__).resolve().parent.parent / "contracts" / "out" / "JobMarket.sol" / "JobMarket.json"
 CODECS = {"fp32": 0, "fp16": 1, "bf16": 2, "int8-absmax": 3, "int8-outlier": 4, "int8-dynamic": 5}
-HOP_OUTCOMES = {0: "none", 1: "paid", 2: "failed", 3: "slashed"}  # JobFinalized.outcomes
+HOP_OUTCOMES = {0: "none", 1: "paid", 3: "slashed"}  # JobFinalized per-hop word, bits 192-199
 
 
 def ask_router(url: str, model: str, replicas: int) -> list[int]:
@@ -51,7 +55,7 @@ def main() -> None:
     ap.add_argument("--prompt", default="The capital of France is")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--replicas", type=int, default=3)
-    ap.add_argument("--fee-eth", default="0.01")
+    ap.add_argument("--fee-eth", default=None, help="fee in ETH (default: the plan's fee floor)")
     ap.add_argument("--codec", default="int8-outlier", choices=sorted(CODECS))
     ap.add_argument("--tokenizer", help="tokenizer.json to decode the output (needs the tokenizers package)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds to wait for JobFinalized")
@@ -63,10 +67,15 @@ def main() -> None:
     market = w3.eth.contract(address=dep["job_market"], abi=json.loads(ABI.read_text())["abi"])
 
     hops = ask_router(args.router, args.model, args.replicas)
-    params = (args.prompt.encode(), b"\0" * 32, "", args.max_tokens, 0, 0, CODECS[args.codec], 600, 300)
-    tx = market.functions.submitJob(Web3.keccak(text=args.model), hops, params).build_transaction({
-        "from": me.address, "value": Web3.to_wei(args.fee_eth, "ether"),
-        "nonce": w3.eth.get_transaction_count(me.address)})
+    model_id = Web3.keccak(abi_encode(["address", "string"], [dep["publisher"], args.model]))
+    # JobParams: input, inputHash, inputUri, maxTokens, temperatureMilli, seed, codec, commit and reveal
+    # windows (s), spec (0: fp32, exact weights, replicated)
+    params = (args.prompt.encode(), b"\0" * 32, "", args.max_tokens, 0, 0, CODECS[args.codec], 600, 300, 0)
+    fee = market.functions.feeFloor(model_id, hops, args.max_tokens, 0, 0).call()
+    if args.fee_eth is not None:
+        fee = max(fee, Web3.to_wei(args.fee_eth, "ether"))
+    tx = market.functions.submitJob(model_id, hops, params).build_transaction({
+        "from": me.address, "value": fee, "nonce": w3.eth.get_transaction_count(me.address)})
     receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(me.sign_transaction(tx).raw_transaction))
     job_id = market.events.JobSubmitted().process_receipt(receipt)[0]["args"]["jobId"]
     print(f"submitted job {job_id} ({args.replicas} replicas) in block {receipt.blockNumber}")
@@ -80,12 +89,14 @@ def main() -> None:
         time.sleep(1)
     fin = done[0]["args"]
     print("settlement (JobFinalized):")
-    for node, outcome, paid, slashed in zip(fin["nodes"], fin["outcomes"], fin["paid"], fin["slashed"]):
+    for hop, word in zip(hops, fin["hops"]):  # per hop word: paid | slashed << 96 | outcome << 192
+        node = Web3.to_checksum_address(hop & ((1 << 160) - 1))
+        paid, slashed, outcome = word & ((1 << 96) - 1), word >> 96 & ((1 << 96) - 1), word >> 192 & 0xFF
         cut = f", {Web3.from_wei(slashed, 'ether')} ETH of stake slashed" if slashed else ""
-        print(f"  {node}  {HOP_OUTCOMES[outcome]}: +{Web3.from_wei(paid, 'ether')} ETH{cut}")
-    winners = [r for r in range(args.replicas) if fin["winnersMask"] >> r & 1]
+        print(f"  {node}  {HOP_OUTCOMES.get(outcome, outcome)}: +{Web3.from_wei(paid, 'ether')} ETH{cut}")
+    winners = [r for r in range(args.replicas) if fin["paidMask"] >> r & 1]
     if not winners:
-        sys.exit(f"no majority: {Web3.from_wei(fin['refund'], 'ether')} ETH refunded")
+        sys.exit(f"nobody paid: {Web3.from_wei(fin['refund'], 'ether')} ETH refunded")
     reveals = market.events.JobRevealed().get_logs(from_block=receipt.blockNumber, argument_filters=flt)
     output = next(bytes(e["args"]["output"]) for e in reveals if e["args"]["replica"] == winners[0])
     ids = [struct.unpack(">I", output[i:i + 4])[0] for i in range(0, len(output), 4)]
@@ -93,7 +104,8 @@ def main() -> None:
         print("output:", repr(Tokenizer.from_file(args.tokenizer).decode(ids)))
     else:
         print("output token ids:", ids)
-    print(f"agreed by replicas {winners} of {args.replicas}")
+    how = "agreed by" if fin["outcome"] == 1 else "judged honest by the verifiers:"
+    print(f"{how} replicas {winners} of {args.replicas}; {Web3.from_wei(fin['refund'], 'ether')} ETH refunded")
 
 
 if __name__ == "__main__":

@@ -35,11 +35,17 @@ class ContractError(ChainError):
 # errors live here because Python raises them too (PlanError); chain.abi adds the rest.
 PLAN_HINTS: dict[str, str] = {
     "JobPlanBadReplicas": "plan replicas are malformed at hop {hop} (replica {replica}); need 1..8 replicas in order",
+    "JobPlanHopJunk": "hop {hop} has bits set above bit 200 ({word:#x}); pack hops with proto.types.pack_hop",
     "JobPlanGap": "replica {replica} leaves blocks [{expectedStart}, {start}) uncovered at hop {hop}; re-plan",
-    "JobPlanOverlap": "replica {replica} hop {hop} [{start}, {end}) overlaps or passes the model "
-                      "(expected start {expectedStart}); re-plan",
+    "JobPlanOverlap": "replica {replica} hop {hop} starts at {start}, before the previous hop ended "
+                      "({expectedStart}); re-plan",
+    "JobPlanEmptyHop": "replica {replica} hop {hop} has an empty span [{start}, {end}); re-plan",
+    "JobPlanPastEnd": "replica {replica} hop {hop} ends at {end}, past the model's {numBlocks} blocks; re-plan",
+    "JobPlanBadStandby": "replica {replica} hop {hop} is a standby that does not directly follow a primary "
+                         "with its exact span; put each standby right after the hop it backs",
+    "JobPlanTooManyHops": "replica {replica} has more than {maxWords} hops (at hop {hop}); use fewer, longer spans",
     "JobPlanIncomplete": "replica {replica} stops at block {coveredTo} of {numBlocks}; re-plan to cover every block",
-    "JobPlanNodeReused": "node {node} appears twice in the plan; replicas must be node-disjoint",
+    "JobPlanNodeReused": "node {node} appears twice in the plan; replicas and standbys must be node-disjoint",
 }
 
 

@@ -37,15 +37,19 @@ def block_throughput(nodes: Iterable, num_blocks: int) -> list[float]:
     return out
 
 
-def suggest_span(nodes: Sequence, num_blocks: int, max_blocks: int) -> tuple[int, int]:
+def suggest_span(nodes: Sequence, num_blocks: int, max_blocks: int | None = None) -> tuple[int, int]:
     """The most under-served window ``[start, end)`` of ``min(max_blocks, num_blocks)`` blocks.
 
     Windows are ranked by the fewest nodes on their worst-served block, then by
     the fewest nodes in total, then by the least advertised throughput; ties go
     to the earliest window. On an empty network this is ``(0, max_blocks)``.
+    Without ``max_blocks`` it is the first longest run of the least-served blocks
+    (the gap a new node fills without doubling what others already serve).
     """
     if num_blocks < 1:
         raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+    if max_blocks is None:
+        return _least_served_run(block_capacity(nodes, num_blocks))
     if max_blocks < 1:
         raise ValueError(f"max_blocks must be >= 1, got {max_blocks}; how many blocks fit in this node's memory?")
     width = min(max_blocks, num_blocks)
@@ -56,3 +60,17 @@ def suggest_span(nodes: Sequence, num_blocks: int, max_blocks: int) -> tuple[int
         key=lambda s: (min(cap[s : s + width]), sum(cap[s : s + width]), sum(thr[s : s + width]), s),
     )
     return best, best + width
+
+
+def _least_served_run(cap: list[int]) -> tuple[int, int]:
+    """The first longest run ``[start, end)`` of blocks with the least capacity."""
+    low = min(cap)
+    best, start = (0, 0), None
+    for b, c in enumerate(cap + [low + 1]):
+        if c == low and start is None:
+            start = b
+        elif c != low and start is not None:
+            if b - start > best[1] - best[0]:
+                best = (start, b)
+            start = None
+    return best

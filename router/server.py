@@ -34,8 +34,7 @@ MAX_BODY = 16 << 20  # bytes accepted in one POST (an inline snapshot of ~50k no
 
 def advice(snap: Snapshot, max_blocks: int | None) -> dict:
     """The JSON the advise endpoint and ``tessera router advise --json`` print."""
-    k = max_blocks or snap.num_blocks
-    start, end = suggest_span(snap.nodes, snap.num_blocks, k)
+    start, end = suggest_span(snap.nodes, snap.num_blocks, max_blocks)
     return {"model": snap.model, "num_blocks": snap.num_blocks, "capacity": block_capacity(snap.nodes, snap.num_blocks),
             "suggested_span": [start, end]}
 
@@ -60,8 +59,15 @@ def _handler(source: Source):
                 self._reply(200, fn())
             except RoutingError as exc:
                 self._reply(422, {"error": str(exc)})
-            except (TesseraError, ValueError, KeyError, TypeError) as exc:
-                self._reply(400, {"error": f"{type(exc).__name__}: {exc}"})
+            except TesseraError as exc:
+                self._reply(400, {"error": str(exc)})
+            except json.JSONDecodeError as exc:
+                self._reply(400, {"error": f"the body is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"})
+            except KeyError as exc:
+                self._reply(400, {"error": f"the request lacks {exc.args[0]!r}; POST /plan takes {{\"model\": M, "
+                                           "\"replicas\": R, \"mode\": ..., \"weights\": {...}}, GET /advise ?model=M"})
+            except (ValueError, TypeError) as exc:
+                self._reply(400, {"error": f"bad request: {exc}"})
 
         def do_GET(self) -> None:
             url = urlparse(self.path)

@@ -10,7 +10,7 @@ from typing import Callable
 
 from chain.client import TesseraChain
 from chain.deploy import load_deployment
-from proto.errors import ConfigError
+from proto.errors import ConfigError, ContractError, RoutingError
 from router.types import Snapshot
 from router.view import NetworkView, grpc_prober
 
@@ -46,12 +46,21 @@ def client_source(chain: TesseraChain, ttl_s: float = 30.0, probe: bool = True) 
     def get(model: str) -> Snapshot:
         if model not in views:
             views[model] = NetworkView(
-                chain.list_nodes, lambda m: chain.get_model(m).num_blocks,
+                chain.list_nodes, lambda m: _num_blocks(chain, m),
                 prober=grpc_prober() if probe else None, ttl_s=ttl_s,
             )
         return views[model].snapshot(model)
 
     return get
+
+
+def _num_blocks(chain: TesseraChain, model: str) -> int:
+    try:
+        return chain.get_model(model).num_blocks
+    except ContractError as exc:
+        if exc.name != "ModelUnknown":
+            raise
+        raise RoutingError(f"model {model!r} is not registered on this chain; check the name") from None
 
 
 def chain_source(rpc_url: str | None = None, ttl_s: float = 30.0, probe: bool = True) -> Source:

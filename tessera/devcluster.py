@@ -30,6 +30,7 @@ from chain.deploy import DeployParams, deploy, save_deployment
 from proto.errors import TesseraError
 from proto.types import Hop, NodeId, Plan, Replica
 from tessera.procs import stop_processes
+from worker.limits import ModelLimits
 from worker.store import fetch, load_manifest
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class NodeProc:
     proc: subprocess.Popen | None = None
     address: str = ""
     lines: list[str] = field(default_factory=list)
+    metrics_port: int = 0  # HTTP port of the node's /metrics and /health
 
     @property
     def alive(self) -> bool:
@@ -61,7 +63,7 @@ class DevCluster:
 
     def __init__(self, workdir: str | Path, model: str = "smollm2-135m", spans: list[tuple[int, int]] | None = None,
                  copies: int = 3, byzantine: tuple[int, ...] = (), threads: int = 1,
-                 params: DeployParams | None = None):
+                 params: DeployParams | None = None, engine: str = "anvil"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.model = model
@@ -69,7 +71,10 @@ class DevCluster:
         self.copies = copies  # nodes per span
         self.byzantine = set(byzantine)  # node positions (0-based) that corrupt activations
         self.threads = threads
-        self.params = params or DeployParams(unbonding_period_s=3600, max_job_duration_s=3600)
+        # short windows so tests can wait them out; unbonding 7200 s > a job's lifetime (1800 + 600 + 3 x 120)
+        self.params = params or DeployParams(unbonding_period_s=7200, max_job_duration_s=1800, min_commit_window_s=10,
+                                             min_reveal_window_s=30, attest_window_s=600, finalize_grace_s=120)
+        self.engine = engine  # devnet: anvil or hardhat
         self.net: devnet.Devnet | None = None
         self.nodes: list[NodeProc] = []
         self.env = {**os.environ, "TESSERA_DEPLOYMENT": str(self.workdir / "deployment.json")}
@@ -82,8 +87,8 @@ class DevCluster:
         self.close()
 
     def start(self, on_step=lambda s: None) -> "DevCluster":
-        on_step("starting anvil")
-        self.net = devnet.start_anvil(log_file=self.workdir / "anvil.log")
+        on_step(f"starting {self.engine}")
+        self.net = devnet.start(self.engine, log_file=self.workdir / f"{self.engine}.log")
         self.w3 = devnet_w3(self.net)
         on_step("deploying contracts")
         self.deployment = deploy(self.w3, _acct(0), self.params, rpc_url=self.net.rpc_url)
@@ -91,7 +96,8 @@ class DevCluster:
         on_step(f"preparing model {self.model}")
         m = fetch(self.model) if self.model in ("smollm2-135m", "digits-cnn", "digits-vit") else load_manifest(self.model)
         self.manifest = m
-        self.client(0).register_model(m.name, m.num_blocks, m.weights_root, m.tokenizer_hash, m.config_hash)
+        self.client(0).register_model(m.name, m.num_blocks, _context_length(m), m.weights_root, m.tokenizer_hash,
+                                      m.config_hash)
         spans = self.spans or _halves(m.num_blocks)
         n = len(spans) * self.copies
         if n > MAX_NODES:
@@ -108,7 +114,7 @@ class DevCluster:
         return self
 
     def _register(self, index: int, span: tuple[int, int], byzantine: bool) -> NodeProc:
-        port = devnet.free_port()
+        port, metrics_port = devnet.free_port(), devnet.free_port()
         c = self.client(index)
         c.register_node(self.model, span[0], span[1], f"127.0.0.1:{port}", 10**18, throughput=2000,
                         price_per_block=10**9)
@@ -118,9 +124,10 @@ class DevCluster:
                      "dev_account": index, "state_dir": str(self.workdir / f"node{index}"),
                      "poll_interval_s": 0.3, "retry_backoff_s": 0.5},
             "worker": {"model": self.model, "start": span[0], "end": span[1], "port": port,
-                       "threads": self.threads, "byzantine": byzantine},
+                       "metrics_port": metrics_port, "threads": self.threads, "byzantine": byzantine},
         }))
-        return NodeProc(index, span, port, cfg, self.workdir / f"node{index}.log", byzantine, address=c.address)
+        return NodeProc(index, span, port, cfg, self.workdir / f"node{index}.log", byzantine, address=c.address,
+                        metrics_port=metrics_port)
 
     # ------------------------------------------------------------------ nodes
     def add_node(self, span: tuple[int, int], byzantine: bool = False) -> NodeProc:
@@ -188,6 +195,11 @@ class DevCluster:
 def _pump(node: NodeProc) -> None:
     for line in node.proc.stdout:
         node.lines.append(line.rstrip("\n"))
+
+
+def _context_length(m) -> int:
+    """What the model attends over (1 for a classifier), as registered with it."""
+    return 1 if m.kind == "classifier" else ModelLimits.of(m.directory).context or 2048
 
 
 def _halves(num_blocks: int) -> list[tuple[int, int]]:

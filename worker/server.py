@@ -2,9 +2,16 @@
 
 Handlers are thin: parse, authenticate (inside the runtime), log one line per
 session, call :class:`worker.ring.HopRuntime`, serialise. A refused message
-aborts only its own stream with a gRPC status; the server keeps serving.
+aborts only its own stream with a gRPC status and a one-line message; the
+server keeps serving. Streams run on a bounded pool of handler threads sized
+so that idle streams (capped and ended by :class:`worker.streams.StreamBook`)
+can never take the threads that Ping, Info and live sessions need.
 A process runs it through ``tessera operator run``: on chain with
 ``--config node.toml``, or over a static plan with ``--plan-file plan.json``.
+
+Transport: plaintext gRPC. Every hop message is signed and bound to its
+session, so a listener cannot forge or replay one, but it can read the
+activations; TLS with pinned certificates is not built yet.
 """
 
 from __future__ import annotations
@@ -22,23 +29,33 @@ from importlib.metadata import PackageNotFoundError, version
 import grpc
 import torch
 
-from proto.errors import CodecError, ConfigError, ProtocolError, TesseraError
+from proto.errors import CodecError, ConfigError, JobInputError, ProtocolError, TesseraError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
-from worker import codec
+from worker import codec, stream
 from worker.config import WorkerConfig
+from worker.limits import ModelLimits
 from worker.planview import PlanView
-from worker.ring import HopRuntime, OnOutput
+from worker.ring import HopRuntime, OnOutput, Stream
+from worker.ring.link import KEEPALIVE, PeerTimeout
 from worker.sessions import SessionError
 from worker.signing import Signer, load_key
 from worker.stage import Stage
 from worker.stagepool import Loader
 from worker.store import resolve
+from worker.streams import StreamBook
+from worker.wire import MessageError, safe
 
 logger = logging.getLogger(__name__)
 
-_STATUS = [(CodecError, grpc.StatusCode.INVALID_ARGUMENT), (ProtocolError, grpc.StatusCode.PERMISSION_DENIED),
-           (SessionError, grpc.StatusCode.RESOURCE_EXHAUSTED), (TesseraError, grpc.StatusCode.FAILED_PRECONDITION)]
+# deterministic refusals (the input can never run) are INVALID_ARGUMENT: a head does not retry them
+_STATUS = [(MessageError, grpc.StatusCode.INVALID_ARGUMENT), (CodecError, grpc.StatusCode.INVALID_ARGUMENT),
+           (JobInputError, grpc.StatusCode.INVALID_ARGUMENT), (PeerTimeout, grpc.StatusCode.UNAVAILABLE),
+           (ProtocolError, grpc.StatusCode.PERMISSION_DENIED), (SessionError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+           (TesseraError, grpc.StatusCode.FAILED_PRECONDITION)]
+SPARE_THREADS = 32  # handler threads beyond live sessions and idle streams: Ping, Info, refusals
+SWEEP_S = 0.25  # how often quiet streams and expired sessions are looked for, seconds
+REFUSALS_LOGGED_PER_S = 10  # refusal log lines per second at most; the rest are counted (a flood fills no disk)
 
 
 def _version() -> str:
@@ -51,24 +68,47 @@ def _version() -> str:
 class WorkerServicer(pb_grpc.WorkerServiceServicer):
     """gRPC handlers over a :class:`HopRuntime`."""
 
-    def __init__(self, runtime: HopRuntime):
-        self.runtime = runtime
+    def __init__(self, runtime: HopRuntime, streams: StreamBook):
+        self.runtime, self.streams = runtime, streams
+        self._log_lock = threading.Lock()
+        self._log_window, self._logged, self._unlogged = 0, 0, 0  # this second; lines logged in it; suppressed
 
     def Forward(self, request_iterator, context):
-        opened: set[tuple[int, int]] = set()
+        stream, msg = Stream(), None
+        entry = self.streams.enter(context.peer().rpartition(":")[0], context.cancel, lambda: self.runtime.live(stream))
         try:
             for msg in request_iterator:
-                resp = self.runtime.handle(msg, opened)
-                if msg.kind == pb.KIND_OPEN:
-                    logger.info("session job %s replica %s opened by %s", msg.job_id, msg.replica, msg.sender)
+                self.streams.begin(entry)
+                resp = self.runtime.handle(msg, stream)
+                self.streams.done(entry, stream.session is not None)
                 yield resp
         except TesseraError as exc:
             code = next(c for cls, c in _STATUS if isinstance(exc, cls))
-            logger.warning("refused job %s step %s from %s: %s", msg.job_id, msg.step, msg.sender, exc)
-            context.abort(code, str(exc))
+            self._log_refusal(msg, exc)
+            context.abort(code, safe(exc, 500))
+        except grpc.RpcError:  # the stream was cancelled: by its peer, or ended here for idleness
+            pass
+        except Exception as exc:  # noqa: BLE001 - a bug must end its stream, not the server
+            logger.exception("internal error on job %s step %s", safe(getattr(msg, "job_id", ""), 40),
+                             getattr(msg, "step", None))
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {safe(f'{type(exc).__name__}: {exc}', 300)}")
         finally:
-            for key in opened:  # a stream owns the sessions it opened
-                self.runtime.sessions.close(key)
+            self.runtime.end_stream(stream)
+            self.streams.leave(entry)
+
+    def _log_refusal(self, msg: pb.HopMessage, exc: TesseraError) -> None:
+        with self._log_lock:
+            now = int(time.monotonic())
+            if now != self._log_window:
+                self._log_window, self._logged = now, 0
+            if self._logged >= REFUSALS_LOGGED_PER_S:
+                self._unlogged += 1
+                return
+            self._logged += 1
+            unlogged, self._unlogged = self._unlogged, 0
+        more = f" ({unlogged} more refusals not logged)" if unlogged else ""
+        logger.warning("refused job %s step %s from %s: %s%s", safe(msg.job_id, 40), msg.step, safe(msg.sender, 50),
+                       safe(exc, 300), more)
 
     def Info(self, request, context):
         rt, spec = self.runtime, self.runtime.stage.spec
@@ -97,6 +137,8 @@ class RunningWorker:
     server: grpc.Server
     port: int  # bound TCP port
     runtime: HopRuntime
+    streams: StreamBook
+    tokens: stream.TokenHub | None = None  # token events of the replicas this node heads (StreamService)
 
     def stop(self, grace_s: float = 1.0) -> None:
         self.server.stop(grace_s).wait()
@@ -104,27 +146,35 @@ class RunningWorker:
 
 
 def start(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnOutput | None = None,
-          signer: Signer | None = None, loader: Loader | None = None) -> RunningWorker:
+          signer: Signer | None = None, loader: Loader | None = None,
+          limits: ModelLimits | None = None) -> RunningWorker:
     """Start serving ``stage`` on ``config.host:config.port`` (0 picks a free port).
 
     ``loader(start, end)`` loads a sub-span stage when a plan gives this node less
     than the span it loaded (see :mod:`worker.stagepool`); without one such plans are refused.
+    ``limits``: the model's context length and width, enforced on every session.
     """
     signer = signer or load_key(config.key_file, config.private_key)
-    runtime = HopRuntime(config, stage, planview, signer, on_output, loader=loader)
+    runtime = HopRuntime(config, stage, planview, signer, on_output, loader=loader, limits=limits)
+    streams = StreamBook(config.max_idle_streams, config.max_idle_streams_per_peer, config.stream_idle_s,
+                         config.session_ttl_s)
     opts = [("grpc.max_send_message_length", config.max_message_bytes),
-            ("grpc.max_receive_message_length", config.max_message_bytes)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.grpc_workers), options=opts)
-    pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(runtime), server)
+            ("grpc.max_receive_message_length", config.max_message_bytes), *KEEPALIVE,
+            ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 0)]
+    threads = config.max_sessions + config.max_idle_streams + config.max_subscribers + SPARE_THREADS
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"), options=opts)
+    pb_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(runtime, streams), server)
+    tokens = stream.add_to_server(server, config.max_subscribers)
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:
         raise TesseraError(f"cannot bind {config.host}:{config.port}; is the port in use?")
     _codecs()  # warm: Info must answer within a prober's timeout
     server.start()
-    _start_reaper(runtime, config.session_ttl_s)
+    _start_sweeper(runtime, streams)
     logger.info("worker %s serves %s [%d, %d) on %s:%d", signer.address, stage.spec.model,
                 stage.spec.start, stage.spec.end, config.host, port)
-    return RunningWorker(server, port, runtime)
+    return RunningWorker(server, port, runtime, streams, tokens)
 
 
 def serve(config: WorkerConfig, planview: PlanView, on_output: OnOutput | None = None,
@@ -132,17 +182,20 @@ def serve(config: WorkerConfig, planview: PlanView, on_output: OnOutput | None =
     """Load the configured span (:func:`load_stage`) and :func:`start` serving it; sub-spans
     that plans give this node are loaded the same way."""
     torch.set_num_threads(config.threads)
+    model_dir = config.model_dir if config.model_dir is not None else resolve(config.model)
     return start(config, load_stage(config), planview, on_output, signer,
-                 loader=lambda a, b: load_stage(config.model_copy(update={"start": a, "end": b})))
+                 loader=lambda a, b: load_stage(config.model_copy(update={"start": a, "end": b})),
+                 limits=ModelLimits.of(model_dir))
 
 
-def _start_reaper(runtime: HopRuntime, ttl_s: float) -> None:
+def _start_sweeper(runtime: HopRuntime, streams: StreamBook) -> None:
     def loop():
         while True:
-            time.sleep(min(ttl_s, 30.0))
+            time.sleep(SWEEP_S)
+            streams.sweep()
             runtime.sessions.expire()
 
-    threading.Thread(target=loop, name="session-reaper", daemon=True).start()
+    threading.Thread(target=loop, name="stream-sweeper", daemon=True).start()
 
 
 def load_stage(config: WorkerConfig) -> Stage:
@@ -150,8 +203,9 @@ def load_stage(config: WorkerConfig) -> Stage:
     if config.end is None:
         raise ConfigError("say which blocks to serve: --start S --end E (half-open)")
     model_dir = config.model_dir if config.model_dir is not None else resolve(config.model)
+    weights = {} if config.weights == "fp32" else {"weights": config.weights}  # custom loaders: fp32 only
     return _loader(config.loader)(model_dir, config.start, config.end, device=config.device,
-                           dtype=getattr(torch, config.dtype))
+                           dtype=getattr(torch, config.dtype), **weights)
 
 
 def _loader(loader: str):

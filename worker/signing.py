@@ -1,11 +1,14 @@
 """Signatures on hop messages with the node's Ethereum key (eth-account).
 
-The digest of a :class:`HopMessage` is ``keccak256(abi.encode(DOMAIN, jobId,
+The digest of a :class:`HopMessage` is ``keccak256(abi.encode(domain, jobId,
 replica, hop, step, kind, upstream, payloadHash, ids, keccak(output),
-keccak(error), sender))``; the signature is EIP-191 (``personal_sign``) over
-that 32-byte digest, so it can never pass for a transaction signature. Every
-field except the signature itself is covered, so a message cannot be edited,
-replayed to another job, hop or step, or turned around into the other direction.
+keccak(error), sender, session, sentUnixMs))`` where ``domain`` is
+:func:`worker.wire.domain_separator` of the chain id and the JobMarket address;
+the signature is EIP-191 (``personal_sign``) over that 32-byte digest, so it can
+never pass for a transaction signature. Every field except the signature itself
+is covered, so a message cannot be edited, moved to another deployment, job,
+hop, step or session, or turned around into the other direction. Only low-s
+signatures (EIP-2) are accepted, so a signature has exactly one valid form.
 """
 
 from __future__ import annotations
@@ -24,38 +27,37 @@ from eth_utils import to_checksum_address
 
 from proto.errors import ConfigError, ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
+from worker import wire
 
 logger = logging.getLogger(__name__)
 
-DOMAIN = keccak(b"tessera.v1.HopMessage")
 EIP191_PREFIX = b"\x19Ethereum Signed Message:\n32"
 ZERO32 = b"\x00" * 32
 TYPES = ["bytes32", "uint256", "uint256", "uint256", "uint256", "uint8", "bool", "bytes32",
-         "uint256[]", "bytes32", "bytes32", "address"]  # what ``digest`` abi-encodes, in order
-_IDS_OFFSET = (32 * len(TYPES)).to_bytes(32, "big")  # the one dynamic value follows the 12 head words
+         "uint256[]", "bytes32", "bytes32", "address", "bytes32", "uint64"]  # what ``digest`` abi-encodes, in order
+_IDS_OFFSET = (32 * len(TYPES)).to_bytes(32, "big")  # the one dynamic value follows the 14 head words
 _KECCAK_EMPTY = keccak(b"")  # output and error are empty on most messages
+HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0  # secp256k1 order / 2: the low-s bound
 
 
-def digest(msg: pb.HopMessage) -> bytes:
-    """The 32-byte digest a sender signs (all fields but ``signature``).
+def digest(msg: pb.HopMessage, domain: bytes) -> bytes:
+    """The 32-byte digest a sender signs (all fields but ``signature``) under ``domain``
+    (:func:`worker.wire.domain_separator`).
 
     ``abi.encode`` of :data:`TYPES` written out by hand: it runs four times per
     hop per token, and eth_abi's general encoder costs 40 us where this costs 5.
     ``tests/unit/test_signing.py`` checks it against eth_abi byte for byte.
     """
-    try:
-        job = int(msg.job_id)
-    except ValueError as exc:
-        raise ProtocolError(f"job_id {msg.job_id!r} is not a decimal integer") from exc
-    if not 0 <= job < 2**256:
-        raise ProtocolError(f"job_id {msg.job_id} is not a uint256")
-    if len(msg.payload_hash) not in (0, 32):
-        raise ProtocolError(f"payload_hash must be 32 bytes, got {len(msg.payload_hash)}")
+    job = wire.job_id(msg.job_id)
+    if len(msg.payload_hash) not in (0, 32) or len(msg.session) not in (0, 32):
+        raise wire.MessageError(f"payload_hash and session must be 32 bytes, got {len(msg.payload_hash)} and "
+                                f"{len(msg.session)}")
     sender = _address_bytes(msg.sender)
     ids = msg.ids
-    head = b"".join((DOMAIN, job.to_bytes(32, "big"), _word(msg.replica), _word(msg.hop), _word(msg.step),
+    head = b"".join((domain, job.to_bytes(32, "big"), _word(msg.replica), _word(msg.hop), _word(msg.step),
                      _word(int(msg.kind)), _word(int(msg.upstream)), msg.payload_hash or ZERO32, _IDS_OFFSET,
-                     _hash(msg.output), _hash(msg.error.encode()), bytes(12) + sender, _word(len(ids))))
+                     _hash(msg.output), _hash(msg.error.encode()), bytes(12) + sender, msg.session or ZERO32,
+                     _word(msg.sent_unix_ms), _word(len(ids))))
     return keccak(head + b"".join(_word(i) for i in ids))
 
 
@@ -70,11 +72,14 @@ def _word(v: int) -> bytes:
 def _address_bytes(address: str) -> bytes:
     """The 20 bytes of a ``0x``-prefixed hex address; ProtocolError if it is not one."""
     if len(address) != 42 or address[:2] not in ("0x", "0X"):
-        raise ProtocolError(f"sender {address!r} is not a 0x-prefixed 20-byte hex address")
+        raise ProtocolError(f"sender {wire.safe(address, 50)!r} is not a 0x-prefixed 20-byte hex address")
     try:
-        return bytes.fromhex(address[2:])
+        raw = bytes.fromhex(address[2:])
     except ValueError:
-        raise ProtocolError(f"sender {address!r} is not a 0x-prefixed 20-byte hex address") from None
+        raw = b""
+    if len(raw) != 20:
+        raise ProtocolError(f"sender {wire.safe(address, 50)!r} is not a 0x-prefixed 20-byte hex address")
+    return raw
 
 
 def _eip191(d: bytes) -> bytes:
@@ -96,21 +101,24 @@ class Signer:
         self._key = coincurve.PrivateKey(bytes(account.key))
         self.address = account.address
 
-    def sign(self, msg: pb.HopMessage) -> pb.HopMessage:
-        """Set ``sender`` and ``signature`` on ``msg`` and return it."""
+    def sign(self, msg: pb.HopMessage, domain: bytes) -> pb.HopMessage:
+        """Set ``sender`` and ``signature`` (under ``domain``) on ``msg`` and return it."""
         msg.sender = self.address
         msg.ClearField("signature")
-        sig = self._key.sign_recoverable(_eip191(digest(msg)), hasher=None)  # r || s || recovery id
+        sig = self._key.sign_recoverable(_eip191(digest(msg, domain)), hasher=None)  # r || s || recovery id
         msg.signature = sig[:64] + bytes([sig[64] + 27])
         return msg
 
 
-def recover_bytes(msg: pb.HopMessage) -> bytes:
-    """The 20-byte address that signed ``msg``; raise ProtocolError if the signature is invalid."""
+def recover_bytes(msg: pb.HopMessage, domain: bytes) -> bytes:
+    """The 20-byte address that signed ``msg`` under ``domain``; raise ProtocolError if the
+    signature is invalid or not in its low-s form."""
     sig = msg.signature
     if len(sig) != 65 or sig[64] not in (27, 28):
         raise ProtocolError(f"hop message is unsigned or its signature is malformed ({len(sig)} bytes)")
-    h = _eip191(digest(msg))
+    if int.from_bytes(sig[32:64], "big") > HALF_N:
+        raise ProtocolError("hop message signature has a high s value; only low-s (EIP-2) signatures are accepted")
+    h = _eip191(digest(msg, domain))
     try:
         pub = coincurve.PublicKey.from_signature_and_message(sig[:64] + bytes([sig[64] - 27]), h, hasher=None)
     except Exception as exc:
@@ -118,20 +126,26 @@ def recover_bytes(msg: pb.HopMessage) -> bytes:
     return keccak(pub.format(compressed=False)[1:])[-20:]
 
 
-def recover(msg: pb.HopMessage) -> str:
+def recover(msg: pb.HopMessage, domain: bytes) -> str:
     """Checksummed address that signed ``msg``; raise ProtocolError if the signature is invalid."""
-    return _checksum(recover_bytes(msg))
+    return _checksum(recover_bytes(msg, domain))
+
+
+def recover_sender(msg: pb.HopMessage, domain: bytes) -> bytes:
+    """The 20 bytes of the address that signed ``msg``, which must be the ``sender`` it claims."""
+    signer = recover_bytes(msg, domain)
+    if signer != _address_bytes(msg.sender):
+        raise ProtocolError(f"message claims sender {wire.safe(msg.sender, 50)} but was signed by {_checksum(signer)}")
+    return signer
 
 
 def _checksum(addr: bytes) -> str:
     return to_checksum_address(addr)
 
 
-def verify(msg: pb.HopMessage, expected: str) -> None:
-    """Raise ProtocolError unless ``msg`` was signed by ``expected`` and says so."""
-    signer = recover_bytes(msg)
-    if signer != _address_bytes(msg.sender):
-        raise ProtocolError(f"message claims sender {msg.sender} but was signed by {_checksum(signer)}")
+def verify(msg: pb.HopMessage, expected: str, domain: bytes) -> None:
+    """Raise ProtocolError unless ``msg`` was signed by ``expected`` under ``domain`` and says so."""
+    signer = recover_sender(msg, domain)
     if signer != _address_bytes(expected):
         raise ProtocolError(f"message from {_checksum(signer)}, but the plan names {expected} at hop {msg.hop}")
 
@@ -151,23 +165,27 @@ class PendingCheck:
     process, so nothing unverified is ever forwarded, answered or returned.
     """
 
-    def __init__(self, msg: pb.HopMessage, expected: str):
-        self.msg, self.expected = msg, expected
+    def __init__(self, msg: pb.HopMessage, expected: str, domain: bytes):
+        self.msg, self.expected, self.domain = msg, expected, domain
         self._future: Future | None = None
+        self._passed = False
 
     def start(self) -> None:
         global _verifier
-        if self._future is None:
+        if self._future is None and not self._passed:
             with _verifier_lock:
                 if _verifier is None:
                     _verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hop-verify")
-            self._future = _verifier.submit(verify, self.msg, self.expected)
+            self._future = _verifier.submit(verify, self.msg, self.expected, self.domain)
 
     def result(self) -> None:
+        if self._passed:
+            return
         if self._future is None:
-            verify(self.msg, self.expected)
+            verify(self.msg, self.expected, self.domain)
         else:
             self._future.result()
+        self._passed = True
 
 
 def load_key(key_file: str | Path | None = None, private_key: str | None = None) -> Signer:

@@ -2,8 +2,10 @@
 
 A model is a list of ``num_blocks`` blocks between an input stage (embedding or
 patchify) and an output stage (final norm + head). A :class:`Stage` owns blocks
-``[start, end)`` renumbered from 0; if ``start == 0`` it also runs the input
-stage, if ``end == num_blocks`` it also runs the output stage.
+``[start, end)``, which keep their absolute indices (a block's behaviour may
+depend on its index: attention scaling, sliding-window patterns, its cache
+slot); if ``start == 0`` it also runs the input stage, if ``end == num_blocks``
+it also runs the output stage.
 
 Tensors that flow through ``Stage.forward``:
 

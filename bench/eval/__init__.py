@@ -11,7 +11,7 @@ with a ``main(argv) -> int``, except the pure helpers):
 * :mod:`bench.eval.memory` - resident weight memory per shard per scheme.
 * :mod:`bench.eval.gas_replicas` - gas per job by call for 1, 3 and 5 replicas.
 * :mod:`bench.eval.quant` - int8-mixed weights: perplexity / accuracy / top-1 vs fp32.
-* :mod:`bench.eval.machine` - what machine a result came from.
 * :mod:`bench.eval.report` - renders ``bench/REPORT.md`` from the result files (pure).
 * :mod:`bench.eval.report_disagree` - the disagreement section and its data-driven conclusions (pure).
+* :mod:`bench.eval.report_provenance` - where each result came from; stale and pending files (pure).
 """

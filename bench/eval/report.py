@@ -4,16 +4,25 @@
 :func:`bench.plots.load_results`) and the figures drawn from them, and
 returns the whole report. Sections whose results are missing say so instead
 of disappearing, so a partial run is visibly partial. The honest-disagreement
-conclusions live in :mod:`bench.eval.report_disagree`.
+conclusions live in :mod:`bench.eval.report_disagree`; provenance, stale and
+pending files in :mod:`bench.eval.report_provenance`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.eval.machine import describe
 from bench.eval.report_disagree import disagree_section
+from bench.eval.report_provenance import (
+    HEADLINE_RULE,
+    headline_note,
+    pending_section,
+    provenance,
+    provenance_section,
+    stale_note,
+)
 from bench.eval.report_verify import GOAL_RATIO, verify_section
+from bench.provenance import describe
 
 
 def table(head: list[str], rows: list[list]) -> str:
@@ -25,16 +34,6 @@ def table(head: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def provenance(res: dict) -> str:
-    """How one result file was made: command, machine, time taken, date."""
-    m = res.get("meta")
-    if not m:
-        dev = res.get("device_name") or res.get("device")
-        return ("command and machine not recorded (file written outside `python -m bench.all`"
-                + (f"; device: {dev})" if dev else ")"))
-    return f"`{m['command']}` on {describe(m['machine'])}, {m['seconds']:.0f} s, {m['date']}"
 
 
 def figure_block(fig, res: dict, root: Path) -> str:
@@ -133,8 +132,11 @@ def bytes_section(res: dict) -> str:
 
 
 def pipeline_rows(p: dict) -> list[list]:
+    def per_run(r: dict) -> str | None:
+        return ", ".join(f"{v:g}" for v in r["runs"]["vs_monolithic"]) if "runs" in r else None
     return [[s, r["tokens_per_s"], r.get("monolithic_tokens_per_s", p.get("monolithic_tokens_per_s")),
-             r["vs_monolithic"], r["same_tokens_as_monolithic"]] for s, r in sorted(p["stages"].items(), key=lambda x: int(x[0]))]
+             r["vs_monolithic"], per_run(r), r["same_tokens_as_monolithic"]]
+            for s, r in sorted(p["stages"].items(), key=lambda x: int(x[0]))]
 
 
 def pipeline_section(res: dict) -> str:
@@ -144,18 +146,32 @@ def pipeline_section(res: dict) -> str:
         return out[0] + _missing("pipeline-cpu")
     for stem, p in sorted(runs.items()):
         out.append(f"`{stem}`: {p['model']}, {p['tokens']} new tokens after a {p['prompt_tokens']}-token prompt, "
-                   f"codec {p['codec']}, {p['thread_budget']}; best of {p['repeats']}.\n")
-        out.append(table(["stages", "tokens/s", "monolithic tokens/s", "ratio", "same tokens"], pipeline_rows(p)) + "\n")
+                   f"codec {p['codec']}, {p['thread_budget']}; {p['repeats']} runs, {headline_note(stem, p)}"
+                   + (" (each column is its own median over the runs).\n" if "headline" in p else ".\n"))
+        out.append(table(["stages", "tokens/s", "monolithic tokens/s", "ratio", "ratio per run", "same tokens"],
+                         pipeline_rows(p)) + "\n")
         if "target_met" in p:
             out.append(f"Target ({p['target']}): **{'met' if p['target_met'] else 'MISSED'}**.\n")
+        out.append(stale_note(stem, p))
     h = res.get("hop-cpu")
     if h:
         out.append(f"What a hop's own CPU work costs per token (`hop-cpu`, codec {h['codec']}, {h['wire_bytes']} bytes "
-                   f"on the wire per step): median microseconds, warm and right after sweeping {h['sweep_mb']} MB "
-                   "(about one stage's weights, which is what a stage's compute does to the caches just before).\n")
+                   f"on the wire per step): microseconds, warm and right after sweeping {h['sweep_mb']} MB "
+                   "(about one stage's weights, which is what a stage's compute does to the caches just before); "
+                   f"{headline_note('hop-cpu', h)}.\n")
         out.append(table(["piece", "warm us", "cold us"],
                          [[k, v["warm_us"], v["cold_us"]] for k, v in h["pieces"].items()]) + "\n")
-    return "\n".join(out)
+        out.append(stale_note("hop-cpu", h))
+    f = res.get("flood-cpu")
+    if f:
+        ping = f["ping_ms_during_flood"]
+        out.append(f"An honest job ({f['model']}, {f['tokens']} tokens) under a flood (`flood-cpu`: {f['flood']}): "
+                   f"median {f['median_flood_s']} s against {f['median_quiet_s']} s in quiet, {f['flood_vs_quiet']}x "
+                   f"(goal {f['goal']}: **{'met' if f['goal_met'] else 'MISSED'}**; runs {f['quiet_s']} and "
+                   f"{f['flood_s']}); Ping during the flood: median {ping['median']} ms, max {ping['max']} ms, "
+                   f"{ping['unanswered']} of {ping['sent']} unanswered. Load average "
+                   f"{f['load_average_1m']['start']}-{f['load_average_1m']['end']} on {f['cpus']} CPUs.\n")
+    return "\n".join(p for p in out if p)
 
 
 def gas_section(res: dict) -> str:
@@ -186,13 +202,19 @@ def routing_section(res: dict) -> str:
     q = table(["nodes", "blocks", "R", "networks", "random / router", "greedy / router", "greedy / router (min)"],
               [[x["nodes"], x["blocks"], x["replicas"], x["networks"], x["random_over_router_geomean"],
                 x["greedy_over_router_geomean"], x["greedy_over_router_min"]] for x in r["quality"]])
-    return (f"## 5. Routing\n\nPlanning time (target median {r['target_median_ms']} ms):\n\n{t}\n\n"
-            "Predicted per-token latency of random and greedy plans over the router's (geometric mean; above 1 "
-            f"the router's plan is faster). The comparison uses the router's own cost model.\n\n{q}\n")
+    parts = [f"## 5. Routing\n\nPlanning time (target median {r['target_median_ms']} ms), "
+             f"{headline_note('routing', r)}:\n\n{t}\n", stale_note("routing", r),
+             "Predicted per-token latency of random and greedy plans over the router's (geometric mean; above 1 "
+             f"the router's plan is faster). The comparison uses the router's own cost model.\n\n{q}\n"]
+    return "\n".join(p for p in parts if p)
 
 
 def _met(ok: bool) -> str:
     return "met" if ok else "**missed**"
+
+
+def _stale(stem: str, res: dict) -> str:
+    return "; stale until rerun (predates provenance)" if stale_note(stem, res) else ""
 
 
 def summary(res: dict) -> str:
@@ -210,15 +232,20 @@ def summary(res: dict) -> str:
     for stem, p in sorted((k, v) for k, v in res.items() if k.startswith("pipeline-") and "target_met" in v):
         r3 = p["stages"].get("3", {})
         out.append(f"- Pipeline `{stem}` ({p['target']}): {_met(p['target_met'])} — "
-                   f"{r3.get('vs_monolithic', '?')} of monolithic at 3 stages.")
+                   f"{r3.get('vs_monolithic', '?')} of monolithic at 3 stages{_stale(stem, p)}.")
     g = res.get("gas")
     if g:
         out.append(f"- Gas per job, 3 replicas (target {g['target']:,}): {_met(g['meets_target'])} — {g['total']:,}.")
     r = res.get("routing")
     if r:
         worst = max(t["median_ms"] for t in r["timing"])
+        tp = ", ".join(f"throughput mode median {t['median_ms']} ms ({t['proven_optimal']}/{t['runs']} proven optimal)"
+                       for t in r.get("throughput_mode", []))
         out.append(f"- Router planning time (target median {r['target_median_ms']} ms, latency mode, 1,000 nodes): "
-                   f"{_met(worst <= r['target_median_ms'])} — worst median {worst} ms.")
+                   f"{_met(worst <= r['target_median_ms'])} — medians "
+                   f"{', '.join(str(t['median_ms']) for t in r['timing'])} ms, p95 up to "
+                   f"{max(t['p95_ms'] for t in r['timing'])} ms; {tp or 'throughput mode not measured'}"
+                   f"{_stale('routing', r)}.")
     for stem in sorted(k for k in res if k.startswith("disagree-")):
         d = res[stem]
         parts = ", ".join(f"{k} {v['differ']}/{v['prompts']}" for k, v in d["pairs"].items())
@@ -248,8 +275,9 @@ def render(res: dict, figs: list, root: Path) -> str:
     parts = ["# Tessera evaluation report\n",
              "Generated by `python -m bench.all` (`make bench`) from `bench/results/*.json`; every number below is "
              "read from those files. Machines: " + ("; ".join(machines) if machines else "not recorded") + ". CPU timings "
-             "come from a shared 2-core machine where other jobs ran at the same time; treat them as indicative.\n",
-             summary(res),
+             "come from a shared 2-core machine where other jobs ran at the same time; treat them as indicative. "
+             + HEADLINE_RULE + "\n",
+             summary(res), pending_section(res),
              accuracy_section(res), figs_for("accuracy"), bytes_section(res), figs_for("bytes"),
              pipeline_section(res), figs_for("pipeline"), gas_section(res), figs_for("gas"),
              routing_section(res), figs_for("routing")]
@@ -262,4 +290,5 @@ def render(res: dict, figs: list, root: Path) -> str:
     if not any("gpu" in k for k in res):
         parts.append("## GPU\n\n_No GPU results yet: `python -m bench.all --device cuda` on a GPU machine writes "
                      "`pipeline-gpu-<card>.json` and `disagree-gpu-<card>.json`, and this report picks them up._\n")
+    parts.append(provenance_section(res))
     return "\n".join(p for p in parts if p).rstrip() + "\n"

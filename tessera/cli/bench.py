@@ -17,6 +17,7 @@ BENCHES = {
     "routing": "Planning time and plan quality of the router on simulated networks.",
     "hop": "CPU cost of each piece of a hop's own work per token, warm and right after compute.",
     "verify": "Verification by re-execution: false penalties, tampering caught per hop, cost vs generation.",
+    "flood": "An honest job's time with its tail flooded by idle streams and replayed OPENs, vs quiet.",
     "all": "Run every benchmark; write bench/results/*.json and bench/REPORT.md (make bench).",
 }
 

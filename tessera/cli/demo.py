@@ -13,7 +13,6 @@ import click
 from proto import paths
 from tessera.cli.options import eth_to_wei
 from tessera.cli.present import NO_MAJORITY_EXIT
-from tessera.devcluster import DevCluster
 from tessera.units import fmt_eth
 
 
@@ -22,16 +21,25 @@ from tessera.units import fmt_eth
 @click.option("--max-tokens", default=32, show_default=True, type=click.IntRange(1, 512))
 @click.option("--replicas", default=3, show_default=True, type=click.IntRange(1, 4), help="Replicas (2 hops each).")
 @click.option("--byzantine", default=0, show_default=True, type=click.IntRange(0, 4),
-              help="Nodes that corrupt their activations (their replicas should be outvoted).")
+              help="Nodes that corrupt their activations: their replicas diverge and the job is disputed "
+                   "(the demo network has no full node to verify, so it settles unverified).")
 @click.option("--image", is_flag=True, help="Classify a digits image with the sharded CNN instead.")
 @click.option("--fee", default="0.03", show_default=True, help="Fee in ETH.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on the last line.")
 @click.option("--keep-logs", is_flag=True, help="Keep the demo's work folder (node logs, configs).")
 def demo(prompt, max_tokens, replicas, byzantine, image, fee, as_json, keep_logs) -> None:
     """Start anvil, deploy, register and start operator nodes, submit a job, show the
-    consensus and the payouts, then stop everything (also on Ctrl-C or failure)."""
+    consensus and the payouts, then stop everything (also on Ctrl-C or failure).
+
+    \b
+    Examples:
+      tessera demo
+      tessera demo --byzantine 1
+      tessera demo --image --json
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from tessera import requester
+    from tessera.devcluster import DevCluster
 
     # lazy: torch imported only when this command runs (fast --help)
     from worker.node.payload import encode_prompt
@@ -73,12 +81,13 @@ def demo(prompt, max_tokens, replicas, byzantine, image, fee, as_json, keep_logs
         else:
             click.echo(f"prompt: {prompt!r}")
             click.echo(f"output: {text!r}")
-        if res.outcome == "refund":
-            click.echo(f"no majority: {res.reason}; refunded {fmt_eth(res.refund)}")
-        click.echo(f"consensus: {len(res.winners)}/{replicas} replicas agree: {list(res.winners)}")
-        for r, h in res.reveals.items():
-            nodes = ", ".join(h2.node[:10] for h2 in res.plan.replicas[r].hops)
-            click.echo(f"  replica {r} ({nodes}): {h[:14]}...  {'agreed' if r in res.winners else 'OUTVOTED'}")
+        if res.outcome == "refunded":
+            click.echo(f"nobody paid: {res.reason}; refunded {fmt_eth(res.refund)}")
+        click.echo(f"{res.outcome}: {len(res.winners)}/{replicas} replicas paid: {list(res.winners)}")
+        for v in res.replicas():
+            nodes = ", ".join(h2.node[:10] for h2 in res.plan.replicas[v.replica].hops)
+            click.echo(f"  replica {v.replica} ({nodes}): {v.output_hash[:14]}...  {v.verdict}"
+                       + (f" ({v.detail})" if v.detail else ""))
         click.echo("payouts (from the JobFinalized event):")
         for node in cluster.nodes:
             rec = client.get_node(node.address)
@@ -99,5 +108,5 @@ def demo(prompt, max_tokens, replicas, byzantine, image, fee, as_json, keep_logs
             say(f"logs kept in {workdir}")
     if as_json:
         click.echo(json.dumps(summary))
-    if summary.get("outcome") == "refund":
+    if summary.get("outcome") == "refunded":
         raise click.exceptions.Exit(NO_MAJORITY_EXIT)

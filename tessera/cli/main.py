@@ -24,6 +24,7 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "operator": ("tessera.cli.operator", "operator", "Register, stake, run and withdraw as a node operator."),
     "router": ("tessera.cli.router", "router", "Plan replicas, serve plans over HTTP, advise operators."),
     "job": ("tessera.cli.job", "job", "Submit jobs and read their status and results."),
+    "gateway": ("tessera.cli.gateway", "gateway", "Serve an OpenAI-compatible API and the network explorer."),
     "demo": ("tessera.cli.demo", "demo", "Run the whole product end to end on a local devnet."),
     "bench": ("tessera.cli.bench", "bench", "Benchmarks; each prints one JSON object on its last line."),
 }
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = cli.main(args=argv, prog_name="tessera", standalone_mode=False)  # an int from click.exceptions.Exit
     except TesseraError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        from tessera.cli.checks import explain  # lazy: only on an error
+
+        click.secho(f"error: {explain(exc)}", fg="red", err=True)
         return 1
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -11,7 +11,6 @@ import json
 import time
 
 import click
-from rich.console import Console
 
 from proto import paths
 
@@ -42,7 +41,15 @@ def model() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even if the model is already stored.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 def fetch(name: str, force: bool, as_json: bool) -> None:
-    """Store a built-in model: smollm2-135m, digits-cnn or digits-vit."""
+    """Store a built-in model: smollm2-135m, digits-cnn or digits-vit.
+
+    \b
+    Examples:
+      tessera model fetch smollm2-135m
+    """
+    # lazy: rich only for the progress spinner
+    from rich.console import Console
+
     # lazy: torch imported only when this command runs (fast --help)
     from worker.store.install import BUILTIN
     from worker.store.install import fetch as do_fetch
@@ -63,7 +70,12 @@ def fetch(name: str, force: bool, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Replace a stored model of the same name.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 def import_(directory: str, name: str | None, force: bool, as_json: bool) -> None:
-    """Copy a local Hugging Face model directory into the store and hash its blocks."""
+    """Copy a local Hugging Face model directory into the store and hash its blocks.
+
+    \b
+    Examples:
+      tessera model import ./my-hf-model --name my-model
+    """
     # lazy: torch imported only when this command runs (fast --help)
     from worker.store import import_dir
 
@@ -74,7 +86,12 @@ def import_(directory: str, name: str | None, force: bool, as_json: bool) -> Non
 @model.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def list_(as_json: bool) -> None:
-    """List the models in the store."""
+    """List the models in the store.
+
+    \b
+    Examples:
+      tessera model list --json
+    """
     # lazy: torch imported only when this command runs (fast --help)
     from worker.store import list_models
 

@@ -1,10 +1,13 @@
-"""``tessera model register``: commit a model's weights root on chain.
+"""``tessera model register``: commit a model's weights root on chain, under the sender.
 
 The commitment comes from the model store's manifest (``tessera model import``
 or ``fetch`` writes it), from ``--dir`` (a converted model directory, hashed
 now) or from ``--hashes FILE`` (JSON with ``num_blocks``, ``weights_root`` or
-``stage_hashes`` [input, blocks..., output], optional ``tokenizer_hash`` and
-``config_hash``; hex strings).
+``stage_hashes`` [input, blocks..., output], optional ``tokenizer_hash``,
+``config_hash`` and ``context_length``; hex strings). The context length
+(tokens: prompt + generated) comes from the model's config.json (1 for a
+classifier) unless ``--context-length`` gives it. The model is registered under
+the sending account: its id is (publisher, NAME), so nobody can squat a name.
 """
 
 from __future__ import annotations
@@ -44,8 +47,10 @@ def commitment_from_hashes(d: dict) -> tuple[int, bytes, bytes, bytes]:
     return num_blocks, root, _hx(d.get("tokenizer_hash")), _hx(d.get("config_hash"))
 
 
-def _from_manifest(name: str, directory: Path | None) -> tuple[int, bytes, bytes, bytes]:
+def _from_manifest(name: str, directory: Path | None) -> tuple[int, bytes, bytes, bytes, int | None]:
+    """The commitment and context length of a stored (or given) model directory."""
     # lazy: torch imported only when this command runs (fast --help)
+    from worker.limits import ModelLimits
     from worker.store.manifest import build_manifest, read_manifest
 
     d = directory or paths.models_dir() / name
@@ -53,7 +58,8 @@ def _from_manifest(name: str, directory: Path | None) -> tuple[int, bytes, bytes
         raise ConfigError(f"model {name!r} is not in the store ({d}); run `tessera model fetch/import` "
                           "or pass --dir or --hashes")
     m = read_manifest(d) if (d / "manifest.json").exists() else build_manifest(d, name)
-    return m.num_blocks, m.weights_root, m.tokenizer_hash, m.config_hash
+    ctx = 1 if m.kind == "classifier" else ModelLimits.of(d).context
+    return m.num_blocks, m.weights_root, m.tokenizer_hash, m.config_hash, ctx
 
 
 @click.command()
@@ -62,14 +68,30 @@ def _from_manifest(name: str, directory: Path | None) -> tuple[int, bytes, bytes
               help="Model directory (default: the store's copy of NAME).")
 @click.option("--hashes", "hashes_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="JSON file with the commitment instead of a model directory.")
+@click.option("--context-length", type=click.IntRange(1, 2**32 - 1), default=None,
+              help="Tokens the model attends over, prompt + generated (default: from config.json).")
 @rpc_options
 @account_options
-def register(name, directory, hashes_file, rpc_url, chain_kind, key, account_index) -> None:
-    """Publish model NAME's weights commitment in the ModelRegistry."""
+def register(name, directory, hashes_file, context_length, rpc_url, chain_kind, key, account_index) -> None:
+    """Publish model NAME's weights commitment in the ModelRegistry, under this account.
+
+    \b
+    Examples:
+      tessera model register smollm2-135m --account 0
+      tessera model register my-model --hashes hashes.json --context-length 2048 --key publisher
+    """
     if hashes_file:
-        num_blocks, root, tok, cfg = commitment_from_hashes(json.loads(hashes_file.read_text()))
+        d = json.loads(hashes_file.read_text())
+        (num_blocks, root, tok, cfg), ctx = commitment_from_hashes(d), d.get("context_length")
     else:
-        num_blocks, root, tok, cfg = _from_manifest(name, directory)
+        click.echo(f"reading {name}'s weights commitment (hashing its blocks if it has no manifest yet)", err=True)
+        num_blocks, root, tok, cfg, ctx = _from_manifest(name, directory)
+    ctx = context_length or ctx
+    if not ctx:
+        raise ConfigError(f"no context length for {name!r} (none in its config.json or hashes file); "
+                          "pass --context-length N")
     c = make_client(rpc_url, chain_kind, key, account_index)
-    mid = c.register_model(name, num_blocks, root, tok, cfg)
-    click.echo(f"registered {name} ({num_blocks} blocks) as 0x{mid.hex()}, weights root 0x{root.hex()}")
+    click.echo(f"publishing {name} ({num_blocks} blocks) from {c.address}", err=True)
+    mid = c.register_model(name, num_blocks, int(ctx), root, tok, cfg)
+    click.echo(f"registered {c.address}/{name} ({num_blocks} blocks, context {ctx}) as 0x{mid.hex()}, "
+               f"weights root 0x{root.hex()}")

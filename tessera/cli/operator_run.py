@@ -8,9 +8,11 @@ plan.json`` it serves its span for the routes in that file, without a chain
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
+import time
 from typing import Callable, get_args
 
 import click
@@ -42,30 +44,67 @@ def worker_options(f):
 @click.option("--plan-file", type=click.Path(dir_okay=False), default=None,
               help="Serve the job routes in this JSON file (worker.planview.StaticPlanView) instead of following "
                    "the chain: tests and benchmarks. [node] of --config is then unused.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None, envvar="TESSERA_LOG_FORMAT",
+              help="Log lines as text or as one JSON object each (for log collectors). [default: text]")
 @worker_options
-def run(config_path: str | None, plan_file: str | None, **flags) -> None:
+def run(config_path: str | None, plan_file: str | None, log_format: str | None, **flags) -> None:
     """Serve this node's span until Ctrl-C: follow jobs on chain (--config) or serve a static plan (--plan-file).
 
     Every [worker] setting of node.toml is also a flag, which overrides the file.
-    Prints `READY <port> <address>` on stdout once it serves.
+    Start-up logs each stage (chain, weight check, model load) and then prints
+    `READY <port> <address>` on stdout. An on-chain node also serves /metrics and
+    /health over HTTP (the gRPC port + 1000 unless --metrics-port), and stops by
+    itself (exit status 3) once it is unbonding or exited on chain and its open
+    jobs are settled.
+
+    \b
+    Examples:
+      tessera operator run --config node.toml
+      tessera operator run --config node.toml --port 50052 --device cuda --log-format json
+      tessera operator run --plan-file plan.json --model-dir ./m --start 0 --end 15 --key-file node.key
     """
     if config_path is None and plan_file is None:
         raise click.UsageError("give --config node.toml (jobs on chain) or --plan-file plan.json (a static plan)")
-    if not logging.getLogger().handlers or logging.getLogger().level > logging.INFO:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    setup_logging(log_format or "text")
+    logging.getLogger(__name__).info("starting: loading torch and the node's libraries")
     node, wcfg = load(config_path, **flags) if config_path else (None, WorkerConfig.build(**flags))
+    finished = threading.Event()
     if plan_file is not None:
         port, address, what, stop = _serve_plan(wcfg, plan_file)
     else:
-        port, address, what, stop = _serve_chain(node, wcfg)
+        port, address, what, stop, finished = _serve_chain(node, wcfg)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     click.echo(f"READY {port} {address}")
     click.echo(f"node {address} serves {what} on {wcfg.host}:{port}; Ctrl-C stops it", err=True)
-    done.wait()
+    while not done.wait(0.5) and not finished.is_set():
+        pass
     stop()
     click.echo("stopped", err=True)
+    if finished.is_set() and not done.is_set():
+        raise click.exceptions.Exit(3)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+               "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(fmt: str) -> None:
+    """INFO-level logs on stderr, as text or JSON lines (the CLI's -v/-vv may ask for DEBUG)."""
+    root = logging.getLogger()
+    level = min(root.level, logging.INFO) if root.handlers else logging.INFO
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def _serve_plan(wcfg: WorkerConfig, plan_file: str) -> tuple[int, str, str, Callable[[], None]]:
@@ -79,10 +118,16 @@ def _serve_plan(wcfg: WorkerConfig, plan_file: str) -> tuple[int, str, str, Call
             f"{spec.model} [{spec.start}, {spec.end}) for the jobs in {plan_file}", running.stop)
 
 
-def _serve_chain(node: NodeConfig, wcfg: WorkerConfig) -> tuple[int, str, str, Callable[[], None]]:
+def _serve_chain(node: NodeConfig, wcfg: WorkerConfig):
     from worker.node.daemon import NodeDaemon  # lazy: torch, grpc and web3 only when a node runs (fast --help)
 
     daemon = NodeDaemon(node, wcfg)
     port = daemon.start()
+
+    def stop() -> None:
+        daemon.stop()
+        if daemon.exit_reason:
+            click.echo(daemon.exit_reason, err=True)
+
     return (port, daemon.me, f"{daemon.manifest.name} [{daemon.wcfg.start}, {daemon.wcfg.end}) for jobs on chain",
-            daemon.stop)
+            stop, daemon.finished)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
-from proto.errors import ChainError
+from proto.errors import ChainError, ConfigError
 
 # Every function below imports chain.connect (web3, about a second) only when a command
 # runs, so `tessera <group> --help` stays fast.
@@ -29,10 +30,23 @@ def account_options(f):
 
 
 def _prompt_password(key: str) -> str:
-    from chain.keys import PASSWORD_ENV  # lazy: web3, see above
+    from chain.keys import PASSWORD_ENV, list_keys  # lazy: web3, see above
 
+    if key not in {k.name for k in list_keys()}:  # say so before asking for a password
+        raise ConfigError(f"no key named {key!r} in the keystore; `tessera keys list` shows the keys, "
+                          f"`tessera keys new {key}` creates it (or pass a 0x private key)")
     pw = os.environ.get(PASSWORD_ENV)
-    return pw if pw is not None else click.prompt(f"password for key {key!r}", hide_input=True)
+    return pw if pw is not None else read_password(f"password for key {key!r}")
+
+
+def read_password(prompt: str, confirm: bool = False) -> str:
+    """From a prompt on a terminal; from one line of standard input otherwise (no getpass warning)."""
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        if not line:
+            raise ConfigError("no password on standard input; set TESSERA_KEY_PASSWORD or pipe one line")
+        return line.rstrip("\n")
+    return click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
 
 
 def resolve_account(key, account_index, required: bool = True):

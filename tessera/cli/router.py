@@ -35,7 +35,13 @@ def router() -> None:
 @rpc_opt
 @no_probe_opt
 def plan(model, replicas, mode, weights, as_json, snapshot, rpc_url, no_probe) -> None:
-    """Pick node-disjoint replicas for MODEL and predict their latency per token."""
+    """Pick node-disjoint replicas for MODEL and predict their latency per token.
+
+    \b
+    Examples:
+      tessera router plan --model smollm2-135m --replicas 3 --mode latency
+      tessera router plan --model smollm2-135m --snapshot net.json --json
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from router.plan import plan_replicas
     from router.source import make_source
@@ -63,7 +69,13 @@ def plan(model, replicas, mode, weights, as_json, snapshot, rpc_url, no_probe) -
 @rpc_opt
 @no_probe_opt
 def serve(port, host, snapshot, rpc_url, no_probe) -> None:
-    """Serve POST /plan and GET /advise over HTTP (127.0.0.1 by default)."""
+    """Serve POST /plan and GET /advise over HTTP (127.0.0.1 by default).
+
+    \b
+    Examples:
+      tessera router serve --port 8547
+      curl -s localhost:8547/plan -d '{"model": "smollm2-135m", "replicas": 2}'
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from router.server import RouterServer
     from router.source import make_source
@@ -85,7 +97,13 @@ def serve(port, host, snapshot, rpc_url, no_probe) -> None:
 @snapshot_opt
 @rpc_opt
 def advise(model, max_blocks, as_json, snapshot, rpc_url) -> None:
-    """Show each block's served capacity and the span a new operator should take."""
+    """Show each block's served capacity and the span a new operator should take.
+
+    \b
+    Examples:
+      tessera router advise --model smollm2-135m
+      tessera router advise --model smollm2-135m --max-blocks 10
+    """
     # lazy: web3 imported only when this command runs (fast --help)
     from router.server import advice
     from router.source import make_source

@@ -21,3 +21,21 @@ def vision_cluster(tmp_path_factory):
     with DevCluster(tmp_path_factory.mktemp("cnn"), model="digits-cnn", copies=3) as c:
         c.start()
         yield c
+
+
+@pytest.fixture(scope="session")
+def reference_tokens():
+    """transformers' greedy continuation of a prompt, as token ids: the answer a job must give."""
+
+    def ref(model_dir, prompt: str, n: int) -> list[int]:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        ids = tok(prompt, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            out = model.generate(ids, max_new_tokens=n, do_sample=False)
+        return out[0, ids.shape[1]:].tolist()
+
+    return ref

@@ -20,7 +20,7 @@ def test_follower_resumes_without_missing_or_repeating(deployed, tmp_path):
     cursor = tmp_path / "cursor.json"
     names = [f"model-{i}" for i in range(6)]
     for n in names[:4]:
-        deployed.register_model(n, 2, b"\1" * 32)
+        deployed.register_model(n, 2, 4096, b"\1" * 32)
     seen: list[str] = []
 
     class Crash(Exception):
@@ -34,7 +34,7 @@ def test_follower_resumes_without_missing_or_repeating(deployed, tmp_path):
     with pytest.raises(Crash):
         _follower(deployed, cursor).run_once(crash_after_two)
     for n in names[4:]:
-        deployed.register_model(n, 2, b"\1" * 32)
+        deployed.register_model(n, 2, 4096, b"\1" * 32)
     # a new process with the same cursor file
     assert _follower(deployed, cursor).run_once(lambda ev: seen.append(ev.args["name"])) == 4
     assert seen == names
@@ -52,7 +52,7 @@ def test_follower_wakes_on_new_heads_over_websocket(deployed, anvil_devnet, tmp_
     try:
         time.sleep(1.0)  # first scan done, subscription up; now the follower sleeps up to 30 s
         sent = time.monotonic()
-        deployed.register_model("late", 2, b"\1" * 32)
+        deployed.register_model("late", 2, 4096, b"\1" * 32)
         deadline = time.monotonic() + 10
         while not got and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -69,7 +69,7 @@ def test_concurrent_sends_from_one_key(deployed):
 
     def send(i):
         try:
-            a.register_model(f"concurrent-{i}", 1, b"\1" * 32)
+            a.register_model(f"concurrent-{i}", 1, 4096, b"\1" * 32)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -79,4 +79,5 @@ def test_concurrent_sends_from_one_key(deployed):
     for t in threads:
         t.join()
     assert not errors
-    assert all(a.get_model(f"concurrent-{i}").publisher == a.address for i in range(16))
+    # published by a, not the deployment's default publisher: named with its namespace
+    assert all(a.get_model(f"{a.address}/concurrent-{i}").publisher == a.address for i in range(16))

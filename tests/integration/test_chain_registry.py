@@ -8,7 +8,7 @@ from chain.build import load_artifact
 from chain.devnet import advance_time
 from chain.testing import clients, setup_3x3
 from proto.errors import ContractError
-from proto.types import encode_output, model_id
+from proto.types import CAP_EXACT, encode_output, model_id
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +22,20 @@ def raises(name: str):
 
 def test_models_register_read_deprecate(deployed):
     other = clients(deployed, 1)[0]
-    mid = deployed.register_model("llm", 30, b"\x07" * 32, b"\x08" * 32, b"\x09" * 32)
-    assert mid == model_id("llm")
-    m = other.get_model("llm")
-    assert (m.num_blocks, m.weights_root, m.publisher, m.deprecated) == (30, b"\x07" * 32, deployed.address, False)
+    mid = deployed.register_model("llm", 30, 4096, b"\x07" * 32, b"\x08" * 32, b"\x09" * 32)
+    assert deployed.deployment.publisher == deployed.address and mid == model_id("llm", deployed.address)
+    m = other.get_model("llm")  # a bare name: the deployment's publisher
+    assert (m.num_blocks, m.context_length, m.weights_root, m.publisher, m.deprecated) == \
+        (30, 4096, b"\x07" * 32, deployed.address, False)
+    squat = other.register_model("llm", 3, 1, b"\0" * 32)  # anyone may use the name, under their own address
+    assert squat != mid and other.get_model(f"{other.address}/llm").num_blocks == 3
+    assert other.get_model("llm").num_blocks == 30  # the squat does not shadow the project's model
     with raises("ModelAlreadyRegistered"):
-        other.register_model("llm", 3, b"\0" * 32)
+        other.register_model("llm", 3, 1, b"\0" * 32)
     with raises("ModelInvalid"):
-        deployed.register_model("", 3, b"\0" * 32)
+        deployed.register_model("", 3, 4096, b"\0" * 32)
+    with raises("ModelInvalid"):
+        deployed.register_model("a/b", 3, 4096, b"\0" * 32)
     with raises("ModelUnknown"):
         deployed.get_model("nope")
     with raises("ModelNotPublisher"):
@@ -41,33 +47,37 @@ def test_models_register_read_deprecate(deployed):
 
 
 def test_node_registration_rules_and_listing(deployed):
-    deployed.register_model("m", 30, b"\1" * 32)
+    deployed.register_model("m", 30, 4096, b"\1" * 32)
     a, b = clients(deployed, 2)
     with pytest.raises(ContractError, match=r"^NodeStakeTooLow\(.*stake at least 1 ETH"):
         a.register_node("m", 0, 10, "h:1", ETH // 2)
     with raises("NodeBadSpan"):
         a.register_node("m", 10, 31, "h:1", ETH)
+    with raises("NodeBadCaps"):
+        a.register_node("m", 0, 10, "h:1", ETH, caps=CAP_EXACT)  # no dtype class
     with raises("NodeUnknown"):
         a.add_stake(ETH)
-    rec = a.register_node("m", 0, 10, "10.0.0.1:7000", 2 * ETH, throughput=123, price_per_block=45)
+    rec = a.register_node("m", 0, 10, "10.0.0.1:7000", 2 * ETH, throughput=123, price_per_block=45, caps=1 | CAP_EXACT)
     assert (rec.start, rec.end, rec.stake, rec.reputation, rec.status) == (0, 10, 2 * ETH, 1.0, "active")
-    assert (rec.endpoint, rec.throughput, rec.price, rec.payout) == ("10.0.0.1:7000", 123, 45, a.address)
+    assert (rec.endpoint, rec.throughput, rec.price, rec.payout, rec.caps) == \
+        ("10.0.0.1:7000", 123, 45, a.address, 1 | CAP_EXACT)
     with raises("NodeAlreadyRegistered"):
         a.register_node("m", 0, 10, "h:1", ETH)
-    b.register_node("m", 10, 30, "h:2", ETH)
+    b.register_node("m", 0, 30, "h:2", ETH)
     assert [n.address for n in deployed.list_nodes("m")] == [a.address, b.address]
+    assert deployed.full_nodes("m") == [b.address]  # the verifier pool
     a.add_stake(ETH)
     assert a.get_node().stake == 3 * ETH
     with raises("NodeNothingToWithdraw"):
         a.withdraw_earnings()
     with raises("NodeOnlyJobMarket"):
-        a._send(a.nodes.functions.settle(1, [], [], []))
+        a._send(a.nodes.functions.settle([], []))
     with raises("NodeBadSetup"):
         deployed._send(deployed.nodes.functions.setJobMarket(a.address))
 
 
 def test_unbonding_timing(deployed):
-    deployed.register_model("m", 30, b"\1" * 32)
+    deployed.register_model("m", 30, 4096, b"\1" * 32)
     (a,) = clients(deployed, 1)
     a.register_node("m", 0, 30, "h:1", ETH)
     with raises("NodeNotUnbonding"):
@@ -116,11 +126,12 @@ def test_reentrant_payout_is_paid_exactly_once(deployed):
     out = encode_output([5])
     n.commit(job, 0, out, SALT)
     n.reveal(job, 0, out, SALT)
-    deployed.finalize(job)
+    earned = deployed.finalize(job).payouts[n.address]  # the node pool: the fee less the 10% reserve
+    assert earned == ETH - ETH // 10
     reg_before = deployed.w3.eth.get_balance(deployed.nodes.address)
     n.withdraw_earnings()
-    assert evil.functions.received().call() == ETH
-    assert deployed.w3.eth.get_balance(deployed.nodes.address) == reg_before - ETH
+    assert evil.functions.received().call() == earned
+    assert deployed.w3.eth.get_balance(deployed.nodes.address) == reg_before - earned
     with raises("NodeNothingToWithdraw"):
         n.withdraw_earnings()
     # stake: re-entering withdrawStake while being paid
@@ -129,15 +140,19 @@ def test_reentrant_payout_is_paid_exactly_once(deployed):
     n.request_unbond()
     advance_time(deployed.w3, 3601)
     n.withdraw_stake()
-    assert evil.functions.received().call() == 2 * ETH
-    assert deployed.w3.eth.get_balance(deployed.nodes.address) == reg_before - 2 * ETH
-    # a payout address that refuses ETH gets a clear error, and the earnings stay withdrawable
+    assert evil.functions.received().call() == earned + ETH
+    assert deployed.w3.eth.get_balance(deployed.nodes.address) == reg_before - earned - ETH
+    # a payout address that refuses ETH gets a clear error; the node points it elsewhere and withdraws
     deployed.sender.send(evil.functions.setReject(True))
     n.register_node("m", 0, 30, "h:9", ETH, payout=evil.address)
     n.request_unbond()
     advance_time(deployed.w3, 3601)
-    with raises("NodeTransferFailed"):
+    with pytest.raises(ContractError, match=r"^NodeTransferFailed\(.*tessera operator set-payout"):
         n.withdraw_stake()
+    n.set_payout(deployed.address)
+    before = deployed.balance()
+    n.withdraw_stake()
+    assert deployed.balance() == before + ETH
 
 
 def test_reentrant_requester_is_refunded_once(deployed, nodes_3x3):
@@ -147,7 +162,7 @@ def test_reentrant_requester_is_refunded_once(deployed, nodes_3x3):
     deployed.sender.send(evil.functions.arm(market.address, market.functions.withdraw()._encode_transaction_data()))
     from proto.types import pack_plan
 
-    submit = market.functions.submitJob(model_id("m"), pack_plan(plan), (b"x", b"\0" * 32, "", 1, 0, 0, 3, 10, 10))
+    submit = market.functions.submitJob(deployed.model_id("m"), pack_plan(plan), (b"x", b"\0" * 32, "", 1, 0, 0, 3, 10, 10, 0))
     deployed.sender.send(evil.functions.forward(market.address, submit._encode_transaction_data()), value=ETH)
     advance_time(deployed.w3, 30)
     deployed.finalize(1)
@@ -158,7 +173,7 @@ def test_reentrant_requester_is_refunded_once(deployed, nodes_3x3):
     assert deployed.w3.eth.get_balance(market.address) == bal - ETH
     deployed.sender.send(evil.functions.setReject(True))
     # refunds to a contract that rejects ETH fail loudly and stay credited
-    submit2 = market.functions.submitJob(model_id("m"), pack_plan(plan), (b"x", b"\0" * 32, "", 1, 0, 0, 3, 10, 10))
+    submit2 = market.functions.submitJob(deployed.model_id("m"), pack_plan(plan), (b"x", b"\0" * 32, "", 1, 0, 0, 3, 10, 10, 0))
     deployed.sender.send(evil.functions.forward(market.address, submit2._encode_transaction_data()), value=ETH)
     advance_time(deployed.w3, 30)
     deployed.finalize(2)

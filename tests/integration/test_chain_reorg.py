@@ -30,10 +30,10 @@ def test_follower_delivers_the_event_a_reorg_put_in_place_of_one_it_read(deploye
     assert _names(deployed, cursor) == []
     old, new = clients(deployed, 2, first=10)  # two senders: a revert leaves a sender's nonce cache stale
     snap = anvil_w3.provider.make_request("evm_snapshot", [])["result"]
-    old.register_model("on-the-old-fork", 2, b"\1" * 32)
+    old.register_model("on-the-old-fork", 2, 4096, b"\1" * 32)
     assert _names(deployed, cursor) == ["on-the-old-fork"]
     anvil_w3.provider.make_request("evm_revert", [snap])
-    new.register_model("on-the-new-fork", 2, b"\1" * 32)  # same height, another block
+    new.register_model("on-the-new-fork", 2, 4096, b"\1" * 32)  # same height, another block
     assert _names(deployed, cursor) == ["on-the-new-fork"]
     assert _names(deployed, cursor) == []  # and only once
 
@@ -41,7 +41,7 @@ def test_follower_delivers_the_event_a_reorg_put_in_place_of_one_it_read(deploye
 def test_follower_waits_for_confirmations(deployed, anvil_w3, tmp_path):
     cursor = tmp_path / "cursor.json"
     _names(deployed, cursor, confirmations=2)
-    deployed.register_model("fresh", 2, b"\1" * 32)
+    deployed.register_model("fresh", 2, 4096, b"\1" * 32)
     assert _names(deployed, cursor, confirmations=2) == []  # 0 blocks on top of it
     anvil_w3.provider.make_request("anvil_mine", [2])
     assert _names(deployed, cursor, confirmations=2) == ["fresh"]

@@ -21,7 +21,7 @@ SPANS = [(0, 12, 400), (0, 6, 100), (4, 12, 100), (0, 8, 300), (6, 12, 200), (2,
 
 @pytest.fixture
 def network(deployed):
-    deployed.register_model("r", 12, b"\x02" * 32)
+    deployed.register_model("r", 12, 4096, b"\x02" * 32)
     nodes = clients(deployed, len(SPANS))
     for j, (c, (s, e, thr)) in enumerate(zip(nodes, SPANS)):
         c.register_node("r", s, e, f"127.0.0.1:{7000 + j}", 10**18, throughput=thr, price_per_block=j)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from concurrent import futures
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
+from chain.devnet import free_port as _free_port
 from proto.tessera.v1 import worker_pb2, worker_pb2_grpc
 from router.plan import plan_replicas
 from router.view import NetworkView, grpc_prober
@@ -39,10 +39,6 @@ class Rec:
     active: bool = True
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()

@@ -64,3 +64,19 @@ def test_plan_and_advise_round_trip(server):
         adv = json.loads(r.read())
     s, e = adv["suggested_span"]
     assert e - s == 4 and len(adv["capacity"]) == 16
+
+
+def test_errors_say_what_is_wrong_without_python_exception_names(server):
+    req = urllib.request.Request(server + "/plan", data=b"{not json", headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=30)
+        raise AssertionError("a body that is not JSON was accepted")
+    except urllib.error.HTTPError as e:
+        status, out = e.code, json.loads(e.read())
+    assert status == 400 and out["error"].startswith("the body is not JSON") and "JSONDecodeError" not in out["error"]
+    status, out = _post(server + "/plan", {"replicas": 2})
+    assert status == 400 and "lacks 'model'" in out["error"] and "KeyError" not in out["error"]
+    with urllib.request.urlopen(server + "/advise?model=m", timeout=30) as r:  # no max_blocks: the weakest run
+        adv = json.loads(r.read())
+    s, e = adv["suggested_span"]
+    assert min(adv["capacity"][s:e]) == min(adv["capacity"])

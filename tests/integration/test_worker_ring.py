@@ -20,11 +20,13 @@ from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
 from worker.ring import run_replica
-from worker.ring.link import message
 from worker.signing import Signer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_worker_tiny import TinyLM, TinyStage, save  # noqa: E402
+from peers import Sender
+from test_worker_tiny import TinyLM, TinyStage, save
+
+from chain.devnet import free_port as _free_port
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -34,11 +36,6 @@ SPANS = [(0, 2), (2, 5), (5, 6)]
 PROMPT = [5, 17, 42, 8]
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _route(job, keys, ports, params, spans=SPANS) -> JobRoute:
@@ -117,15 +114,14 @@ def _stub(ring, i):
 
 
 def test_malformed_payload_is_refused_and_the_worker_keeps_serving(ring):
-    signer = Signer(ring["keys"][1])  # the planned predecessor of the tail
     good = codec.encode(torch.zeros(1, 1, 32), codec.FP32)
     bad = codec.Encoded(codec.FP32, (1, 1, 32), 64, good.data[:-4])  # one value short
-    msgs = [message(3, 0, 1, 0, pb.KIND_OPEN), message(3, 0, 1, 0, pb.KIND_STEP, payload=bad)]
+    peer = Sender(3, ring["keys"][1])  # the planned predecessor of the tail
     with pytest.raises(grpc.RpcError) as err:
-        list(_stub(ring, 2).Forward(iter([signer.sign(m) for m in msgs])))
+        list(_stub(ring, 2).Forward(iter([peer.open(), peer.step(0, bad)])))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    msgs = [message(3, 0, 1, 0, pb.KIND_OPEN), message(3, 0, 1, 0, pb.KIND_STEP, payload=good)]
-    answers = list(_stub(ring, 2).Forward(iter([signer.sign(m) for m in msgs])))
+    peer = Sender(3, ring["keys"][1])
+    answers = list(_stub(ring, 2).Forward(iter([peer.open(), peer.step(0, good)])))
     assert len(answers[1].ids) == 1 and answers[1].upstream
     assert _head(ring, 1) == ring["model"].greedy(PROMPT, 12)
 

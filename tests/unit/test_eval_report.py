@@ -1,12 +1,16 @@
 """The evaluation report writer and bench.all's plumbing (pure parts, synthetic results)."""
 
 import json
+from argparse import Namespace
 
 import pytest
 
-from bench.all import card_slug, last_json
+from bench import hop
+from bench._out import summarize
+from bench.all import card_slug, cpu_steps, select
 from bench.eval.report import render, table
 from bench.eval.report_disagree import conclusions
+from bench.plots import make_all
 
 
 def pair(differ_steps, margins, prompts=4, steps=32, all_q=(0.02, 0.1, 1.5), below=0.01):
@@ -76,8 +80,6 @@ def test_render_without_gpu_says_how_to_get_it(tmp_path):
 
 
 def test_plots_draw_from_results_and_name_their_sources(tmp_path):
-    from bench.plots import make_all
-
     res = {"gas-replicas": {"rows": [{"replicas": r, "calls": {"submitJob": 100_000 * r, "finalize": 50_000}, "total": 0}
                                      for r in (1, 3)]},
            "disagree-cpu": disagree({"bf16": pair([2], [0.01])})}
@@ -90,12 +92,42 @@ def test_table_formats_cells():
     assert table(["a", "b"], [[1.23456789, None]]) == "| a | b |\n|---|---|\n| 1.235 | – |"
 
 
-def test_last_json_takes_the_final_line():
-    assert last_json("progress 1\n{\"a\": 1}\n" + json.dumps({"bench": "x"}) + "\n\n") == {"bench": "x"}
-    with pytest.raises(ValueError):
-        last_json("")
-    with pytest.raises(ValueError):
-        last_json("[1, 2]")
+def test_only_reruns_the_timings_in_one_command_and_rejects_unknown_names():
+    steps = cpu_steps(Namespace(quick=False, codec_tokens=2048, prompts=50, tokens=32))
+    assert [s.stem for s in select(steps, "routing,pipeline-cpu,hop-cpu", None)] == ["pipeline-cpu", "hop-cpu", "routing"]
+    assert "gas" not in [s.stem for s in select(steps, None, "gas")]
+    with pytest.raises(SystemExit, match="unknown result stem.*pipline-cpu"):
+        select(steps, "pipline-cpu", None)
+
+
+def pipeline(meta: dict, **stage3) -> dict:
+    return {"model": "m", "tokens": 8, "prompt_tokens": 4, "codec": "int8-outlier", "repeats": 3,
+            "thread_budget": "1 thread", "target": "3 stages >= 0.85 of monolithic", "target_met": True,
+            "stages": {"3": stage3}, "meta": meta}
+
+
+def test_render_says_which_timings_predate_provenance_and_what_is_pending(tmp_path):
+    machine = {"cpu": "Test CPU", "cores": 2, "torch": "9.9"}
+    old = {"command": "python -m bench.pipeline --json", "seconds": 3.0, "date": "d", "machine": machine}
+    new = {**old, "commit": "0123456789abcdef", "dirty": True, "dirty_files": ["bench/hop.py"], "dirty_count": 1}
+    runs = {"tokens_per_s": [9.0, 8.0, 8.5], "monolithic_tokens_per_s": [10.0, 9.0, 9.5],
+            "vs_monolithic": [0.9, 0.86, 0.89], "same_tokens_as_monolithic": [1.0, 1.0, 1.0]}
+
+    md = render({"pipeline-cpu": pipeline(old, tokens_per_s=8.0, monolithic_tokens_per_s=9.0, vs_monolithic=0.89,
+                                          same_tokens_as_monolithic=1.0)}, [], tmp_path)
+    assert "0.89 of monolithic at 3 stages; stale until rerun (predates provenance)" in md
+    assert "Rerun on a quiet machine: `python -m bench.all --only pipeline-cpu,hop-cpu,routing`" in md
+    assert "headline rule not recorded" in md and "commit `" not in md
+    assert "pipeline throughput on an H100 and an H200 GPU: pending a rerun" in md
+    assert "median** of their runs" in md
+
+    md = render({"pipeline-cpu": {**pipeline(new, **summarize(runs)), "headline": "median"},
+                 "pipeline-gpu-nvidia-h200": pipeline(new, **summarize(runs)),
+                 "pipeline-cpu-gpuhost": pipeline(new, **summarize(runs))}, [], tmp_path)
+    assert "stale" not in md and "Pending reruns" not in md
+    assert "| 3 | 8.5 | 9.5 | 0.89 | 0.9, 0.86, 0.89 | 1 |" in md
+    assert ("| `pipeline-cpu` | `python -m bench.pipeline --json` at commit `0123456789` (uncommitted changes in "
+            "`bench/hop.py`) on Test CPU (2 cores), torch 9.9, 3 s, d | – |") in md
 
 
 def test_card_slug():
@@ -103,8 +135,6 @@ def test_card_slug():
 
 
 def test_hop_bench_times_every_piece_and_the_report_shows_them(tmp_path, capsys):
-    from bench import hop
-
     assert hop.main(["--repeats", "4", "--sweep-mb", "1", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["wire_bytes"] > 0 and set(res["pieces"]) >= {"encode", "verify signature", "check payload hash + decode"}

@@ -8,7 +8,7 @@ import pytest
 
 from chain.records import JobSettlement
 from proto.errors import ConfigError
-from proto.types import Hop, NodeId, Plan, Replica
+from proto.types import Hop, NodeId, Plan, Replica, pack_plan
 from tessera.jobresult import JobResult
 from worker.node.book import JobBook, JobEntry
 from worker.node.config import load
@@ -63,15 +63,20 @@ def _plan() -> Plan:
 def test_settlement_is_decoded_from_jobfinalized_without_assuming_a_replica_count():
     plan = _plan()
     nodes = [h.node for r in plan.replicas for h in r.hops]
-    args = {"jobId": 7, "outcome": 2, "outputHash": b"\0" * 32, "winnersMask": 0, "refund": 10, "nodes": nodes,
-            "outcomes": [0, 0, 0, 3], "paid": [0, 0, 0, 0], "slashed": [0, 0, 0, 5]}
-    s = JobSettlement.from_event(args, 3, "0xab")
-    assert not s.majority and s.winners == () and s.slashes == {nodes[3]: 5} and s.requester_credit == 15
+    hops = pack_plan(plan)
+    words = [0, 0, 0, 5 << 96 | 3 << 192]  # paid | slashed << 96 | outcome << 192
+    args = {"jobId": 7, "outcome": 3, "paidMask": 0, "refund": 10, "burnedWei": 5, "hops": words}
+    s = JobSettlement.from_events(args, hops, 3, "0xab")
+    assert s.outcome == "refunded" and s.paid_replicas == () and s.slashes == {nodes[3]: 5} and s.burned == 5
     res = JobResult(7, "m", plan, 10, "0xcd", {0: "0x01"}, s)
-    assert res.outcome == "refund" and "1 revealed" in res.reason and res.to_json()["slashed"] == {nodes[3]: "5"}
-    wide = JobSettlement.from_event({**args, "outcome": 1, "winnersMask": 0b10000001, "outcomes": [1, 1, 2, 2],
-                                     "paid": [4, 6, 0, 0], "slashed": [0] * 4}, 3, "0xab")
-    assert wide.winners == (0, 7) and wide.payouts == {nodes[0]: 4, nodes[1]: 6}
+    assert res.outcome == "refunded" and "came with a valid route" in res.reason
+    assert res.to_json()["slashed"] == {nodes[3]: "5"}
+    assert [v.verdict for v in res.replicas()] == ["undecided", "silent"]
+    wide = JobSettlement.from_events({**args, "outcome": 1, "paidMask": 0b10000001,
+                                      "hops": [4 | 1 << 192, 6 | 1 << 192, 0, 0]}, hops, 3, "0xab")
+    assert wide.paid_replicas == (0, 7) and wide.answer == 0 and wide.payouts == {nodes[0]: 4, nodes[1]: 6}
+    with pytest.raises(ValueError):  # one word per hop word, or the event is not this plan's
+        JobSettlement.from_events({**args, "hops": words[:3]}, hops, 3, "0xab")
 
 
 class _View:
@@ -98,10 +103,11 @@ def test_a_tail_keeps_an_output_that_arrives_before_the_job_event(tmp_path):
     has seen JobSubmitted; the output must be kept (and committed later), and the replica
     this node heads must still be started exactly once."""
     from worker.node.daemon import NodeDaemon
+    from worker.node.health import NodeMetrics
 
     me = "0x" + "a" * 40
     d = NodeDaemon.__new__(NodeDaemon)
-    d.me, d.book, d.view = me, JobBook(tmp_path), _View(me)
+    d.me, d.book, d.view, d.metrics = me, JobBook(tmp_path), _View(me), NodeMetrics()
     started = []
     d._pool = type("Pool", (), {"submit": lambda self, fn, *a: started.append(a)})()
     d._on_output(5, 0, b"\0\0\0\7")
@@ -121,11 +127,14 @@ def test_a_job_whose_input_can_never_run_is_tried_once_not_retried(tmp_path):
 
     from worker.node.config import NodeConfig
     from worker.node.daemon import NodeDaemon
+    from worker.node.health import NodeMetrics
     from worker.planview import HopRoute, JobRoute
+    from worker.stream import TokenHub, TokenSigner
 
     me = "0x" + "a" * 40
     d = NodeDaemon.__new__(NodeDaemon)
     d.me, d.book, d.cfg = me, JobBook(tmp_path), NodeConfig(head_retries=30, retry_backoff_s=0.01)
+    d.metrics = NodeMetrics()
     d.stop_event, d.model_dir = threading.Event(), tmp_path
     d._now = lambda: 0
     req = SimpleNamespace(job_id=5, commit_deadline=100, reveal_deadline=200, input=b"a prompt, not pixels",
@@ -134,7 +143,7 @@ def test_a_job_whose_input_can_never_run_is_tried_once_not_retried(tmp_path):
     d.view = SimpleNamespace(request=lambda j: req, route=lambda j: route)
     attempts = []
     d.running = SimpleNamespace(runtime=SimpleNamespace(stages=SimpleNamespace(
-        get=lambda a, b: attempts.append((a, b)))))
+        get=lambda a, b: attempts.append((a, b)))), tokens=TokenHub(1, TokenSigner("0x" + "11" * 32)))
     d.book.add(JobEntry(5, ((0, 0),), (0,), 100, 200))
     d._run_head(5, 0)
     assert attempts == []  # refused while decoding the input, before any stage ran
@@ -149,3 +158,48 @@ def test_node_toml_sets_confirmations_and_websocket(tmp_path):
                  '[worker]\nmodel = "m"\nend = 2\n')
     node, _ = load(p)
     assert (node.confirmations, node.ws_url) == (6, "ws://127.0.0.1:8545")
+
+
+class _Chain:
+    """The chain as a tail's settle loop sees it: one open job, commits recorded."""
+
+    def __init__(self):
+        self.commits = []
+
+    def get_job(self, job_id):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(status="open", num_replicas=2, committed_mask=0, revealed_mask=0)
+
+    def commit(self, job_id, replica, output, salt):
+        self.commits.append((job_id, replica))
+
+
+def _tail_with_output(tmp_path, reveal_window_s: int, margin_s: float):
+    from worker.node.config import NodeConfig
+    from worker.node.daemon import NodeDaemon
+    from worker.node.health import NodeMetrics
+
+    d = NodeDaemon.__new__(NodeDaemon)
+    d.book, d.cfg, d.chain = JobBook(tmp_path), NodeConfig(reveal_margin_s=margin_s), _Chain()
+    d.metrics = NodeMetrics()
+    d._now = lambda: 50
+    d.book.add(JobEntry(5, ((0, 1),), (0,), 100, 100 + reveal_window_s, outputs={"0": "00000007"},
+                        salts={"0": "ab" * 32}))
+    return d
+
+
+def test_a_tail_refuses_to_commit_when_it_could_not_reveal_in_time(tmp_path, caplog):
+    """Finding 1: a requester sets a one-second reveal window (and keeps its own replica silent,
+    so reveals open only at the commit deadline); a tail that commits there would be slashed for a
+    reveal it cannot make. It refuses, says why in its log and ledger, and commits when there is time."""
+    d = _tail_with_output(tmp_path, reveal_window_s=1, margin_s=20)
+    with caplog.at_level("WARNING"):
+        d._settle(d.book.get(5))
+        d._settle(d.book.get(5))  # said once, not on every tick
+    assert d.chain.commits == []
+    assert caplog.text.count("refused to commit") == 1 and "leaves 1 s" in caplog.text
+    assert "refused to commit" in d.book.get(5).note
+    ok = _tail_with_output(tmp_path / "ok", reveal_window_s=60, margin_s=20)
+    ok._settle(ok.book.get(5))
+    assert ok.chain.commits == [(5, 0)]

@@ -16,7 +16,7 @@ from worker.server import load_stage
 
 def _flags(argv: list[str]) -> dict:
     ctx = run.make_context("run", argv)
-    return {k: v for k, v in ctx.params.items() if k not in ("config_path", "plan_file")}
+    return {k: v for k, v in ctx.params.items() if k not in ("config_path", "plan_file", "log_format")}
 
 
 def test_every_worker_setting_is_a_flag_and_flags_left_out_keep_the_defaults():

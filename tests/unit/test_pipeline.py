@@ -17,12 +17,14 @@ from worker.ring.link import message
 from worker.ring.pipeline import Pipeline
 from worker.signing import PendingCheck, Signer
 from worker.stage import StageSpec
+from worker.wire import ZERO_ADDRESS, domain_separator
 
 KEYS = ["0x" + f"{i + 21:064x}" for i in range(4)]  # hops 0, 1, 2 and a stranger
 ADDR = [Account.from_key(k).address for k in KEYS]
 ROUTE = JobRoute(JobId(7), "toy", 3, ((HopRoute(NodeId(ADDR[0]), "h0", 0, 1), HopRoute(NodeId(ADDR[1]), "h1", 1, 2),
                                        HopRoute(NodeId(ADDR[2]), "h2", 2, 3)),),
                  GenParams(max_tokens=4, codec=codec.FP32))
+DOMAIN = domain_separator(0, ZERO_ADDRESS)  # JobRoute's default
 
 
 class Toy:
@@ -48,12 +50,12 @@ class NextHop:
     def stub(self, endpoint):
         return self
 
-    def Forward(self, requests):
+    def Forward(self, requests, timeout=None):
         for m in requests:
             self.sent.append((m.kind, m.step))
             key = self.step_key if m.kind == pb.KIND_STEP else KEYS[self.pos + 1]
             yield Signer(key).sign(message(7, 0, self.pos + 1, m.step, m.kind, upstream=True,
-                                           ids=[5] if m.kind == pb.KIND_STEP else ()))
+                                           ids=[5] if m.kind == pb.KIND_STEP else (), session=m.session), DOMAIN)
 
 
 def _pipe(pos: int, answers: NextHop, defer: bool) -> Pipeline:
@@ -93,7 +95,7 @@ def test_a_forged_input_yields_no_output_and_sends_nothing(defer):
     nxt = NextHop(1, KEYS[2])
     pipe = _pipe(1, nxt, defer=defer)
     x = torch.zeros(1, 1, 4)
-    incoming = Signer(KEYS[3]).sign(message(7, 0, 0, 0, pb.KIND_STEP, payload=codec.encode(x, codec.FP32)))
+    incoming = Signer(KEYS[3]).sign(message(7, 0, 0, 0, pb.KIND_STEP, payload=codec.encode(x, codec.FP32)), DOMAIN)
     with pytest.raises(ProtocolError, match="plan names"):
-        pipe.forward(x, 0, PendingCheck(incoming, ADDR[0]))
+        pipe.forward(x, 0, PendingCheck(incoming, ADDR[0], DOMAIN))
     assert nxt.sent == [(pb.KIND_OPEN, 0)]

@@ -70,7 +70,7 @@ def test_quantized_tiny_decoder_stays_close_and_is_smaller(family, tmp_path):
     ref, got = fp(ids), q8(ids)
     assert (got - ref).norm() / ref.norm() < 0.05
     assert resident_bytes(q8) < resident_bytes(fp)
-    assert isinstance(q8.lm_head, nn.Linear)  # the head stays in full precision
+    assert isinstance(q8.model.lm_head, nn.Linear)  # the head stays in full precision
 
 
 def test_quantized_vit_keeps_its_accuracy():
@@ -111,9 +111,9 @@ def test_stored_outliers_are_used_by_the_blocks_they_name(tmp_path):
 
     d = save_tiny_model("llama", tmp_path)
     (d / "int8_outliers.json").write_text(json.dumps({"format": 1, "layers": {"2/mlp.down_proj": [3, 7]}}))
-    stage = load_stage(d, 1, 3, weights="int8-mixed")  # block 2 is the stage's layer 1
-    assert stage.base.layers[1].mlp.down_proj.outlier_idx.tolist() == [3, 7]
-    assert stage.base.layers[0].mlp.down_proj.outlier_idx.tolist() != [3, 7]
+    stage = load_stage(d, 1, 3, weights="int8-mixed")  # layers keep their absolute index in every stage
+    assert stage.model.model.layers[2].mlp.down_proj.outlier_idx.tolist() == [3, 7]
+    assert stage.model.model.layers[1].mlp.down_proj.outlier_idx.tolist() != [3, 7]
 
 
 def test_smollm2_calibration_finds_activation_outliers():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -66,3 +67,12 @@ def test_suggested_window_is_the_least_served(spans, k):
     s, e = suggest_span(nodes, 12, k)
     assert e - s == k and 0 <= s and e <= 12
     assert min(cap[s:e]) == min(min(cap[x : x + k]) for x in range(12 - k + 1))
+
+
+def test_without_a_block_limit_the_advice_is_the_uncovered_gap_not_the_whole_model():
+    """Regression: with [0, 15) served and [15, 30) empty, advise without --max-blocks said [0, 30)."""
+    nodes = [SimpleNamespace(start=0, end=15, status="active")]
+    assert suggest_span(nodes, 30) == (15, 30)
+    assert suggest_span([], 30) == (0, 30)
+    two_gaps = [SimpleNamespace(start=2, end=4, status="active"), SimpleNamespace(start=5, end=10, status="active")]
+    assert suggest_span(two_gaps, 10) == (0, 2)  # the first longest run of the least-served blocks

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import torch
 from eth_account import Account
@@ -12,13 +15,16 @@ from proto.types import JobId, NodeId, decode_output
 from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
-from worker.ring import HopRuntime
+from worker.ring import HopRuntime, Stream
 from worker.ring.link import message
 from worker.signing import Signer, digest, recover, verify
 from worker.stage import StageSpec
+from worker.wire import ZERO_ADDRESS, domain_separator
 
 KEYS = ["0x" + f"{i + 11:064x}" for i in range(4)]
 ADDR = [Account.from_key(k).address for k in KEYS]
+DOMAIN = domain_separator(0, ZERO_ADDRESS)  # StaticPlanView's default
+SESSION = b"\x5e" * 32
 
 
 class LinearTail:
@@ -56,47 +62,55 @@ def tail():
     return rt
 
 
-def _step(step, key=KEYS[1], hop=1, job=7):
-    x = torch.randn(1, 1, 8, generator=torch.Generator().manual_seed(step))
-    return Signer(key).sign(message(job, 0, hop, step, pb.KIND_STEP, payload=codec.encode(x, codec.FP32)))
+def _step(step, key=KEYS[1], hop=1, job=7, session=SESSION, rows=1):
+    x = torch.randn(1, rows, 8, generator=torch.Generator().manual_seed(step))
+    return Signer(key).sign(message(job, 0, hop, step, pb.KIND_STEP, payload=codec.encode(x, codec.FP32),
+                                    session=session), DOMAIN)
 
 
-def _open(key=KEYS[1], hop=1, job=7):
-    return Signer(key).sign(message(job, 0, hop, 0, pb.KIND_OPEN))
+def _open(key=KEYS[1], hop=1, job=7, session=None, sent_ms=None):
+    return Signer(key).sign(message(job, 0, hop, 0, pb.KIND_OPEN, session=session or os.urandom(32),
+                                    sent_unix_ms=sent_ms or time.time_ns() // 10**6), DOMAIN)
+
+
+def _close(step, key=KEYS[1], session=SESSION):
+    return Signer(key).sign(message(7, 0, 1, step, pb.KIND_CLOSE, session=session), DOMAIN)
 
 
 def test_signature_recovers_the_sender_and_covers_every_field():
     msg = _step(0)
-    assert recover(msg) == ADDR[1]
+    assert recover(msg, DOMAIN) == ADDR[1]
     for field, value in [("step", 1), ("hop", 2), ("replica", 1), ("job_id", "8"), ("upstream", True),
-                         ("payload_hash", b"\1" * 32), ("output", b"x"), ("error", "e")]:
+                         ("payload_hash", b"\1" * 32), ("output", b"x"), ("error", "e"), ("session", b"\2" * 32),
+                         ("sent_unix_ms", 5)]:
         edited = pb.HopMessage()
         edited.CopyFrom(msg)
         setattr(edited, field, value)
         with pytest.raises(ProtocolError):
-            verify(edited, ADDR[1])
+            verify(edited, ADDR[1], DOMAIN)
     edited = pb.HopMessage()
     edited.CopyFrom(msg)
     edited.ids.append(3)
-    assert digest(edited) != digest(msg)
+    assert digest(edited, DOMAIN) != digest(msg, DOMAIN)
 
 
 def test_unsigned_or_foreign_signatures_are_refused():
     msg = _step(0)
     with pytest.raises(ProtocolError, match="plan names"):
-        verify(msg, ADDR[0])
+        verify(msg, ADDR[0], DOMAIN)
     msg.ClearField("signature")
     with pytest.raises(ProtocolError, match="unsigned"):
-        verify(msg, ADDR[1])
+        verify(msg, ADDR[1], DOMAIN)
 
 
 def test_signatures_are_standard_personal_sign_signatures():
     from eth_account.messages import encode_defunct
 
     msg = _step(0)
-    assert Account.recover_message(encode_defunct(primitive=digest(msg)), signature=msg.signature) == ADDR[1]
+    d = digest(msg, DOMAIN)
+    assert Account.recover_message(encode_defunct(primitive=d), signature=msg.signature) == ADDR[1]
     # byte for byte what eth-account signs (same RFC 6979 nonce, low s)
-    assert Account.sign_message(encode_defunct(primitive=digest(msg)), KEYS[1]).signature == msg.signature
+    assert Account.sign_message(encode_defunct(primitive=d), KEYS[1]).signature == msg.signature
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -107,20 +121,22 @@ def test_digest_is_the_abi_encoding_eth_abi_gives(seed):
     from eth_abi import encode as abi_encode
     from eth_hash.auto import keccak
 
-    from worker.signing import DOMAIN, TYPES
+    from worker.signing import TYPES
 
     rnd = random.Random(seed)
+    domain = domain_separator(rnd.getrandbits(64), "0x" + rnd.randbytes(20).hex())
     msg = pb.HopMessage(job_id=str(rnd.choice([0, 7, 2**256 - 1, rnd.getrandbits(200)])),
                         replica=rnd.getrandbits(32), hop=rnd.getrandbits(8), step=rnd.getrandbits(32),
                         kind=rnd.choice([pb.KIND_OPEN, pb.KIND_STEP, pb.KIND_CLOSE]), upstream=rnd.random() < 0.5,
                         payload_hash=rnd.randbytes(32) if rnd.random() < 0.5 else b"",
                         ids=[rnd.getrandbits(32) for _ in range(rnd.randrange(4))],
                         output=rnd.randbytes(rnd.randrange(40)), error=rnd.choice(["", "boom", "é"]),
-                        sender=ADDR[seed % 4].lower() if seed % 2 else ADDR[seed % 4])
-    values = [DOMAIN, int(msg.job_id), msg.replica, msg.hop, msg.step, int(msg.kind), msg.upstream,
+                        sender=ADDR[seed % 4].lower() if seed % 2 else ADDR[seed % 4],
+                        session=rnd.randbytes(32) if rnd.random() < 0.5 else b"", sent_unix_ms=rnd.getrandbits(64))
+    values = [domain, int(msg.job_id), msg.replica, msg.hop, msg.step, int(msg.kind), msg.upstream,
               msg.payload_hash or b"\x00" * 32, list(msg.ids), keccak(msg.output), keccak(msg.error.encode()),
-              ADDR[seed % 4]]
-    assert digest(msg) == keccak(abi_encode(TYPES, values))
+              ADDR[seed % 4], msg.session or b"\x00" * 32, msg.sent_unix_ms]
+    assert digest(msg, domain) == keccak(abi_encode(TYPES, values))
 
 
 @pytest.mark.parametrize("sender", ["", "0x1234", "1" * 42, "0x" + "zz" * 20])
@@ -128,16 +144,16 @@ def test_a_malformed_sender_is_refused(sender):
     msg = _step(0)
     msg.sender = sender
     with pytest.raises(ProtocolError, match="not a 0x-prefixed"):
-        verify(msg, ADDR[1])
+        verify(msg, ADDR[1], DOMAIN)
 
 
 def test_tail_accepts_its_predecessor_and_answers_signed_tokens(tail):
-    assert tail.handle(_open()).kind == pb.KIND_OPEN
+    assert tail.handle(_open(session=SESSION)).kind == pb.KIND_OPEN
     ids = []
     for t in range(3):
         resp = tail.handle(_step(t))
-        verify(resp, ADDR[2])
-        assert resp.upstream and resp.step == t and len(resp.ids) == 1
+        verify(resp, ADDR[2], DOMAIN)
+        assert resp.upstream and resp.step == t and len(resp.ids) == 1 and resp.session == SESSION
         ids += list(resp.ids)
     assert decode_output(resp.output) == ids
     assert tail.outputs == [(7, 0, resp.output)]
@@ -160,19 +176,20 @@ def test_unknown_job_is_refused(tail):
         tail.handle(_open(job=8))
 
 
-def test_replayed_and_out_of_order_steps_are_refused(tail):
-    tail.handle(_open())
+def test_replayed_and_out_of_order_steps_are_refused_and_end_the_session(tail):
+    tail.handle(_open(session=SESSION))
     first = _step(0)
     tail.handle(first)
     with pytest.raises(ProtocolError, match="replayed or out of order"):
         tail.handle(first)
+    assert len(tail.sessions) == 0
+    tail.handle(_open(session=b"\1" * 32))
     with pytest.raises(ProtocolError, match="replayed or out of order"):
-        tail.handle(_step(2))
-    assert len(tail.handle(_step(1)).ids) == 1
+        tail.handle(_step(2, session=b"\1" * 32))
 
 
 def test_payload_that_does_not_match_its_hash_is_refused(tail):
-    tail.handle(_open())
+    tail.handle(_open(session=SESSION))
     msg = _step(0)
     msg.payload.data = codec.encode(torch.zeros(1, 1, 8), codec.FP32).data  # swapped after signing
     with pytest.raises(ProtocolError, match="payload hash"):
@@ -180,21 +197,21 @@ def test_payload_that_does_not_match_its_hash_is_refused(tail):
 
 
 def test_a_session_takes_steps_only_from_the_stream_that_opened_it(tail):
-    mine, other = set(), set()
-    tail.handle(_open(), mine)
-    assert mine == {(7, 0)}
+    mine, other = Stream(), Stream()
+    tail.handle(_open(session=SESSION), mine)
+    assert mine.session.key == (7, 0)
     with pytest.raises(ProtocolError, match="no session opened on this stream"):
         tail.handle(_step(0), other)
     assert len(tail.handle(_step(0), mine).ids) == 1  # the owner's session did not move
-    tail.handle(Signer(KEYS[1]).sign(message(7, 0, 1, 1, pb.KIND_CLOSE)), mine)
-    assert mine == set() and len(tail.sessions) == 0
+    tail.handle(_close(1), mine)
+    assert mine.session is None and len(tail.sessions) == 0
 
 
 @pytest.mark.parametrize("also_malformed", [False, True])
 def test_on_a_stream_a_forged_step_is_refused_as_forged(tail, also_malformed):
     """The signature is checked while the stage runs; nothing is answered and the refusal names the forgery."""
-    stream = set()
-    tail.handle(_open(), stream)
+    stream = Stream()
+    tail.handle(_open(session=SESSION), stream)
     forged = _step(0, key=KEYS[0])  # the head, signing as itself, skipping hop 1
     if also_malformed:
         forged.payload.shape[:] = [1, 1, 9]  # would be a codec error on its own
@@ -204,10 +221,10 @@ def test_on_a_stream_a_forged_step_is_refused_as_forged(tail, also_malformed):
 
 
 def test_steps_past_max_tokens_are_refused(tail):
-    tail.handle(_open())
+    tail.handle(_open(session=SESSION))
     for t in range(3):
         tail.handle(_step(t))
-    with pytest.raises(ProtocolError, match="past the end"):
+    with pytest.raises(ProtocolError, match="past the job's last step 2"):
         tail.handle(_step(3))
 
 
@@ -218,8 +235,9 @@ def test_a_classifier_tail_answers_the_argmax_class_of_every_image():
     rt = HopRuntime(WorkerConfig(), LinearTail(), StaticPlanView([route]), Signer(KEYS[2]),
                     on_output=lambda *a: outputs.append(a))
     x = torch.randn(3, 1, 8, generator=torch.Generator().manual_seed(5))  # 3 images' features
-    rt.handle(_open(hop=0, job=9))
-    resp = rt.handle(Signer(KEYS[1]).sign(message(9, 0, 0, 0, pb.KIND_STEP, payload=codec.encode(x, codec.FP32))))
+    rt.handle(_open(hop=0, job=9, session=SESSION))
+    resp = rt.handle(Signer(KEYS[1]).sign(message(9, 0, 0, 0, pb.KIND_STEP, payload=codec.encode(x, codec.FP32),
+                                                  session=SESSION), DOMAIN))
     want = (x @ LinearTail().w)[:, -1].argmax(-1).tolist()
     assert list(resp.ids) == want and decode_output(resp.output) == want
     assert outputs == [(9, 0, resp.output)]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from proto import paths
 from proto.errors import ConfigError
-from worker.config import WorkerConfig
+from worker.config import WorkerConfig, describe
 
 
 class NodeConfig(BaseModel):
@@ -35,7 +35,8 @@ class NodeConfig(BaseModel):
     poll_interval_s: float = Field(0.5, gt=0)  # chain polling period, seconds
     head_retries: int = Field(30, ge=1)  # attempts to run a replica from the head (within the commit window), count
     retry_backoff_s: float = Field(2.0, gt=0)  # first wait between head attempts, doubling up to 30 s, seconds
-    finalize: bool = True  # tails call finalize once every replica revealed or the deadline passed
+    finalize: bool = True  # tails call finalize once every replica revealed or the deadline passed (and push disputes)
+    reveal_margin_s: float = Field(20.0, ge=0)  # refuse to commit unless the reveal window leaves this long, seconds
     verify_weights: bool = True  # check local weights against the ModelRegistry root at start
 
     def with_env(self) -> "NodeConfig":
@@ -69,7 +70,10 @@ def load(path: str | Path, **worker_overrides: Any) -> tuple[NodeConfig, WorkerC
     try:
         node = NodeConfig(**data.get("node", {})).with_env()
     except ValidationError as exc:
-        raise ConfigError(f"{p} [node]: {exc}") from exc
+        raise ConfigError(f"{p} [node]: {describe(exc)}") from None
     overrides = {k: v for k, v in worker_overrides.items() if v is not None}
-    worker = WorkerConfig.build(**{**data.get("worker", {}), **overrides})
+    try:
+        worker = WorkerConfig.build(**{**data.get("worker", {}), **overrides})
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     return node, worker

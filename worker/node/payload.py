@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 
 from proto.errors import JobError, JobInputError
 from proto.types import decode_output
+from worker.limits import ModelLimits
 from worker.vision.data import decode_images
 
 
@@ -38,15 +39,6 @@ def encode_prompt(prompt: str) -> bytes:
     return prompt.encode("utf-8")
 
 
-def context_length(model_dir: str | Path) -> int | None:
-    """Positions the model can attend over (prompt + generated), from config.json; None if unstated."""
-    cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        if isinstance(cfg.get(key), int):
-            return cfg[key]
-    return None
-
-
 def head_inputs(kind: str, model_dir: str | Path, data: bytes, max_tokens: int = 0) -> "list[int] | torch.Tensor":
     """What the head stage feeds in: prompt token ids, or the image tensor. Raises
     :class:`JobInputError` for input that can never run on this model."""
@@ -56,10 +48,13 @@ def head_inputs(kind: str, model_dir: str | Path, data: bytes, max_tokens: int =
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JobInputError(f"job input is not UTF-8 text ({exc}); a language model takes a prompt") from exc
+    if not any(c.isprintable() and not c.isspace() for c in text):
+        raise JobInputError("job input holds no printable text (images are bytes 0..16); a language model takes "
+                            "a prompt")
     ids = tokenizer(str(model_dir))(text)["input_ids"]
     if not ids:
         raise JobInputError("the prompt is empty; a language model needs at least one token")
-    limit = context_length(model_dir)
+    limit = ModelLimits.of(model_dir).context
     if limit is not None and len(ids) + max_tokens > limit:
         raise JobInputError(f"the prompt has {len(ids)} tokens and the job asks for {max_tokens} more; the model "
                             f"attends over at most {limit}")

@@ -9,7 +9,9 @@ another chain instead of resuming its jobs.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -59,3 +61,23 @@ def claim(state_dir: Path, ident: ChainIdentity) -> None:
         raise ConfigError(f"{state_dir} holds node state without a chain stamp (written by an older version); "
                           "move it away or delete it, then restart")
     path.write_text(json.dumps(asdict(ident), indent=1))
+
+
+def lock(state_dir: Path):
+    """Hold ``state_dir/daemon.lock`` for this process's life; refuse a second daemon of the same
+    node (it would share the cursor and ledger and serve a port the chain does not name)."""
+    path = Path(state_dir) / "daemon.lock"
+    f = open(path, "a+")  # noqa: SIM115 - held open until the process exits
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise ConfigError(f"another daemon for this node already runs (pid {pid}, lock {path}); stop it first, "
+                          "or give this one another key") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f

@@ -62,16 +62,13 @@ def quantize_stage(stage: nn.Module, cfg: QuantConfig = QuantConfig(),
     keys ``"{block}/{path}"``); layers it does not list choose from their weights.
     """
     by_name = None
-    family = getattr(stage, "family", None)
-    if outliers is not None and family is not None:
-        prefix = f"base.{family.blocks_attr}."
+    blocks = getattr(stage, "block_names", None)  # {absolute block index: qualified module name}
+    if outliers is not None and blocks:
         by_name = {}
-        for name, _ in stage.named_modules():
-            if name.startswith(prefix):
-                j, _, path = name[len(prefix):].partition(".")
-                key = block_key(stage.spec.start + int(j), path)
-                if key in outliers:
-                    by_name[name] = outliers[key]
+        for i, prefix in blocks.items():
+            for name, _ in stage.get_submodule(prefix).named_modules():
+                if name and block_key(i, name) in outliers:
+                    by_name[f"{prefix}.{name}"] = outliers[block_key(i, name)]
     return quantize_module(stage, cfg=cfg, outliers=by_name)
 
 

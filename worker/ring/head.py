@@ -4,12 +4,16 @@ It runs inside whichever process hosts the head stage (the worker daemon when
 the plan makes it head, or a benchmark). Step 0 embeds the whole prompt and
 runs the head's span; every later step feeds back the token the tail sampled.
 With a single hop (head == tail) it samples locally and no network is used.
+An attempt ends by the job's deadline (``route.deadline``) and every answer is
+awaited at most ``config.hop_timeout_s``; a refusal the next hop calls
+deterministic (the input can never run) surfaces as ``JobInputError``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
 import torch
 
@@ -24,19 +28,25 @@ from worker.stage import Stage
 
 logger = logging.getLogger(__name__)
 
+OnToken = Callable[[int, Sequence[int]], None]  # (step, ids the tail chose at that step)
+
 
 def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[int] | torch.Tensor,
                 signer: Signer, *, config: WorkerConfig | None = None, on_output: OnOutput | None = None,
-                channels: Channels | None = None) -> list[int]:
+                channels: Channels | None = None, on_token: OnToken | None = None) -> list[int]:
     """Generate with ``replica`` of ``route`` from the head; return the token ids (or class ids).
 
     ``inputs``: prompt token ids for a language model, the input tensor (e.g.
     images ``(B, 1, 8, 8)``) for a classifier. ``on_output`` is called with the
     canonical output bytes when the head is also the tail (otherwise the tail
     calls its own); the tail's bytes are checked against the returned ids.
+    ``on_token`` gets each step's ids as they arrive (a preview for streaming:
+    their signature check finishes during the next step).
     """
     config = config or WorkerConfig()
     job = int(route.job_id)
+    if route.deadline is not None and time.time() > route.deadline:
+        raise ProtocolError(f"job {job} is past its commit deadline; not starting replica {replica}")
     if route.position(replica, signer.address) != 0:
         raise ProtocolError(f"node {signer.address} is not the head of replica {replica} of job {job}")
     head = route.hop(replica, 0)
@@ -56,6 +66,8 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
             for step in range(steps):
                 new, output = pipe.step(x, step)
                 ids.extend(new)
+                if on_token is not None:
+                    on_token(step, new)
                 if output:  # the tail is done (max_tokens or end of sequence)
                     break
                 x = torch.tensor([list(new)], dtype=torch.long, device=stage.device)

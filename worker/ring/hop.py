@@ -1,13 +1,15 @@
 """The worker side of the ring: handle one hop message of a session.
 
-``HopRuntime.handle`` is the backend of the gRPC servicer. For each request it
-authenticates the sender against the plan (signature, planned predecessor,
-step order), runs the stage on the session's cache, and then either forwards
-the activations to the next hop and relays its answer, or, on the tail,
-samples the next token (or the class ids) and answers with it. The step itself
-is the session's :class:`worker.ring.pipeline.Pipeline`, the code the head runs
-too: a step's signature is checked on a second thread while the stage runs, and
-joined before the activations are forwarded or the token answered.
+``HopRuntime.handle`` is the backend of the gRPC servicer. Every request is
+first bounded field by field (:mod:`worker.wire`). An OPEN has its signer
+recovered before the plan is looked up, is accepted only from the planned
+predecessor, fresh and with an unseen session nonce, and binds one session to
+the stream it came on. A STEP must belong to that session and come in order;
+its activations must match the job's plan (codec, block, batch 1, width,
+context length) and memory for it is reserved before the stage runs. The step
+itself is the session's :class:`worker.ring.pipeline.Pipeline`, the code the
+head runs too: a small step's signature is checked while the stage runs, a
+large one's before, and either is joined before anything leaves the node.
 """
 
 from __future__ import annotations
@@ -17,19 +19,32 @@ import time
 
 import torch
 
-from proto.errors import ProtocolError, TesseraError
+from proto.errors import CodecError, JobInputError, ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.types import JobId
+from worker import wire
 from worker.config import WorkerConfig
+from worker.limits import ModelLimits
 from worker.planview import JobRoute, PlanView
 from worker.ring.link import Channels, message, payload_of
 from worker.ring.pipeline import OnOutput, Pipeline
-from worker.sessions import Session, SessionKey, SessionTable
-from worker.signing import PendingCheck, Signer, verify
+from worker.sessions import OpenGuard, Session, SessionTable
+from worker.signing import PendingCheck, Signer, recover_sender
 from worker.stage import Stage
 from worker.stagepool import Loader, StagePool
 
 logger = logging.getLogger(__name__)
+
+STEP_WORK = 8  # a step's transient memory, in copies of its input (decoded input, output, MLP work)
+
+
+class Stream:
+    """What one Forward stream carries: at most one session (one stream per session)."""
+
+    __slots__ = ("session",)
+
+    def __init__(self):
+        self.session: Session | None = None
 
 
 class HopRuntime:
@@ -37,107 +52,159 @@ class HopRuntime:
 
     def __init__(self, config: WorkerConfig, stage: Stage, planview: PlanView, signer: Signer,
                  on_output: OnOutput | None = None, channels: Channels | None = None,
-                 loader: Loader | None = None):
+                 loader: Loader | None = None, limits: ModelLimits | None = None):
         self.config, self.stage, self.planview, self.signer = config, stage, planview, signer
+        self.limits = limits or ModelLimits()
         self.stages = StagePool(stage, loader)  # the loaded span and planned sub-spans of it
         self.on_output = on_output
         self.channels = channels or Channels(config.max_message_bytes)
         self.sessions = SessionTable(config.session_ttl_s, config.session_max_bytes, config.max_sessions)
+        self.opens = OpenGuard(config.open_window_s)
         self.tokens_per_second = 0.0  # moving average over decode steps
+        self._direct = Stream()  # the stream of direct calls (tests)
 
     # ------------------------------------------------------------------ entry
-    def handle(self, msg: pb.HopMessage, stream: set[SessionKey] | None = None) -> pb.HopMessage:
-        """Answer one request; raises TesseraError families on refusal.
-
-        ``stream``: the sessions opened on the gRPC stream this request came
-        on (the servicer passes one set per stream). With it, a session takes
-        steps and CLOSE only from the stream that opened it, and a step's
-        signature is checked while the stage runs on it, since a refusal then
-        ends the stream and the session with it. Without it (direct calls),
-        every signature is checked first.
-        """
-        key = (int(msg.job_id), msg.replica) if msg.job_id.isdigit() else (-1, msg.replica)
-        if stream is not None and msg.kind != pb.KIND_OPEN and key not in stream:
-            raise ProtocolError(f"job {msg.job_id} replica {msg.replica} has no session opened on this stream")
-        step = msg.kind == pb.KIND_STEP
-        route, pos, signature = self._authenticate(msg, key[0], defer_signature=step and stream is not None)
+    def handle(self, msg: pb.HopMessage, stream: Stream | None = None) -> pb.HopMessage:
+        """Answer one request that came on ``stream`` (direct calls share one); raises TesseraError
+        families on refusal. A refused STEP or CLOSE ends the stream's session."""
+        stream = self._direct if stream is None else stream
+        job = wire.check_request(msg, self.config.max_payload_bytes)
         if msg.kind == pb.KIND_OPEN:
-            self._open(route, pos, msg, key)
-            if stream is not None:
-                stream.add(key)
-        elif step:
-            try:
-                return self._step(msg, self.sessions.get(key), signature)
-            except TesseraError:
-                if signature is not None:
-                    signature.result()  # a forged message is refused as forged, whatever else is wrong
-                raise
-        elif msg.kind == pb.KIND_CLOSE:
-            s = self.sessions.get(key)
-            s.pipe.finish(msg.step)
-            n = max(s.next_step, 1)
-            logger.info("closed job %s replica %s at hop %d: %d steps, %.1f ms/step compute, %.1f ms/step "
-                        "waiting for the next hop, %.1f ms/step total", key[0], key[1], pos, s.next_step,
-                        1e3 * s.pipe.compute_s / n, 1e3 * s.pipe.wait_s / n, 1e3 * s.busy_s / n)
-            self.sessions.close(key)
-            if stream is not None:
-                stream.discard(key)
-        else:
-            raise ProtocolError(f"message kind {msg.kind} is not OPEN, STEP or CLOSE")
-        return self._answer(msg, pos)
+            return self._open(msg, job, stream)
+        s = stream.session
+        if s is None or s.key != (job, msg.replica) or msg.session != s.nonce:
+            raise ProtocolError(f"job {job} replica {msg.replica} has no session opened on this stream")
+        self.sessions.begin(s)
+        held = None
+        try:
+            if msg.kind == pb.KIND_STEP:
+                answer = self._step(msg, s)
+                held = s.pipe.stage.cache_bytes(s.pipe.cache)
+            else:
+                answer = self._close(msg, s)
+                stream.session = None
+            return answer
+        except BaseException:
+            self.sessions.close(s)
+            stream.session = None
+            raise
+        finally:
+            self.sessions.end(s, held)
 
-    def _authenticate(self, msg: pb.HopMessage, job: int, defer_signature: bool = False
-                      ) -> tuple[JobRoute, int, PendingCheck | None]:
-        """(route, this node's position, the signature check if deferred, else None); ``job``
-        is the message's job id, -1 if it is not a decimal number."""
-        if msg.upstream:
-            raise ProtocolError("a response was sent as a request")
-        route = self.planview.route(JobId(job))
+    def live(self, stream: Stream) -> bool:
+        """Whether ``stream`` carries a session that is still open (not expired, replaced or closed)."""
+        return stream.session is not None and self.sessions.is_current(stream.session)
+
+    def end_stream(self, stream: Stream) -> None:
+        """The stream ended: close its session, if it is still the one open for its key."""
+        if stream.session is not None:
+            self.sessions.close(stream.session)
+            stream.session = None
+
+    def _answer(self, msg: pb.HopMessage, pos: int, route: JobRoute, ids=(), output: bytes = b"") -> pb.HopMessage:
+        return self.signer.sign(message(int(msg.job_id), msg.replica, pos, msg.step, msg.kind, upstream=True,
+                                        ids=ids, output=output, session=msg.session), route.domain)
+
+    # ------------------------------------------------------------------ kinds
+    def _open(self, msg: pb.HopMessage, job: int, stream: Stream) -> pb.HopMessage:
+        if stream.session is not None:
+            raise ProtocolError("this stream already carries a session; open one stream per session")
+        self.opens.check(msg.session, msg.sent_unix_ms)  # a stale or replayed OPEN costs no cryptography
+        signer = recover_sender(msg, self.planview.domain)  # before any lookup the message would cost
+        route = self.planview.route(JobId(job), msg.sender)
         pos = route.position(msg.replica, self.signer.address)
         if pos == 0 or msg.hop != pos - 1:
             raise ProtocolError(f"this node is hop {pos} of replica {msg.replica}; it accepts only hop "
                                 f"{pos - 1}, not hop {msg.hop}")
-        sender = route.hop(msg.replica, pos - 1).node
-        if defer_signature:
-            return route, pos, PendingCheck(msg, sender)
-        verify(msg, sender)
-        return route, pos, None
-
-    def _answer(self, msg: pb.HopMessage, pos: int, ids=(), output: bytes = b"") -> pb.HopMessage:
-        return self.signer.sign(message(int(msg.job_id), msg.replica, pos, msg.step, msg.kind,
-                                        upstream=True, ids=ids, output=output))
-
-    # ------------------------------------------------------------------ kinds
-    def _open(self, route: JobRoute, pos: int, msg: pb.HopMessage, key) -> None:
+        prev = route.hop(msg.replica, pos - 1).node
+        if signer != bytes.fromhex(prev[2:]):
+            raise ProtocolError(f"message from {msg.sender}, but the plan names {prev} at hop {msg.hop}")
+        self.opens.admit(msg.session, msg.sent_unix_ms)
         hop = route.hop(msg.replica, pos)
         stage = self.stages.get(hop.start, hop.end)
-        s = self.sessions.open(key)
+        expires = time.monotonic() + (route.deadline - time.time()) if route.deadline is not None else float("inf")
+        s = self.sessions.open((job, msg.replica), msg.session, expires)
         try:
             s.pipe = Pipeline(route, msg.replica, pos, stage, self.signer, self.config, self.channels,
                               on_output=self.on_output)
             s.pipe.open()
-        except Exception:
-            self.sessions.close(key)
+        except BaseException:
+            self.sessions.close(s)
             raise
-        logger.info("opened job %s replica %s at hop %d [%d, %d)", key[0], key[1], pos, hop.start, hop.end)
+        stream.session = s
+        logger.info("opened job %s replica %s at hop %d [%d, %d) for %s", job, msg.replica, pos, hop.start,
+                    hop.end, msg.sender)
+        return self._answer(msg, pos, route)
 
-    def _step(self, msg: pb.HopMessage, s: Session, signature: PendingCheck | None = None) -> pb.HopMessage:
-        if msg.step != s.next_step:
-            raise ProtocolError(f"expected step {s.next_step} of job {msg.job_id}, got step {msg.step} "
-                                "(replayed or out of order)")
+    def _step(self, msg: pb.HopMessage, s: Session) -> pb.HopMessage:
         t_in = time.perf_counter()
         pipe = s.pipe
-        stage = pipe.stage
-        x = payload_of(msg, self.config.max_payload_bytes).to(stage.device, stage.dtype)
-        before = pipe.compute_s
-        y = pipe.forward(x, msg.step, signature)
+        if msg.step != s.next_step:
+            raise ProtocolError(f"expected step {s.next_step} of job {pipe.job}, got step {msg.step} "
+                                "(replayed or out of order)")
+        check = PendingCheck(msg, pipe.route.hop(pipe.replica, pipe.pos - 1).node, pipe.route.domain)
+        try:
+            if not pipe.overlaps(wire.rows(msg.payload.shape)):
+                check.result()  # a large input is verified before it costs a decode or a prefill
+            self._admit(pipe, msg)
+            x = payload_of(msg, self.config.max_payload_bytes)
+            self.sessions.reserve(s, s.held_bytes + self._step_bytes(pipe, x))
+            before = pipe.compute_s
+            y = pipe.forward(x.to(pipe.stage.device, pipe.stage.dtype), msg.step, check)
+        except BaseException:
+            check.result()  # a forged message is refused as forged, whatever else is wrong with it
+            raise
         self._measure(x, pipe.compute_s - before)
         s.next_step += 1
-        self.sessions.account(s, stage.cache_bytes(pipe.cache))  # over the memory cap, the step ends here
         ids, output = pipe.send(y, msg.step)
-        answer = self._answer(msg, pipe.pos, ids=ids, output=output)
+        answer = self._answer(msg, pipe.pos, pipe.route, ids=ids, output=output)
         s.busy_s += time.perf_counter() - t_in
         return answer
+
+    def _close(self, msg: pb.HopMessage, s: Session) -> pb.HopMessage:
+        pipe = s.pipe
+        PendingCheck(msg, pipe.route.hop(pipe.replica, pipe.pos - 1).node, pipe.route.domain).result()
+        if msg.step != s.next_step:
+            raise ProtocolError(f"CLOSE of job {pipe.job} names step {msg.step}; {s.next_step} steps ran")
+        pipe.finish(msg.step)
+        n = max(s.next_step, 1)
+        logger.info("closed job %s replica %s at hop %d: %d steps, %.1f ms/step compute, %.1f ms/step "
+                    "waiting for the next hop, %.1f ms/step total", pipe.job, pipe.replica, pipe.pos, s.next_step,
+                    1e3 * pipe.compute_s / n, 1e3 * pipe.wait_s / n, 1e3 * s.busy_s / n)
+        self.sessions.close(s)
+        return self._answer(msg, pipe.pos, pipe.route)
+
+    # ------------------------------------------------------------------ checks
+    def _admit(self, pipe: Pipeline, msg: pb.HopMessage) -> None:
+        """Refuse activations the job's plan rules out, before they are decoded or run."""
+        route, p, where = pipe.route, msg.payload, f"job {pipe.job} step {msg.step}"
+        steps = 1 if route.kind == "classifier" else route.params.max_tokens
+        if msg.step >= steps:
+            raise ProtocolError(f"{where} is past the job's last step {steps - 1}")
+        if p.codec != route.params.codec or p.block != route.params.block:
+            raise CodecError(f"{where}: activations in codec {p.codec} block {p.block}; the job's plan names "
+                             f"codec {route.params.codec} block {route.params.block}")
+        if route.kind != "causal-lm":
+            return
+        shape = tuple(p.shape)
+        hidden = self.limits.hidden
+        if len(shape) != 3 or shape[0] != 1 or (hidden is not None and shape[2] != hidden):
+            raise CodecError(f"{where}: activations of shape {shape}; this model's hops pass (1, tokens, "
+                             f"{hidden or 'hidden'}) (batch 1)")
+        context, have = self.limits.context, pipe.positions
+        need = have + shape[1] + (route.params.max_tokens - 1 if msg.step == 0 else 0)
+        if context is not None and need > context:
+            raise JobInputError(f"{where}: {have} positions held, {shape[1]} more sent and "
+                                f"{need - have - shape[1]} still to generate pass the model's context of "
+                                f"{context} positions")
+
+    def _step_bytes(self, pipe: Pipeline, x: torch.Tensor) -> int:
+        """Memory a step of ``x`` needs: the cache it adds (a decoder keeps at most a key and a value
+        as wide as its input per block and position) and its transient work."""
+        elem = torch.empty((), dtype=pipe.stage.dtype).element_size()
+        per_copy = x.numel() * elem
+        blocks = pipe.stage.spec.end - pipe.stage.spec.start
+        return per_copy * (STEP_WORK + (2 * blocks if pipe.route.kind == "causal-lm" else 0))
 
     def _measure(self, x: torch.Tensor, seconds: float) -> None:
         if x.dim() == 3 and x.shape[1] == 1 and seconds > 0:
@@ -147,4 +214,3 @@ class HopRuntime:
     def close(self) -> None:
         self.sessions.close_all()
         self.channels.close()
-

@@ -1,23 +1,39 @@
-"""Outbound side of a hop: one Forward stream to the next hop, and message builders."""
+"""Outbound side of a hop: one Forward stream to the next hop, and message builders.
+
+Every wait on the next hop has a deadline: each answer within ``timeout_s`` (a
+watchdog thread cancels the stream of a peer that stays silent longer), the
+whole stream within the job's deadline (gRPC's own), and the connection is
+kept alive with HTTP/2 pings so a vanished host is noticed too.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
+import time
+import weakref
 
 import grpc
 import torch
 
-from proto.errors import ProtocolError
+from proto.errors import JobInputError, ProtocolError, TesseraError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
-from worker import codec
+from worker import codec, wire
 from worker.signing import verify
 
 logger = logging.getLogger(__name__)
 
 _END = object()
+WATCH_PERIOD_S = 0.1  # how often the watchdog looks for overdue answers, seconds
+KEEPALIVE = [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
+             ("grpc.http2.max_pings_without_data", 0)]  # ping a quiet connection every 20 s; 10 s to answer
+
+
+class PeerTimeout(TesseraError):
+    """The next hop did not answer in time (a stalled or vanished peer)."""
 
 
 class Channels:
@@ -28,7 +44,7 @@ class Channels:
                       ("grpc.max_receive_message_length", max_message_bytes),
                       # a restarted peer is reachable again within ~1 s, not after gRPC's 120 s backoff
                       ("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
-                      ("grpc.max_reconnect_backoff_ms", 1000)]
+                      ("grpc.max_reconnect_backoff_ms", 1000), *KEEPALIVE]
         self._lock = threading.Lock()
         self._stubs: dict[str, pb_grpc.WorkerServiceStub] = {}
         self._channels: list[grpc.Channel] = []
@@ -50,16 +66,26 @@ class Channels:
 
 
 class Link:
-    """A Forward stream to the next hop; ``call`` sends one message and returns its answer.
+    """A Forward stream to the next hop, carrying one session; ``call`` sends one message and
+    returns its answer.
 
-    Answers are checked: signed by ``peer`` (the planned successor), upstream,
-    and naming the same job, replica and step.
+    Answers are checked: signed by ``peer`` (the planned successor) under ``domain``, upstream,
+    naming the same job, replica, step and session nonce (:attr:`nonce`, drawn here), and within
+    ``timeout_s`` of the request. ``deadline``: unix time, seconds, when the whole stream ends.
     """
 
-    def __init__(self, stub: pb_grpc.WorkerServiceStub, peer: str, timeout_s: float):
-        self.peer, self.timeout_s = peer, timeout_s
+    def __init__(self, stub: pb_grpc.WorkerServiceStub, peer: str, timeout_s: float, domain: bytes,
+                 deadline: float | None = None):
+        self.peer, self.timeout_s, self.domain = peer, timeout_s, domain
+        self.nonce = os.urandom(wire.NONCE_BYTES)
         self._q: queue.Queue = queue.Queue()
-        self._responses = stub.Forward(self._requests())
+        self._due: float | None = None  # monotonic time the pending answer is due by; None when none is
+        self._timed_out = False
+        remaining = None if deadline is None else deadline - time.time()
+        if remaining is not None and remaining <= 0:
+            raise PeerTimeout(f"the job's deadline has passed; not opening a stream to {peer}")
+        self._responses = stub.Forward(self._requests(), timeout=remaining)
+        _watchdog().watch(self)
 
     def _requests(self):
         while True:
@@ -71,42 +97,102 @@ class Link:
     def call(self, msg: pb.HopMessage) -> pb.HopMessage:
         """Send ``msg``; return the answer once its signature is checked."""
         resp = self.exchange(msg)
-        verify(resp, self.peer)
+        verify(resp, self.peer, self.domain)
         return resp
 
     def exchange(self, msg: pb.HopMessage) -> pb.HopMessage:
         """Send ``msg``; return the answer with its signature NOT yet checked (the caller
         checks it, e.g. with a ``PendingCheck``), everything else checked."""
         self._q.put(msg)
+        self._due = time.monotonic() + self.timeout_s
         try:
             resp = next(self._responses)
         except StopIteration:
             raise ProtocolError(f"next hop {self.peer} closed the stream") from None
         except grpc.RpcError as exc:
-            raise ProtocolError(f"next hop {self.peer} refused step {msg.step}: "
-                                f"{exc.code().name} {exc.details()}") from None
+            raise self._refusal(exc, msg.step) from None
+        finally:
+            self._due = None
+        wire.check_answer(resp)
         if not resp.upstream or resp.job_id != msg.job_id or resp.replica != msg.replica \
-                or resp.step != msg.step or resp.kind != msg.kind:
+                or resp.step != msg.step or resp.kind != msg.kind or resp.session != self.nonce:
             raise ProtocolError(f"next hop {self.peer} answered step {resp.step} kind {resp.kind} "
-                                f"to step {msg.step} kind {msg.kind}")
+                                f"to step {msg.step} kind {msg.kind} of another session or order")
         if resp.error:
-            raise ProtocolError(f"next hop {self.peer} failed: {resp.error}")
+            raise ProtocolError(f"next hop {self.peer} failed: {wire.safe(resp.error, 200)}")
         return resp
 
+    def _refusal(self, exc: grpc.RpcError, step: int) -> TesseraError:
+        code, details = exc.code(), wire.safe(exc.details() or "", 300)
+        if self._timed_out:
+            return PeerTimeout(f"next hop {self.peer} did not answer step {step} within {self.timeout_s:g} s")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return PeerTimeout(f"next hop {self.peer} did not finish before the job's deadline (step {step})")
+        if code == grpc.StatusCode.INVALID_ARGUMENT:  # deterministic: the job's input can never run there
+            return JobInputError(f"next hop {self.peer} refused step {step} as invalid: {details}")
+        return ProtocolError(f"next hop {self.peer} refused step {step}: {code.name} {details}")
+
+    def expire_if_overdue(self, now: float) -> None:
+        """Cancel the stream if an answer is overdue (called by the watchdog)."""
+        due = self._due
+        if due is not None and now > due:
+            self._timed_out = True
+            self._responses.cancel()
+
     def close(self) -> None:
+        """End the stream; waits at most ``timeout_s`` for the next hop to end it too."""
         self._q.put(_END)
+        self._due = time.monotonic() + self.timeout_s
         try:
             for _ in self._responses:
                 pass
         except grpc.RpcError:
             pass
+        finally:
+            self._due = None
+
+
+class _Watchdog:
+    """One thread per process that cancels the streams of next hops that stay silent past their due time."""
+
+    def __init__(self):
+        self._links: weakref.WeakSet[Link] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._loop, name="link-watchdog", daemon=True).start()
+
+    def watch(self, link: Link) -> None:
+        with self._lock:
+            self._links.add(link)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(WATCH_PERIOD_S)
+            with self._lock:
+                links = list(self._links)
+            now = time.monotonic()
+            for link in links:
+                link.expire_if_overdue(now)
+
+
+_WATCHDOG: _Watchdog | None = None
+_WATCHDOG_LOCK = threading.Lock()
+
+
+def _watchdog() -> _Watchdog:
+    global _WATCHDOG
+    with _WATCHDOG_LOCK:
+        if _WATCHDOG is None:
+            _WATCHDOG = _Watchdog()
+        return _WATCHDOG
 
 
 def message(job_id: int, replica: int, hop: int, step: int, kind: int, *, upstream: bool = False,
-            payload: codec.Encoded | None = None, ids=(), output: bytes = b"") -> pb.HopMessage:
-    """An unsigned hop message."""
+            payload: codec.Encoded | None = None, ids=(), output: bytes = b"", session: bytes = b"",
+            sent_unix_ms: int = 0) -> pb.HopMessage:
+    """An unsigned hop message of the session ``session``."""
     msg = pb.HopMessage(job_id=str(job_id), replica=replica, hop=hop, step=step, kind=kind,
-                        upstream=upstream, ids=list(ids), output=output)
+                        upstream=upstream, ids=list(ids), output=output, session=session,
+                        sent_unix_ms=sent_unix_ms)
     if payload is not None:
         msg.payload.CopyFrom(pb.Tensor(codec=payload.codec, shape=list(payload.shape),
                                        block=payload.block, data=payload.data))

@@ -11,6 +11,10 @@ leaves the node. The overlap policy says when the next hop's answer is checked:
   joins the last one before the caller may return the ids.
 * ``False`` (a hop): the hop relays the answer upstream at once, so it is checked
   on arrival; the check of the incoming step is the caller's (``forward(check=)``).
+
+The overlap itself is kept for small inputs only (:data:`OVERLAP_MAX_ROWS`, one-token
+decode steps): a larger input (a prompt) is verified before the stage runs, so a
+forged one costs a signature check, not a prefill.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from worker.ring.link import Channels, Link, corrupt, message
 from worker.sampling import argmax_classes, sample
 from worker.signing import PendingCheck, Signer, verify
 from worker.stage import Stage
+from worker.wire import rows
 
 logger = logging.getLogger(__name__)
 
 OnOutput = Callable[[int, int, bytes], None]  # (job id, replica, canonical output bytes)
+OVERLAP_MAX_ROWS = 4  # a step's signature check overlaps its compute only up to this many rows (tokens)
 
 
 class Pipeline:
@@ -42,27 +48,31 @@ class Pipeline:
     to the next hop (over ``channels``; none on the tail) and, on the tail, the ids chosen so far."""
 
     __slots__ = ("route", "job", "replica", "pos", "stage", "cache", "signer", "config", "link", "last",
-                 "defer", "pending", "on_output", "tokens", "finished", "compute_s", "wait_s")
+                 "defer", "overlap_rows", "pending", "on_output", "tokens", "finished", "positions", "compute_s",
+                 "wait_s")
 
     def __init__(self, route: JobRoute, replica: int, pos: int, stage: Stage, signer: Signer,
                  config: WorkerConfig, channels: Channels, *, defer_answer_check: bool = False,
-                 on_output: OnOutput | None = None):
+                 overlap_rows: int = OVERLAP_MAX_ROWS, on_output: OnOutput | None = None):
         self.route, self.job, self.replica, self.pos = route, int(route.job_id), replica, pos
         tail = pos + 1 == len(route.replicas[replica])
         self.stage, self.cache = stage, stage.new_cache()
         self.signer, self.config = signer, config
         self.last = tail and route.kind == "causal-lm"  # a generating tail needs the last position only
         self.defer = defer_answer_check
+        self.overlap_rows = overlap_rows  # inputs up to this many rows are verified while the stage runs
         self.pending: PendingCheck | None = None  # the last answer's check, when deferred
         self.on_output = on_output  # called on the tail with the output once it is complete
         self.tokens: list[int] = []  # ids chosen so far (tail only)
         self.finished = False  # the tail has chosen the whole output
+        self.positions = 0  # positions (tokens) fed through the stage so far
         self.compute_s = 0.0  # time in the stage's forward, seconds
         self.wait_s = 0.0  # time waiting for the next hop's answers, seconds
         self.link: Link | None = None  # the stream to the next hop; None on the tail
         if not tail:
             nxt = route.hop(replica, pos + 1)
-            self.link = Link(channels.stub(nxt.endpoint), nxt.node, config.hop_timeout_s)
+            self.link = Link(channels.stub(nxt.endpoint), nxt.node, config.hop_timeout_s, route.domain,
+                             route.deadline)
 
     def __enter__(self) -> "Pipeline":
         return self
@@ -73,22 +83,33 @@ class Pipeline:
     def open(self) -> None:
         """Open the session on the next hop (nothing to do on the tail)."""
         if self.link is not None:
-            self.link.call(self.signer.sign(message(self.job, self.replica, self.pos, 0, pb.KIND_OPEN)))
+            msg = message(self.job, self.replica, self.pos, 0, pb.KIND_OPEN, session=self.link.nonce,
+                          sent_unix_ms=time.time_ns() // 1_000_000)
+            self.link.call(self.signer.sign(msg, self.route.domain))
+
+    def overlaps(self, n_rows: int) -> bool:
+        """Whether an input of ``n_rows`` rows is verified while the stage runs (else before)."""
+        return n_rows <= self.overlap_rows
 
     def forward(self, x: torch.Tensor, step: int, check: PendingCheck | None = None) -> torch.Tensor:
-        """Run the stage on ``x``, the input of ``step``, while ``check`` runs; return its output once
-        ``check`` passed. ``check``: the signature of the message ``x`` came from; None = the
-        deferred check of the last answer, if any (``x`` then holds that answer's token)."""
+        """Run the stage on ``x``, the input of ``step``, while ``check`` runs (before, for a large
+        ``x``); return its output once ``check`` passed. ``check``: the signature of the message ``x``
+        came from; None = the deferred check of the last answer, if any (``x`` then holds that
+        answer's token)."""
         if self.finished:
             raise ProtocolError(f"job {self.job} is finished; step {step} is past the end")
         if check is None:
             check, self.pending = self.pending, None
         if check is not None:
-            check.start()
+            if self.overlaps(rows(x.shape) if x.dim() > 2 else x.numel()):
+                check.start()
+            else:
+                check.result()
         t0 = time.perf_counter()
         with torch.inference_mode():
             y = self.stage.forward(x, self.cache, last=self.last)
         self.compute_s += time.perf_counter() - t0
+        self.positions += x.shape[1] if x.dim() > 1 else 1
         if check is not None:
             check.result()  # before anything computed from x can leave this node
         return y
@@ -102,14 +123,15 @@ class Pipeline:
             return self._choose(y, step)
         p = self.route.params
         msg = self.signer.sign(message(self.job, self.replica, self.pos, step, pb.KIND_STEP,
-                                       payload=codec.encode(y, p.codec, p.block)))
+                                       payload=codec.encode(y, p.codec, p.block), session=self.link.nonce),
+                               self.route.domain)
         t1 = time.perf_counter()
         resp = self.link.exchange(msg)
         self.wait_s += time.perf_counter() - t1
         if self.defer:
-            self.pending = PendingCheck(resp, self.link.peer)
+            self.pending = PendingCheck(resp, self.link.peer, self.route.domain)
         else:
-            verify(resp, self.link.peer)
+            verify(resp, self.link.peer, self.route.domain)
         return resp.ids, resp.output
 
     def step(self, x: torch.Tensor, step: int) -> tuple[Sequence[int], bytes]:
@@ -122,7 +144,8 @@ class Pipeline:
             self.pending.result()
             self.pending = None
         if self.link is not None:
-            self.link.call(self.signer.sign(message(self.job, self.replica, self.pos, step, pb.KIND_CLOSE)))
+            msg = message(self.job, self.replica, self.pos, step, pb.KIND_CLOSE, session=self.link.nonce)
+            self.link.call(self.signer.sign(msg, self.route.domain))
 
     def close(self) -> None:
         """Close the stream to the next hop and drop the cache."""

@@ -1,60 +1,110 @@
-"""Stages of Hugging Face decoders: Llama-style (Llama, Qwen2, Mistral) and GPT-2.
+"""Stages of Hugging Face causal LMs, one code path for every family.
 
-A stage is the family's own base model class (``LlamaModel``, ``GPT2Model``...)
-built for ``end - start`` layers, renumbered from 0, with the modules it does
-not run removed: the embedding unless it is the head, the final norm and the
-LM head unless it is the tail. Running the library's own ``forward`` with
-``inputs_embeds`` keeps masks, rotary positions and the cache exactly as in
-the unsplit model, which is why a chain of stages reproduces its logits bit
-for bit. Positions come from the stage's own cache length, so every stage of a
-session agrees on them without passing them along.
+A stage is the model's own ``*ForCausalLM``, built for the whole config, in
+which the modules it does not run are stand-ins without weights: decoder
+layers before its span hand the hidden states on, those after it and the
+output modules (final norm, head) are never reached unless it is the tail, the
+input modules (embeddings) are skipped unless it is the head. Running the
+library's own ``forward`` keeps positions, masks, rotary embeddings, per-layer
+attention types, embedding scales and logit soft-capping exactly as in the
+unsplit model, and every layer keeps its ABSOLUTE index (GPT-2's
+inverse-layer-index scaling, sliding-window patterns, the cache slot it
+writes), which is why a chain of stages reproduces its logits bit for bit.
 
-Only the tensors of the served stages are read from disk: the model is built
-on the meta device and materialised afterwards.
+A non-head stage passes its input as ``inputs_embeds`` and a pre-hook on its
+first layer puts it back as that layer's hidden states, so what the forward
+does to embeddings before the layers (GPT-2's positions, Gemma's scale) is
+not applied twice; a non-tail stage stops at a hook after its last layer.
+The per-session cache (:class:`SpanCache`) has the whole model's layer layout
+and answers length questions from the stage's own layers, so positions and
+mask sizes agree on every stage without being passed along.
+
+Only the tensors of the served stages are read from disk; transformers' own
+loader converts them (renamed keys, fused MoE experts) into the meta-built
+model.
 """
 
 from __future__ import annotations
 
-import copy
+import inspect
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, DynamicCache
+from transformers import DynamicCache
+from transformers.conversion_mapping import get_model_conversion_mapping
+from transformers.core_model_loading import convert_and_load_state_dict_in_model
+from transformers.modeling_utils import LoadStateDictConfig
+from transformers.utils import logging as hf_logging
 
 from proto.errors import ModelError
-from worker.shard.layout import Family, StageLayout
+from worker.shard.layout import StageLayout, relative
+from worker.shard.skeleton import Passthrough, Skeleton, meta_model
 from worker.shard.weights import read_tensors
 from worker.stage import StageSpec
 
 logger = logging.getLogger(__name__)
 
-ATTN_IMPLEMENTATION = "sdpa"  # the same kernel in stages and in load_full, so logits match bit for bit
 
+class Unserved(nn.Module):
+    """Stands in for a module this stage never runs; fails loudly if it is reached."""
 
-class ZeroPositions(nn.Module):
-    """Stands in for GPT-2's ``wpe`` on non-head stages: positions were added by the head."""
-
-    def __init__(self, dim: int, dtype: torch.dtype):
+    def __init__(self, what: str):
         super().__init__()
-        self.dim, self.dtype = dim, dtype
+        self.what = what
 
-    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
-        # (1, T, C) zeros; x + 0.0 == x exactly
-        return torch.zeros(*position_ids.shape, self.dim, dtype=self.dtype, device=position_ids.device)
+    def forward(self, *args, **kwargs):
+        raise RuntimeError(f"{self.what} is not served by this stage")
 
 
-def sub_config(config, fam: Family, start: int, end: int):
-    """The model config for layers ``[start, end)`` renumbered from 0."""
-    cfg = copy.deepcopy(config)
-    setattr(cfg, fam.num_blocks_key, end - start)
-    types = getattr(cfg, "layer_types", None)
-    if isinstance(types, (list, tuple)) and len(types) == getattr(config, fam.num_blocks_key):
-        cfg.layer_types = list(types[start:end])  # Qwen2/Mistral sliding-window layers keep their type
-    cfg.use_cache = True
-    return cfg
+class Skipped(nn.Module):
+    """Stands in for an input module (position embedding, projection) on a non-head stage.
+
+    Its result only feeds the hidden states that the first layer's pre-hook
+    replaces, so a zero that broadcasts against anything does.
+    """
+
+    def forward(self, *args, **kwargs):
+        like = next(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor))
+        return torch.zeros((), device=like.device)
+
+
+class _Handoff(Exception):
+    """Raised after a non-tail stage's last layer to stop the forward with its output."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__()
+        self.hidden = hidden
+
+
+class SpanCache(DynamicCache):
+    """The whole model's KV cache layout, of which a stage fills only its layers ``[start, end)``.
+
+    Length and mask-size questions about a layer outside the span are answered
+    by a served layer of the same kind, so the forward computes the positions
+    and masks it would compute in the unsplit model.
+    """
+
+    def __init__(self, config, start: int, end: int):
+        super().__init__(config=config)
+        kinds: dict[tuple, int] = {}
+        for i in range(start, end):
+            kinds.setdefault(self._kind(i), i)
+        self._proxy = [i if start <= i < end else kinds.get(self._kind(i), start) for i in range(len(self.layers))]
+
+    def _kind(self, i: int) -> tuple:
+        layer = self.layers[i]
+        return type(layer), getattr(layer, "sliding_window", None)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return super().get_seq_length(self._proxy[layer_idx] if layer_idx < len(self._proxy) else layer_idx)
+
+    def get_mask_sizes(self, query_length: int, layer_idx: int) -> tuple[int, int]:
+        return super().get_mask_sizes(query_length, self._proxy[layer_idx] if layer_idx < len(self._proxy)
+                                      else layer_idx)
 
 
 def cache_bytes(cache: Any | None) -> int:
@@ -64,22 +114,34 @@ def cache_bytes(cache: Any | None) -> int:
     tensors = []
     for layer in getattr(cache, "layers", None) or []:
         tensors += [getattr(layer, "keys", None), getattr(layer, "values", None)]
-    if not hasattr(cache, "layers"):  # older cache API
-        tensors = list(getattr(cache, "key_cache", [])) + list(getattr(cache, "value_cache", []))
     return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
 class DecoderStage(nn.Module):
-    """A span of a decoder; implements :class:`worker.stage.Stage`."""
+    """A span of a causal LM; implements :class:`worker.stage.Stage`."""
 
-    def __init__(self, spec: StageSpec, base: nn.Module, lm_head: nn.Module | None, fam: Family,
-                 device: torch.device, dtype: torch.dtype):
+    def __init__(self, spec: StageSpec, model: nn.Module, skel: Skeleton, device: torch.device, dtype: torch.dtype):
         super().__init__()
-        self.spec, self.base, self.lm_head, self.family = spec, base, lm_head, fam
-        self.device, self.dtype = device, dtype
+        self.spec, self.model, self.device, self.dtype = spec, model, device, dtype
+        self.block_names = {i: f"model.{skel.layers_path}.{i}" for i in range(spec.start, spec.end)}
+        self._entry = threading.local()  # this call's input, for the first layer's pre-hook (sessions run in threads)
+        self._keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        layers = model.get_submodule(skel.layers_path)
+        if not spec.is_head:
+            layers[spec.start].register_forward_pre_hook(self._enter, with_kwargs=True)
+        if not spec.is_tail:
+            layers[spec.end - 1].register_forward_hook(self._leave)
 
-    def new_cache(self) -> DynamicCache:
-        return DynamicCache(config=self.base.config)
+    def _enter(self, _module, args, kwargs):
+        h = self._entry.x
+        return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
+
+    @staticmethod
+    def _leave(_module, _args, output):
+        raise _Handoff(output[0] if isinstance(output, tuple) else output)
+
+    def new_cache(self) -> SpanCache:
+        return SpanCache(self.model.config, self.spec.start, self.spec.end)
 
     def cache_len(self, cache: Any | None) -> int:
         return 0 if cache is None else int(cache.get_seq_length())
@@ -92,78 +154,86 @@ class DecoderStage(nn.Module):
         """Token ids ``(B, T)`` (head) or hidden states ``(B, T, C)`` in; hidden or logits ``(B, T, V)`` out
         (``(B, 1, V)`` on a tail with ``last``: the LM head runs on the last position only)."""
         x = x.to(self.device)
+        kw: dict[str, Any] = {"past_key_values": cache, "use_cache": cache is not None}
         if self.spec.is_head:
-            h = getattr(self.base, self.family.input_modules[0])(x.long())  # (B, T, C)
+            kw["input_ids"] = x.long()
         else:
-            h = x.to(self.dtype)
-        h = self.base(inputs_embeds=h, past_key_values=cache, use_cache=cache is not None).last_hidden_state
-        if self.lm_head is None:
-            return h
-        return self.lm_head(h[:, -1:] if last else h)
+            self._entry.x = kw["inputs_embeds"] = x.to(self.dtype)
+        try:
+            if self.spec.is_tail:
+                if self._keep_logits:
+                    return self.model(**kw, logits_to_keep=1 if last else 0).logits
+                logits = self.model(**kw).logits
+                return logits[:, -1:] if last else logits
+            self.model(**kw)
+        except _Handoff as done:
+            return done.hidden
+        finally:
+            self._entry.x = None
+        raise ModelError(f"stage [{self.spec.start}, {self.spec.end}) ended without running its last layer")
 
 
-def _fix_nonpersistent(base: nn.Module, config, device: torch.device) -> None:
-    """Re-create modules whose non-persistent buffers (rotary ``inv_freq``) the meta build left empty."""
-    for name, mod in list(base.named_modules()):
-        if not getattr(mod, "_non_persistent_buffers_set", None):
+def _replace(model: nn.Module, names, make) -> None:
+    done: list[str] = []
+    for name in sorted(names):
+        if any(name.startswith(d + ".") for d in done):
             continue
-        if name.endswith("rotary_emb") and "." not in name:
-            setattr(base, name, type(mod)(config=config).to(device))
-        else:
-            raise ModelError(f"cannot rebuild module {name} ({type(mod).__name__}) with computed buffers")
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, make(name))
+        done.append(name)
 
 
-def build_decoder_stage(model_dir: Path, layout: StageLayout, fam: Family, spec: StageSpec,
+def build_decoder_stage(model_dir: Path, config, skel: Skeleton, layout: StageLayout, spec: StageSpec,
                         device: torch.device, dtype: torch.dtype) -> DecoderStage:
     """Load only the weights of ``spec``'s stages into a :class:`DecoderStage`."""
-    config = AutoConfig.from_pretrained(model_dir)
-    cfg = sub_config(config, fam, spec.start, spec.end)
-    with torch.device("meta"):
-        base = AutoModel.from_config(cfg, attn_implementation=ATTN_IMPLEMENTATION)
-        lm_head = nn.Linear(cfg.hidden_size if hasattr(cfg, "hidden_size") else cfg.n_embd,
-                            cfg.vocab_size, bias=any(n == "lm_head.bias" for n, _ in layout.output))
+    model = meta_model(config, dtype)
+    layers = model.get_submodule(skel.layers_path)
+    for i in range(skel.num_layers):
+        if i < spec.start:
+            layers[i] = Passthrough(skel.layer_tuples)
+        elif i >= spec.end:
+            layers[i] = Unserved(f"block {i}")
+    _replace(model, skel.unused, Unserved)
     if not spec.is_head:
-        for m in fam.input_modules:
-            setattr(base, m, None)
-        if fam.name == "gpt2":
-            base.wpe = ZeroPositions(cfg.n_embd, dtype)
+        _replace(model, skel.before, lambda _n: Skipped())
     if not spec.is_tail:
-        for m in fam.output_modules:
-            setattr(base, m, nn.Identity())
-        lm_head = None
-    base.to_empty(device=device)
-    base.to(dtype)
-    _fix_nonpersistent(base, cfg, device)
-    # checkpoint key -> (module, key inside it)
-    targets: dict[str, list[tuple[nn.Module, str]]] = {}
-    for stage, entries in layout.span_entries(spec.start, spec.end).items():
-        for logical, key in entries:
-            if stage.startswith("block."):
-                dest = (base, f"{fam.blocks_attr}.{int(stage[6:]) - spec.start}.{logical}")
-            elif logical.startswith("lm_head."):
-                dest = (lm_head, logical[len("lm_head."):])
-            else:
-                dest = (base, logical)
-            targets.setdefault(key, []).append(dest)
-    tensors = read_tensors(model_dir, targets)
-    sd_base = {k: tensors[key] for key, dests in targets.items() for mod, k in dests if mod is base}
-    _load(base, sd_base)
-    if lm_head is not None:
-        lm_head.to_empty(device=device)
-        lm_head.to(dtype)
-        _load(lm_head, {k: tensors[key] for key, dests in targets.items() for mod, k in dests if mod is lm_head})
-        emb = getattr(base, fam.input_modules[0], None) if spec.is_head else None
-        if emb is not None and dict(layout.output)["lm_head.weight"] == dict(layout.input).get(
-                f"{fam.input_modules[0]}.weight"):
-            lm_head.weight = emb.weight  # tied embeddings: one copy in memory
-    stage = DecoderStage(spec, base, lm_head, fam, device, dtype).eval()
+        _replace(model, skel.after, Unserved)
+    if not (spec.is_head and spec.is_tail):
+        model.all_tied_weights_keys = {}  # a lone tail reads the tied matrix as its own head weight
+    state = _stage_state(model_dir, skel, layout, spec)
+    _load(model, state, device, dtype)
+    stage = DecoderStage(spec, model, skel, device, dtype).eval()
     logger.info("loaded %s blocks [%d, %d) on %s (%s)", spec.model, spec.start, spec.end, device, dtype)
     return stage
 
 
-def _load(module: nn.Module, sd: dict[str, torch.Tensor]) -> None:
-    res = module.load_state_dict(sd, strict=False)
-    missing = [k for k in res.missing_keys]
-    if missing or res.unexpected_keys:
-        raise ModelError(f"stage weights do not fit the model: missing {missing[:4]}, "
-                         f"unexpected {res.unexpected_keys[:4]}; is the checkpoint complete?")
+def _stage_state(model_dir: Path, skel: Skeleton, layout: StageLayout, spec: StageSpec) -> dict[str, torch.Tensor]:
+    """``{key the loader understands: tensor}`` for the served stages: checkpoint keys, except that a tail
+    without the input stage loads a tied embedding matrix as its head's own weight."""
+    wanted: dict[str, str] = {}  # loader key -> checkpoint key
+    heads = {relative(hk, skel.decoder_path): hk for hk in skel.head_keys}
+    for name, entries in layout.span_entries(spec.start, spec.end).items():
+        for logical, ck in entries:
+            tied = name == "output" and skel.side_of(skel.model_keys([ck])[ck] or "") == "input"
+            wanted[heads[logical] if tied and not spec.is_head else ck] = ck
+    tensors = read_tensors(model_dir, set(wanted.values()))
+    return {key: tensors[ck] for key, ck in wanted.items()}
+
+
+def _load(model: nn.Module, state: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> None:
+    """transformers' own loading of ``state`` into the meta-built ``model`` (conversions, non-persistent buffers)."""
+    hf_logging.disable_progress_bar()  # a worker logs one line per stage, not a bar per load
+    cfg = LoadStateDictConfig(dtype=dtype, dtype_plan=model._get_dtype_plan(dtype), device_map={"": str(device)},
+                              weight_mapping=get_model_conversion_mapping(model))
+    info, _ = convert_and_load_state_dict_in_model(model, state, cfg)
+    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
+    bad = sorted(info.unexpected_keys) + sorted(k for k, *_ in info.mismatched_keys)
+    missing = sorted(info.missing_keys - tied)
+    if bad or missing or info.conversion_errors or info.error_msgs:
+        raise ModelError(f"stage weights do not fit the model: missing {missing[:4]}, unexpected or mismatched "
+                         f"{bad[:4]}{', ' + str(info.conversion_errors)[:200] if info.conversion_errors else ''}; "
+                         "is the checkpoint complete?")
+    model._finalize_model_loading(model, cfg, info)
+    left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise ModelError(f"stage tensors {left[:4]} were not materialised; this architecture cannot be sharded")

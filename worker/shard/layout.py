@@ -6,28 +6,29 @@ relative to its owner (``embed_tokens.weight``, ``self_attn.q_proj.weight``,
 ``norm.weight``, ``lm_head.weight``), so that hashing and loading agree on
 exactly the same bytes.
 
-Families:
+For a Hugging Face causal LM the stages come from the model's own structure
+(:mod:`worker.shard.skeleton`): block ``i`` is every tensor of decoder layer
+``i``; the input stage the weighted modules that run before the first layer;
+the output stage those that run after the last (final norm, head). Logical
+names are checkpoint keys with the decoder's prefix (``model.``,
+``transformer.``...) or the layer's (``model.layers.3.``) removed. An fx model
+is described by ``tessera_arch`` in ``config.json`` (:mod:`worker.shard.fx`).
 
-* ``llama`` (also Qwen2, Mistral configs): ``model.embed_tokens`` |
-  ``model.layers.{i}`` | ``model.norm`` + ``lm_head``;
-* ``gpt2``: ``transformer.wte`` + ``transformer.wpe`` | ``transformer.h.{i}`` |
-  ``transformer.ln_f`` + ``lm_head``;
-* ``fx``: any PyTorch model described by ``tessera_arch`` in ``config.json``
-  (see :mod:`worker.shard.fx`).
-
-With tied embeddings (no ``lm_head.weight`` in the checkpoint) the output stage
-reads the embedding matrix under the logical name ``lm_head.weight``: the tail
-needs those bytes and the commitment covers them.
+With tied embeddings (no head weight in the checkpoint) the output stage
+reads the embedding matrix under the head's logical name (``lm_head.weight``):
+the tail needs those bytes and the commitment covers them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from proto.errors import ModelError
+from worker.shard.skeleton import Skeleton
 
 logger = logging.getLogger(__name__)
 
@@ -35,26 +36,8 @@ Entry = tuple[str, str]  # (logical name, checkpoint key)
 
 
 @dataclass(frozen=True)
-class Family:
-    name: str  # family name written into the manifest
-    base_prefix: str  # attribute of the *ForCausalLM holding the base model
-    blocks_attr: str  # ModuleList of blocks inside the base model
-    input_modules: tuple[str, ...]  # base-model children run by the head
-    output_modules: tuple[str, ...]  # base-model children run by the tail
-    num_blocks_key: str  # config key holding the number of blocks
-
-
-LLAMA = Family("llama", "model", "layers", ("embed_tokens",), ("norm",), "num_hidden_layers")
-GPT2 = Family("gpt2", "transformer", "h", ("wte", "wpe"), ("ln_f",), "n_layer")
-
-# config.model_type -> family. Qwen2 and Mistral are Llama-style decoders that the
-# same code serves (sliding-window layer types are sliced per stage).
-FAMILIES: dict[str, Family] = {"llama": LLAMA, "qwen2": LLAMA, "mistral": LLAMA, "gpt2": GPT2}
-
-
-@dataclass(frozen=True)
 class StageLayout:
-    family: str  # "llama", "gpt2" or "fx"
+    family: str  # config.model_type of a Hugging Face causal LM, or "fx"
     model_type: str  # config.model_type or tessera_arch
     input: tuple[Entry, ...]
     blocks: tuple[tuple[Entry, ...], ...]
@@ -84,46 +67,52 @@ def read_config(model_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def family_of(config: dict) -> Family | None:
-    """The HF family of a config, None for an fx model; raise for unsupported ones."""
-    if "tessera_arch" in config:
-        return None
-    mt = config.get("model_type", "")
-    if mt not in FAMILIES:
-        raise ModelError(f"model_type {mt!r} is not supported; supported: "
-                         f"{', '.join(sorted(FAMILIES))} and tessera fx models")
-    return FAMILIES[mt]
+def is_fx(config: dict) -> bool:
+    """A tessera fx model (any PyTorch model named by ``tessera_arch``) rather than a Hugging Face one."""
+    return "tessera_arch" in config
 
 
-def hf_layout(fam: Family, config: dict, keys: list[str]) -> StageLayout:
-    """Layout of a Llama-style or GPT-2 checkpoint (keys with or without the base prefix)."""
-    n = int(config[fam.num_blocks_key])
-    pfx = fam.base_prefix + "." if any(k.startswith(fam.base_prefix + ".") for k in keys) else ""
+def relative(key: str, path: str) -> str:
+    """``key`` without the longest tail of ``path`` it starts with ("model.decoder.x" -> "x", "decoder.x" -> "x")."""
+    parts = path.split(".") if path else []
+    for i in range(len(parts)):
+        prefix = ".".join(parts[i:]) + "."
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def hf_layout(skel: Skeleton, model_type: str, keys: list[str]) -> StageLayout:
+    """Layout of a Hugging Face causal-LM checkpoint with tensors ``keys``."""
+    n = skel.num_layers
+    leaf = skel.layers_path.rpartition(".")[2]
+    to_model = skel.model_keys(keys)
+    from_model = {mk: k for k, mk in to_model.items() if mk is not None}
+    tied = getattr(skel.model, "all_tied_weights_keys", None) or {}
+    head_keys = skel.head_keys
+    # a tied head is the tensor it is tied to, as transformers loads it (even if the checkpoint also has its own)
+    head_source = {hk: from_model[tied[hk]] for hk in head_keys if tied.get(hk) in from_model}
     inp: list[Entry] = []
     blocks: list[list[Entry]] = [[] for _ in range(n)]
-    outp: list[Entry] = []
-    bpfx = f"{pfx}{fam.blocks_attr}."
+    outp: list[Entry] = [(relative(hk, skel.decoder_path), k) for hk, k in head_source.items()]
     for k in sorted(keys):
-        if k.startswith(bpfx):
-            idx, _, rest = k[len(bpfx):].partition(".")
-            if idx.isdigit() and int(idx) < n:
-                blocks[int(idx)].append((rest, k))
-                continue
-        rel = k[len(pfx):] if k.startswith(pfx) else k
-        owner = rel.split(".", 1)[0]
-        if owner in fam.input_modules:
-            inp.append((rel, k))
-        elif owner in fam.output_modules or k.startswith("lm_head."):
-            outp.append((rel, k))
+        mk = to_model[k]
+        block = None if mk is None else skel.block_of(mk)
+        side = None if mk is None or mk in head_source else skel.side_of(mk)
+        if block is not None:
+            m = re.search(rf"(?:^|\.){re.escape(leaf)}\.{block}\.", k)
+            blocks[block].append((k[m.end():] if m else mk[len(skel.layers_path) + len(str(block)) + 2:], k))
+        elif side == "input":
+            inp.append((relative(k, skel.decoder_path), k))
+        elif side == "output":
+            outp.append((relative(k, skel.decoder_path), k))
         else:
             logger.warning("checkpoint tensor %s belongs to no stage; ignored", k)
-    if not any(name == "lm_head.weight" for name, _ in outp):
-        emb = dict(inp).get(f"{fam.input_modules[0]}.weight")
-        if emb is None:
-            raise ModelError("checkpoint has neither lm_head.weight nor an input embedding to tie it to")
-        outp.append(("lm_head.weight", emb))
+    missing = [hk for hk in head_keys if hk not in head_source and hk not in from_model]
+    if missing:
+        raise ModelError(f"checkpoint has no {missing[0]} and no tensor it is tied to; the model directory is "
+                         "incomplete")
     if any(not b for b in blocks):
-        missing = [i for i, b in enumerate(blocks) if not b]
-        raise ModelError(f"checkpoint lacks the weights of blocks {missing}; the model directory is incomplete")
-    return StageLayout(fam.name, config.get("model_type", ""), tuple(inp),
-                       tuple(tuple(b) for b in blocks), tuple(sorted(outp)))
+        missing_blocks = [i for i, b in enumerate(blocks) if not b]
+        raise ModelError(f"checkpoint lacks the weights of blocks {missing_blocks}; the model directory is incomplete")
+    return StageLayout(model_type, model_type, tuple(inp), tuple(tuple(b) for b in blocks), tuple(sorted(outp)))

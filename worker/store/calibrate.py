@@ -47,13 +47,13 @@ def calibrate_outliers(model_dir: Path, cfg: QuantConfig = QuantConfig()) -> dic
     ids = tok(CALIBRATION_TEXT, return_tensors="pt").input_ids
     stage = load_stage(model_dir, 0, stage_layout(model_dir).num_blocks)
     stats = collect_act_absmax(stage, lambda: stage(ids))
-    prefix = f"base.{stage.family.blocks_attr}."
     out: dict[str, list[int]] = {}
-    for name, m in stage.named_modules():
-        if name.startswith(prefix) and linear_like(m):
-            block, _, path = name[len(prefix):].partition(".")
-            w = m.weight if isinstance(m, torch.nn.Linear) else m.weight.t()
-            out[block_key(int(block), path)] = select_outliers(w, stats[name], cfg).tolist()
+    for block, prefix in stage.block_names.items():
+        for path, m in stage.get_submodule(prefix).named_modules():
+            if linear_like(m):
+                w = m.weight if isinstance(m, torch.nn.Linear) else m.weight.t()
+                act = stats.get(f"{prefix}.{path}")  # None for a layer the text never reached (an unrouted expert)
+                out[block_key(block, path)] = select_outliers(w, act, cfg).tolist()
     return out
 
 

@@ -5,8 +5,12 @@
   directory (config, tokenizer, weights). No accelerate and no hub needed.
 * ``digits-cnn`` / ``digits-vit``: trained here, reproducibly
   (:mod:`worker.vision.train`).
-* :func:`import_dir`: any local Hugging Face directory of a supported family;
+* :func:`import_dir`: any local Hugging Face causal-LM directory;
   ``pytorch_model.bin`` checkpoints are converted to safetensors.
+
+A causal LM is stored only after :func:`worker.shard.check.check_split` showed
+that its stages reproduce the unsplit model at 2 and 3 stages; otherwise the
+import is refused with the reason.
 
 Every install is built in a temporary directory beside the target and renamed
 into place, so an interrupted fetch never leaves a half-written model; a model
@@ -31,7 +35,8 @@ from transformers.utils import logging as hf_logging
 
 from proto import paths
 from proto.errors import ModelError
-from worker.shard.layout import family_of, read_config
+from worker.shard.check import check_split
+from worker.shard.layout import is_fx, read_config
 from worker.store.calibrate import write_outliers
 from worker.store.manifest import MANIFEST, Manifest, build_manifest, read_manifest, write_manifest
 from worker.vision.train import train_and_save
@@ -100,6 +105,8 @@ def install(name: str, build: Callable[[Path], str], force: bool = False) -> Man
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=paths.models_dir()))
     try:
         source = build(tmp)
+        if not is_fx(read_config(tmp)):
+            check_split(tmp)  # refuse a causal LM whose stages would not reproduce it exactly
         _calibrate_int8(tmp)
         write_manifest(tmp, build_manifest(tmp, name, source=source))
         if target.exists():
@@ -114,7 +121,7 @@ def install(name: str, build: Callable[[Path], str], force: bool = False) -> Man
 
 def _calibrate_int8(model_dir: Path) -> None:
     """Store int8 outlier features of a causal LM with a tokenizer (see worker.store.calibrate)."""
-    if family_of(read_config(model_dir)) is None or not (model_dir / "tokenizer.json").is_file():
+    if is_fx(read_config(model_dir)) or not (model_dir / "tokenizer.json").is_file():
         return
     write_outliers(model_dir)
 

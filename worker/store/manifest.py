@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proto.errors import ModelError
-from proto.types import ModelId, model_id
 from worker.quant.outliers import OUTLIERS_FILE
 from worker.shard import stage_layout
 from worker.shard.layout import StageLayout, read_config
@@ -40,9 +39,9 @@ def _unhex(s: str) -> bytes:
 
 @dataclass(frozen=True)
 class Manifest:
-    name: str  # model name as registered on chain
+    name: str  # model name as registered on chain (under its publisher: the chain id needs both)
     kind: str  # "causal-lm" or "classifier"
-    family: str  # "llama", "gpt2" or "fx"
+    family: str  # config.model_type of a Hugging Face causal LM ("llama", "gpt2"...), or "fx"
     model_type: str  # config.model_type, or the tessera_arch of an fx model
     num_blocks: int
     input_hash: bytes  # 32 bytes each
@@ -54,10 +53,6 @@ class Manifest:
     source: str = ""  # where the weights came from (free text)
     int8_outliers_hash: bytes = bytes(32)  # keccak of int8_outliers.json, zero when there is none
     directory: Path | None = field(default=None, compare=False)  # where it was loaded from
-
-    @property
-    def model_id(self) -> ModelId:
-        return model_id(self.name)
 
     @property
     def stage_hashes(self) -> tuple[bytes, ...]:

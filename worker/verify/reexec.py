@@ -32,7 +32,6 @@ from proto.types import Hop, encode_output, output_hash
 from worker import codec
 from worker.sampling import uniform
 from worker.shard import load_stage, stage_layout
-from worker.shard.decoder import DecoderStage
 from worker.verify.fingerprint import ChunkCheck, chunk_seed, chunk_steps, compare, num_chunks
 from worker.verify.receipt import HopReceipt
 from worker.verify.spec import TOLERANCES, ExecSpec, Tolerance, Verdict, VerifyError, tolerance_key
@@ -57,7 +56,7 @@ class Verifier:
         n = stage_layout(model_dir).num_blocks
         self.weights, self.num_blocks = weights, n
         self.blocks = [load_stage(model_dir, i, i + 1, device, torch.float32, weights) for i in range(n)]
-        head = getattr(self.blocks[-1], "lm_head", None)
+        head = getattr(getattr(self.blocks[-1], "model", None), "lm_head", None)
         self.vocab = head.out_features if isinstance(head, torch.nn.Linear) else None  # None: not checked up front
         if self.blocks[0].spec.kind != "causal-lm":
             raise VerifyError(f"re-execution verifies language models; {model_dir} is a {self.blocks[0].spec.kind}")
@@ -216,8 +215,5 @@ def _token_gap(z: np.ndarray, tok: int, spec: ExecSpec, step: int) -> float:
 
 
 def _tail_logits(stage, h: torch.Tensor, first_row: int) -> torch.Tensor:
-    """Logits of rows ``first_row`` on: the LM head runs on those rows alone where the stage allows it."""
-    if isinstance(stage, DecoderStage) and not stage.spec.is_head and stage.lm_head is not None:
-        hid = stage.base(inputs_embeds=h.to(stage.dtype), past_key_values=None, use_cache=False).last_hidden_state
-        return stage.lm_head(hid[:, first_row:])
+    """Logits of rows ``first_row`` on."""
     return stage.forward(h)[:, first_row:]

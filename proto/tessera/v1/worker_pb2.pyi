@@ -31,7 +31,7 @@ class Tensor(_message.Message):
     def __init__(self, codec: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., block: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class HopMessage(_message.Message):
-    __slots__ = ("job_id", "replica", "hop", "step", "kind", "payload", "payload_hash", "ids", "output", "error", "sender", "signature", "upstream")
+    __slots__ = ("job_id", "replica", "hop", "step", "kind", "payload", "payload_hash", "ids", "output", "error", "sender", "signature", "upstream", "session", "sent_unix_ms")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     HOP_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,8 @@ class HopMessage(_message.Message):
     SENDER_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     replica: int
     hop: int
@@ -58,7 +60,9 @@ class HopMessage(_message.Message):
     sender: str
     signature: bytes
     upstream: bool
-    def __init__(self, job_id: _Optional[str] = ..., replica: _Optional[int] = ..., hop: _Optional[int] = ..., step: _Optional[int] = ..., kind: _Optional[_Union[Kind, str]] = ..., payload: _Optional[_Union[Tensor, _Mapping]] = ..., payload_hash: _Optional[bytes] = ..., ids: _Optional[_Iterable[int]] = ..., output: _Optional[bytes] = ..., error: _Optional[str] = ..., sender: _Optional[str] = ..., signature: _Optional[bytes] = ..., upstream: _Optional[bool] = ...) -> None: ...
+    session: bytes
+    sent_unix_ms: int
+    def __init__(self, job_id: _Optional[str] = ..., replica: _Optional[int] = ..., hop: _Optional[int] = ..., step: _Optional[int] = ..., kind: _Optional[_Union[Kind, str]] = ..., payload: _Optional[_Union[Tensor, _Mapping]] = ..., payload_hash: _Optional[bytes] = ..., ids: _Optional[_Iterable[int]] = ..., output: _Optional[bytes] = ..., error: _Optional[str] = ..., sender: _Optional[str] = ..., signature: _Optional[bytes] = ..., upstream: _Optional[bool] = ..., session: _Optional[bytes] = ..., sent_unix_ms: _Optional[int] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()

@@ -56,7 +56,8 @@ class WorkerServiceServicer:
 
     def Forward(self, request_iterator, context):
         """One bidirectional stream per session: OPEN, then STEP 0..n-1, then CLOSE.
-        Each request gets exactly one response, in order.
+        Each request gets exactly one response, in order. A stream carries one
+        session; the receiver ends streams that stay idle (see WorkerConfig).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
