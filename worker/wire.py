@@ -27,6 +27,8 @@ MAX_IDS = 1 << 16  # ids in one answer (class ids of a batch), count
 MAX_OUTPUT_BYTES = 4 << 20  # a tail's canonical output, bytes
 MAX_ERROR_CHARS = 1024  # an answer's error text, characters
 NONCE_BYTES = 32  # a session nonce, bytes
+MAX_RECEIPTS = 64  # signed hop receipts on one CLOSE or in one GetReceipts answer (hops of a replica)
+MAX_RECEIPT_BYTES = 1 << 18  # one receipt's canonical bytes (about 970 chunks: 31,000 generated tokens)
 KINDS = (pb.KIND_OPEN, pb.KIND_STEP, pb.KIND_CLOSE)
 CODECS = frozenset(int(c) for c in Codec)
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -87,6 +89,10 @@ def check_request(msg: pb.HopMessage, max_payload_bytes: int) -> int:
         raise MessageError(f"{where}: sender {safe(msg.sender, 50)!r} is not a 0x-prefixed 20-byte hex address")
     if msg.ids or msg.output or msg.error:
         raise MessageError(f"{where}: ids, output and error belong to answers, not requests")
+    if msg.receipts:
+        if msg.kind != pb.KIND_CLOSE:
+            raise MessageError(f"{where}: only CLOSE requests carry hop receipts")
+        check_receipts(msg.receipts, where)
     if msg.kind == pb.KIND_OPEN and msg.step != 0:
         raise MessageError(f"{where}: OPEN must carry step 0")
     if msg.kind != pb.KIND_STEP:
@@ -109,6 +115,16 @@ def check_request(msg: pb.HopMessage, max_payload_bytes: int) -> int:
     if len(msg.payload_hash) != 32:
         raise MessageError(f"{where}: payload_hash must be 32 bytes, got {len(msg.payload_hash)}")
     return job
+
+
+def check_receipts(receipts, where: str) -> None:
+    """Refuse a list of signed receipts longer or larger than the bounds."""
+    if len(receipts) > MAX_RECEIPTS:
+        raise MessageError(f"{where}: {len(receipts)} hop receipts; a replica has at most {MAX_RECEIPTS} hops")
+    for i, r in enumerate(receipts):
+        if len(r.receipt) > MAX_RECEIPT_BYTES or len(r.signature) != 65:
+            raise MessageError(f"{where}: hop receipt {i} has {len(r.receipt)} bytes (at most {MAX_RECEIPT_BYTES}) "
+                               f"and a {len(r.signature)}-byte signature (65)")
 
 
 def check_answer(resp: pb.HopMessage) -> None:

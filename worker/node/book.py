@@ -24,6 +24,7 @@ class JobEntry:
     head_done: tuple[int, ...] = ()  # replicas this node finished running as head
     outputs: dict = field(default_factory=dict)  # replica -> output hex (tail)
     salts: dict = field(default_factory=dict)  # replica -> salt hex (tail)
+    receipts: dict = field(default_factory=dict)  # replica -> [signed receipt hex (receipt bytes || 65-byte sig)]
     committed: tuple[int, ...] = ()
     revealed: tuple[int, ...] = ()
     closed: bool = False  # finalized or past every deadline

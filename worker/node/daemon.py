@@ -10,9 +10,10 @@ Per job the node is planned in (all state in :class:`JobBook`):
    moves past the event, so a crash cannot lose it); as the head of a replica
    the node runs the replica (``worker.ring.run_replica``), retrying while the
    commit window is open.
-2. As a tail, the output arrives through ``on_output``; the salt is drawn
-   and saved, then the commitment is sent (receipts root 0 and the primary
-   route until hop receipts exist) -- unless the job's reveal window leaves
+2. As a tail, the output arrives through ``on_output`` with the replica's
+   signed hop receipts (checked by the ring); the salt is drawn and output,
+   salt and receipts saved, then the commitment over the output and the
+   receipts root is sent (served mask: the primary route) -- unless the job's reveal window leaves
    less than ``reveal_margin_s`` to reveal in, then the node refuses and says
    why: a commitment it may not be able to open would be slashed.
 3. Once every replica committed (or the commit window closed) the tail
@@ -37,7 +38,7 @@ from chain.connect import make_web3, resolve_account
 from chain.deploy import load_deployment
 from chain.events import EventFollower
 from chain.records import DisputeState, JobDisputed, JobRequest, JobSettlement
-from proto.errors import ConfigError, ContractError, JobInputError, TesseraError
+from proto.errors import ConfigError, ContractError, JobInputError, ProtocolError, TesseraError
 from worker import server
 from worker.config import WorkerConfig
 from worker.node.book import JobBook, JobEntry
@@ -50,6 +51,8 @@ from worker.ring import run_replica
 from worker.signing import Signer
 from worker.store import load_manifest, resolve, verify_span
 from worker.stream import TokenSigner
+from worker.verify.receipt import receipts_root
+from worker.verify.signed import SignedReceipt, pack, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +127,7 @@ class NodeDaemon:
         logger.info("loading blocks [%d, %d) of %s on %s", self.wcfg.start, end, self.manifest.name, self.wcfg.device)
         self.running = server.serve(self.wcfg, self.view, on_output=self._on_output, signer=self.signer)
         self.running.tokens.signer = TokenSigner(account.key)
+        self.running.runtime.receipts = self._receipts_of
         self.follower = EventFollower(w3, [self.chain.market], state_dir / "cursor.json", self.deployment.block,
                                       names=["JobSubmitted"], confirmations=self.cfg.confirmations,
                                       ws_url=self.cfg.ws_url)
@@ -269,13 +273,27 @@ class NodeDaemon:
         self.running.tokens.publish(job_id, replica, ids)
         self.metrics.tokens.inc(len(ids))
 
-    def _on_output(self, job_id: int, replica: int, output: bytes) -> None:
-        """The tail's output: saved with a fresh salt; the settle loop commits it."""
+    def _on_output(self, job_id: int, replica: int, output: bytes, receipts: tuple[SignedReceipt, ...] = ()) -> None:
+        """The tail's output and the replica's signed receipts: saved with a fresh salt; the settle loop
+        commits them."""
         job = self.book.get(job_id) or self._admit(self.view.request(job_id))
         if job is None or replica not in job.tails or str(replica) in job.outputs:
             return
         self.book.update(job_id, outputs={**job.outputs, str(replica): output.hex()},
-                         salts={**job.salts, str(replica): secrets.token_hex(32)}, note="output ready")
+                         salts={**job.salts, str(replica): secrets.token_hex(32)},
+                         receipts={**job.receipts, str(replica): [pack(r).hex() for r in receipts]},
+                         note="output ready")
+
+    def _receipts_of(self, job_id: int, replica: int) -> tuple[SignedReceipt, ...]:
+        """GetReceipts: a replica this node committed, once it is revealed on chain (before that its
+        receipts would tell other replicas what to commit)."""
+        job = self.book.get(job_id)
+        if job is None or str(replica) not in job.receipts or replica not in job.committed:
+            raise ProtocolError(f"this node committed no replica {replica} of job {job_id}")
+        if not self.chain.get_job(job_id).revealed_mask >> replica & 1:
+            raise ProtocolError(f"job {job_id} replica {replica} is not revealed yet; receipts are handed out "
+                                "after the reveal")
+        return tuple(unpack(bytes.fromhex(h)) for h in job.receipts[str(replica)])
 
     # -------------------------------------------------------------- settlement
     def _now(self) -> int:
@@ -321,7 +339,7 @@ class NodeDaemon:
             if r not in job.committed and not state.committed_mask >> r & 1:
                 if now > job.commit_deadline or not self._may_commit(job, r, now):
                     continue
-                self.chain.commit(job.job_id, r, out, salt)
+                self.chain.commit(job.job_id, r, out, salt, self._root(job, r))
                 self.metrics.chain_tx.labels("commit").inc()
                 job = self.book.update(job.job_id, committed=job.committed + (r,), note=f"committed replica {r}")
                 logger.info("job %s replica %s: committed", job.job_id, r)
@@ -329,7 +347,7 @@ class NodeDaemon:
             reveal_open = state.committed_mask == everyone or now > job.commit_deadline
             if r not in job.revealed and not state.revealed_mask >> r & 1 and reveal_open \
                     and now <= job.reveal_deadline and state.committed_mask >> r & 1:
-                self.chain.reveal(job.job_id, r, out, salt)
+                self.chain.reveal(job.job_id, r, out, salt, self._root(job, r))
                 self.metrics.chain_tx.labels("reveal").inc()
                 job = self.book.update(job.job_id, revealed=job.revealed + (r,), note=f"revealed replica {r}")
                 logger.info("job %s replica %s: revealed", job.job_id, r)
@@ -344,6 +362,12 @@ class NodeDaemon:
                     raise
         elif not job.tails and now > job.reveal_deadline:
             self.book.update(job.job_id, closed=True, note="past deadlines")
+
+    @staticmethod
+    def _root(job: JobEntry, replica: int) -> bytes:
+        """The receipts root committed for ``replica`` (zero for a classifier, which keeps no receipts)."""
+        signed = [unpack(bytes.fromhex(h)) for h in job.receipts.get(str(replica), ())]
+        return receipts_root([s.receipt for s in signed]) if signed else bytes(32)
 
     def _may_commit(self, job: JobEntry, replica: int, now: int) -> bool:
         """Whether the reveal window leaves time to open a commitment: reveals may open only at the

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable, Sequence
 
 import torch
 
@@ -32,8 +33,11 @@ from worker.sessions import OpenGuard, Session, SessionTable
 from worker.signing import PendingCheck, Signer, recover_sender
 from worker.stage import Stage
 from worker.stagepool import Loader, StagePool
+from worker.verify.signed import SignedReceipt
 
 logger = logging.getLogger(__name__)
+
+ReceiptsSource = Callable[[int, int], Sequence[SignedReceipt]]  # (job, replica) -> its receipts, or TesseraError
 
 STEP_WORK = 8  # a step's transient memory, in copies of its input (decoded input, output, MLP work)
 
@@ -62,6 +66,7 @@ class HopRuntime:
         self.opens = OpenGuard(config.open_window_s)
         self.tokens_per_second = 0.0  # moving average over decode steps
         self._direct = Stream()  # the stream of direct calls (tests)
+        self.receipts: ReceiptsSource | None = None  # where committed replicas' receipts are kept (the daemon)
 
     # ------------------------------------------------------------------ entry
     def handle(self, msg: pb.HopMessage, stream: Stream | None = None) -> pb.HopMessage:
@@ -90,6 +95,12 @@ class HopRuntime:
             raise
         finally:
             self.sessions.end(s, held)
+
+    def receipts_of(self, job: int, replica: int) -> Sequence[SignedReceipt]:
+        """The signed receipts of a replica this node committed, once the job revealed (else refused)."""
+        if self.receipts is None:
+            raise ProtocolError("this worker follows no chain, so it commits no replica and keeps no receipts")
+        return self.receipts(job, replica)
 
     def live(self, stream: Stream) -> bool:
         """Whether ``stream`` carries a session that is still open (not expired, replaced or closed)."""
@@ -166,7 +177,7 @@ class HopRuntime:
         PendingCheck(msg, pipe.route.hop(pipe.replica, pipe.pos - 1).node, pipe.route.domain).result()
         if msg.step != s.next_step:
             raise ProtocolError(f"CLOSE of job {pipe.job} names step {msg.step}; {s.next_step} steps ran")
-        pipe.finish(msg.step)
+        pipe.finish(msg.step, [SignedReceipt.from_pb(m) for m in msg.receipts])
         n = max(s.next_step, 1)
         logger.info("closed job %s replica %s at hop %d: %d steps, %.1f ms/step compute, %.1f ms/step "
                     "waiting for the next hop, %.1f ms/step total", pipe.job, pipe.replica, pipe.pos, s.next_step,
