@@ -19,7 +19,8 @@ Per job the node is planned in (all state in :class:`JobBook`):
 3. Once every replica committed (or the commit window closed) the tail
    reveals; once every replica revealed (or the reveal window closed) it
    finalizes; a disputed job's verifiers are drawn and its dispute finalized
-   after the attestations. Earnings are withdrawn with ``tessera operator withdraw``.
+   after the attestations. A node serving every block also verifies the
+   disputes the contract draws it for (:mod:`worker.node.verifier`). Earnings are withdrawn with ``tessera operator withdraw``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from worker.node.config import NodeConfig
 from worker.node.health import HealthServer, NodeMetrics
 from worker.node.payload import head_inputs
 from worker.node.state import ChainIdentity, claim, lock
+from worker.node.verifier import VerifierRole
 from worker.ring import run_replica
 from worker.signing import Signer
 from worker.store import load_manifest, resolve, verify_span
@@ -128,8 +130,14 @@ class NodeDaemon:
         self.running = server.serve(self.wcfg, self.view, on_output=self._on_output, signer=self.signer)
         self.running.tokens.signer = TokenSigner(account.key)
         self.running.runtime.receipts = self._receipts_of
-        self.follower = EventFollower(w3, [self.chain.market], state_dir / "cursor.json", self.deployment.block,
-                                      names=["JobSubmitted"], confirmations=self.cfg.confirmations,
+        self.verifier: VerifierRole | None = None
+        if rec.start == 0 and rec.end == nb and self.wcfg.start == 0 and end == nb and self.manifest.kind == "causal-lm":
+            self.verifier = VerifierRole(self.chain, self.view, self.model_dir, self.me, self.stop_event,
+                                         self.wcfg.device)
+            self.verifier.preload()
+            logger.info("node %s serves every block: it verifies the disputes it is drawn for", self.me)
+        self.follower = EventFollower(w3, [self.chain.market, self.chain.disputes], state_dir / "cursor.json",
+                                      self.deployment.block, names=["JobSubmitted", "VerifiersDrawn"], confirmations=self.cfg.confirmations,
                                       ws_url=self.cfg.ws_url)
         for job in self.book.open_jobs():  # resume what a previous run left
             self._launch_heads(job)
@@ -148,6 +156,8 @@ class NodeDaemon:
         if self.health:
             self.health.set(status="stopping", reason="stopped by its operator")
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.verifier is not None:
+            self.verifier.close()
         self.running.stop(0.5)
         if self.health:
             self.health.close()
@@ -191,6 +201,10 @@ class NodeDaemon:
 
     # ------------------------------------------------------------------ events
     def _on_event(self, ev) -> None:
+        if ev.name == "VerifiersDrawn":
+            if self.verifier is not None:
+                self.verifier.on_drawn(int(ev.args["jobId"]), ev.args["verifiers"], int(ev.args["attestDeadline"]))
+            return
         req = JobRequest.from_event(ev.args, ev.block)
         if req.model_id != self.model_id:
             return
