@@ -63,7 +63,7 @@ class DevCluster:
 
     def __init__(self, workdir: str | Path, model: str = "smollm2-135m", spans: list[tuple[int, int]] | None = None,
                  copies: int = 3, byzantine: tuple[int, ...] = (), threads: int = 1,
-                 params: DeployParams | None = None, engine: str = "anvil"):
+                 params: DeployParams | None = None, engine: str = "anvil", verifiers: int = 0):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.model = model
@@ -71,6 +71,7 @@ class DevCluster:
         self.copies = copies  # nodes per span
         self.byzantine = set(byzantine)  # node positions (0-based) that corrupt activations
         self.threads = threads
+        self.verifiers = verifiers  # extra nodes serving every block, started last: the dispute verifier pool
         # short windows so tests can wait them out; unbonding 7200 s > a job's lifetime (1800 + 600 + 3 x 120)
         self.params = params or DeployParams(unbonding_period_s=7200, max_job_duration_s=1800, min_commit_window_s=10,
                                              min_reveal_window_s=30, attest_window_s=600, finalize_grace_s=120)
@@ -99,12 +100,12 @@ class DevCluster:
         self.client(0).register_model(m.name, m.num_blocks, _context_length(m), m.weights_root, m.tokenizer_hash,
                                       m.config_hash)
         spans = self.spans or _halves(m.num_blocks)
-        n = len(spans) * self.copies
+        n = len(spans) * self.copies + self.verifiers
         if n > MAX_NODES:
             raise TesseraError(f"{n} nodes asked for; the devnet has {MAX_NODES} node accounts")
         on_step(f"registering {n} operator nodes")
         for i in range(n):
-            span = spans[i % len(spans)]
+            span = spans[i % len(spans)] if i < n - self.verifiers else (0, m.num_blocks)
             self.nodes.append(self._register(FIRST_NODE + i, span, byzantine=i in self.byzantine))
         on_step(f"starting {n} node processes")
         for node in self.nodes:
@@ -113,7 +114,8 @@ class DevCluster:
             self.wait_ready(node)
         return self
 
-    def _register(self, index: int, span: tuple[int, int], byzantine: bool) -> NodeProc:
+    def _register(self, index: int, span: tuple[int, int], byzantine: bool, noise: float | None = None,
+                  weights: str = "fp32") -> NodeProc:
         port, metrics_port = devnet.free_port(), devnet.free_port()
         c = self.client(index)
         c.register_node(self.model, span[0], span[1], f"127.0.0.1:{port}", 10**18, throughput=2000,
@@ -124,18 +126,22 @@ class DevCluster:
                      "dev_account": index, "state_dir": str(self.workdir / f"node{index}"),
                      "poll_interval_s": 0.3, "retry_backoff_s": 0.5},
             "worker": {"model": self.model, "start": span[0], "end": span[1], "port": port,
-                       "metrics_port": metrics_port, "threads": self.threads, "byzantine": byzantine},
+                       "metrics_port": metrics_port, "threads": self.threads, "byzantine": byzantine,
+                       "weights": weights, **({} if noise is None else {"byzantine_noise": noise})},
         }))
         return NodeProc(index, span, port, cfg, self.workdir / f"node{index}.log", byzantine, address=c.address,
                         metrics_port=metrics_port)
 
     # ------------------------------------------------------------------ nodes
-    def add_node(self, span: tuple[int, int], byzantine: bool = False) -> NodeProc:
-        """Register and start one more node (next free dev account)."""
+    def add_node(self, span: tuple[int, int], byzantine: bool = False, noise: float | None = None,
+                 weights: str = "fp32") -> NodeProc:
+        """Register and start one more node (next free dev account). ``byzantine``: it perturbs what it
+        sends by Gaussian noise of std ``noise`` (WorkerConfig.byzantine_noise by default); ``weights``:
+        what it really runs, whatever it advertises (``int8-mixed`` on an exact job is cheating)."""
         index = FIRST_NODE + len(self.nodes)
         if index >= FIRST_NODE + MAX_NODES:
             raise TesseraError(f"the devnet has {MAX_NODES} node accounts, all in use")
-        node = self._register(index, span, byzantine)
+        node = self._register(index, span, byzantine, noise, weights)
         self.nodes.append(node)
         self.start_node(node)
         return node
