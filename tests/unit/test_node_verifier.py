@@ -11,11 +11,11 @@ from eth_account import Account
 
 from chain.records import Reveal
 from proto.errors import ProtocolError
-from proto.types import JobId, NodeId, encode_output, output_hash
+from proto.types import Hop, JobId, NodeId, encode_output, output_hash
 from worker.node.book import JobBook, JobEntry
 from worker.node.daemon import NodeDaemon
 from worker.node.verifier import VerifierRole
-from worker.planview import GenParams, HopRoute
+from worker.planview import GenParams
 from worker.signing import Signer
 from worker.verify.receipt import ReceiptRecorder, receipts_root
 from worker.verify.signed import pack, sign
@@ -26,7 +26,7 @@ KEYS = ["0x" + f"{i + 31:064x}" for i in range(2)]
 ADDR = [Account.from_key(k).address for k in KEYS]
 DOMAIN = domain_separator(0, ZERO_ADDRESS)
 TOKENS = [5, 6, 7]
-HOPS = (HopRoute(NodeId(ADDR[0]), "127.0.0.1:1", 0, 2), HopRoute(NodeId(ADDR[1]), "127.0.0.1:2", 2, 4))
+HOPS = (Hop(NodeId(ADDR[0]), 0, 2), Hop(NodeId(ADDR[1]), 2, 4))
 
 
 class Judge:
@@ -76,6 +76,23 @@ def test_receipts_matching_the_revealed_root_go_to_the_re_execution():
 def test_no_reveal_is_unknown_and_costs_no_work():
     verdict, calls = _judge(None, _signed())
     assert verdict.status == "unknown" and calls == []
+
+
+def test_the_served_mask_picks_the_route_a_standby_served():
+    """Words: primary A [0, 2), its standby S [0, 2), tail B [2, 4); S served (mask 0b110)."""
+    s_key = "0x" + "77" * 32
+    standby = Hop(NodeId(Account.from_key(s_key).address), 0, 2)
+    signed = _signed()
+    rec = signed[0].receipt.__class__(**{**signed[0].receipt.__dict__, "node": standby.node})
+    signed[0] = sign(rec, Signer(s_key), DOMAIN)
+    role = VerifierRole(None, SimpleNamespace(domain=DOMAIN), None, ADDR[0], threading.Event())
+    role._fetch = lambda *a: signed
+    judge = Judge()
+    reveal = _reveal(receipts_root([s.receipt for s in signed]), 0b110)
+    verdict = role._replica(SimpleNamespace(job_id=9), 0, (HOPS[0], standby, HOPS[1]), reveal,
+                            ExecSpec(GenParams(max_tokens=3)), [1, 2], judge, 0.0)
+    role.close()
+    assert verdict.status == "honest" and judge.calls[0][1] == [standby.node, ADDR[1]]
 
 
 @pytest.mark.parametrize("case", ["withheld", "other-root", "forged", "short"])

@@ -27,11 +27,10 @@ from chain.records import JobRequest, Reveal
 from proto.errors import ContractError, ProtocolError, TesseraError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
-from proto.types import DType, WeightsMode, decode_output
+from proto.types import DType, Hop, WeightsMode, decode_output
 from worker import wire
 from worker.node.chainview import ChainPlanView
 from worker.node.payload import head_inputs
-from worker.planview import HopRoute
 from worker.verify.reexec import Verifier
 from worker.verify.signed import SignedReceipt, check_replica
 from worker.verify.spec import ExecSpec, Verdict
@@ -100,14 +99,19 @@ class VerifierRole:
         prompt = head_inputs(route.kind, self.model_dir, req.input, req.max_tokens)
         verifier = self._verifier(spec.weights)
         give_up = min(time.time() + FETCH_FOR_S, deadline - ATTEST_MARGIN_S - 30)
-        return [self._replica(req, r, route.replicas[r], reveals.get(r), spec, prompt, verifier, give_up)
-                for r in range(len(route.replicas))]
+        plan = req.plan(route.model, route.num_blocks)
+        return [self._replica(req, r, tuple(h for h, _standby in rep.words()), reveals.get(r), spec, prompt,
+                              verifier, give_up) for r, rep in enumerate(plan.replicas)]
 
-    def _replica(self, req: JobRequest, r: int, hops: tuple[HopRoute, ...], reveal: Reveal | None, spec: ExecSpec,
+    def _replica(self, req: JobRequest, r: int, words: tuple[Hop, ...], reveal: Reveal | None, spec: ExecSpec,
                  prompt, verifier: Verifier, give_up: float) -> Verdict:
+        """``words``: the replica's hop words in packed order (primaries, each followed by its standbys),
+        which the revealed served mask picks the served route from (a standby names the node that served)."""
         if reveal is None:
             return Verdict("unknown", reason="revealed nothing")
-        served = [h for i, h in enumerate(hops) if reveal.served_mask >> i & 1] or list(hops)
+        served = [h for i, h in enumerate(words) if reveal.served_mask >> i & 1]
+        if not served:
+            return Verdict("unknown", reason="the reveal names no served hop")
         tail = len(served) - 1
         try:
             tokens = decode_output(reveal.output)
@@ -128,12 +132,15 @@ class VerifierRole:
                     report.verdict.reason)
         return report.verdict
 
-    def _fetch(self, job_id: int, replica: int, tail: HopRoute, give_up: float) -> list[SignedReceipt] | None:
+    def _fetch(self, job_id: int, replica: int, tail: Hop, give_up: float) -> list[SignedReceipt] | None:
         """The replica's receipts from its tail, retried until ``give_up`` (unix seconds); None if withheld."""
         backoff = 0.5
         while not self.stop.is_set():
             try:
-                with grpc.insecure_channel(tail.endpoint, options=[
+                rec = self.chain.get_node(tail.node)
+                if rec is None:
+                    raise ProtocolError(f"tail {tail.node} is not registered")
+                with grpc.insecure_channel(rec.endpoint, options=[
                         ("grpc.max_receive_message_length", wire.MAX_RECEIPTS * (wire.MAX_RECEIPT_BYTES + 128))]) as ch:
                     resp = pb_grpc.WorkerServiceStub(ch).GetReceipts(
                         pb.ReceiptsRequest(job_id=str(job_id), replica=replica), timeout=FETCH_TIMEOUT_S)
