@@ -15,7 +15,9 @@ on the GPU and writes ``pipeline-gpu-<card>.json``, ``concurrency-gpu-<card>.jso
 and ``disagree-gpu-<card>.json`` (SmolLM2); ``bash bench/gpu/run.sh`` measures
 1B and 3B Llama shapes on a GPU machine without a virtualenv.
 ``--report-only`` redraws figures and the report without running anything.
-Defaults fit in about 30 minutes on 2 CPU cores; ``--quick`` is a smoke run.
+Defaults fit in about 30 minutes on 2 CPU cores, plus the verification study
+(``bench.verify``: hours on 2 busy cores; ``--skip verify`` leaves it out, or
+raise ``--timeout`` for it); ``--quick`` is a smoke run.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ def cpu_steps(a: argparse.Namespace) -> list[Step]:
         Step("routing", "bench.routing", ("--runs", "3", "--seeds", "2") if q else ()),
         Step("disagree-cpu", "bench.eval.disagree", ("--prompts", "3" if q else str(a.prompts),
                                                      "--tokens", "4" if q else str(a.tokens), "--control")),
+        Step("verify", "bench.verify", ("--prompts", "2", "--cal-prompts", "2", "--cal-tamper-prompts", "1",
+                                        "--tamper-prompts", "1", "--cost-prompts", "1", "--tokens", "8",
+                                        "--long-tokens", "16") if q else ("--prompts", str(a.prompts))),
     ]
 
 

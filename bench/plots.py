@@ -270,10 +270,52 @@ def fig_disagree(res: dict, out: Path, stem: str) -> Figure | None:
     return Figure(out / name, f"Honest disagreement between replicas ({d['device_name']})", (stem,), stem)
 
 
+def fig_verify(res: dict, out: Path) -> Figure | None:
+    """Noise on one hop: share caught at that hop vs size; honest chunk errors per mix against the tolerance."""
+    v = res.get("verify")
+    if not v:
+        return None
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    noise = [r for r in v["tamper"] if r["kind"] == "noise"]
+    for hop in sorted({r["hop"] for r in noise}):
+        rs = sorted((r for r in noise if r["hop"] == hop), key=lambda r: r["param"])
+        xs = [r["param"] for r in rs]
+        a.plot(xs, [100 * r["attributed"] / r["runs"] for r in rs], "-o", color=f"C{hop}", label=f"caught at hop {hop}")
+        a.plot(xs, [100 * r["output_changed"] / r["runs"] for r in rs], ":", color=f"C{hop}",
+               label=f"output changed (hop {hop})")
+    a.set_xscale("log")
+    a.set_xlabel("noise on the hop's output (x row RMS)")
+    a.set_ylabel("runs (%)")
+    a.set_ylim(-5, 105)
+    a.grid(alpha=0.3)
+    a.legend(fontsize=7)
+    a.set_title("tampered hop: caught and attributed vs noise size")
+    mixes = list(v["honest"])
+    worst = [max(m["max_chunk_median"] for m in v["honest"][x].values()) for x in mixes]
+    cls = [next(iter(v["honest"][x].values()))["cls"] for x in mixes]
+    b.bar(mixes, [max(w, 1e-9) for w in worst], color=["tab:blue" if c == "fp32" else "tab:orange" for c in cls])
+    for c, color, ls in (("fp32/lossy", "tab:blue", "--"), ("fp32/lossless", "tab:blue", ":"),
+                         ("bf16/lossy", "tab:orange", "--")):
+        if c in v["calibration"]:
+            b.axhline(v["calibration"][c]["tolerance"]["fp_median"], color=color, ls=ls, lw=1,
+                      label=f"{c} tolerance (chunk median)")
+    b.set_yscale("log")
+    b.set_ylabel("largest chunk median error (x row RMS)")
+    b.tick_params(axis="x", rotation=25, labelsize=7)
+    b.legend(fontsize=7)
+    b.grid(axis="y", alpha=0.3)
+    b.set_title("honest replicas: largest fingerprint error")
+    fig.suptitle(f"Verification by re-execution, {v['model']}, {v['tokens']} tokens")
+    _save(fig, out / "verify.png")
+    return Figure(out / "verify.png", "Verification: tampered hops caught vs noise size; honest fingerprint errors "
+                  "against the tolerances", ("verify",), "verify")
+
+
 def make_all(res: dict, out: Path = FIGURES) -> list[Figure]:
     """Every figure whose results exist."""
     figs = [fig_language(res, out), fig_minilm(res, out), fig_vision(res, out), fig_wire(res, out),
-            fig_memory(res, out), fig_pipeline(res, out), fig_gas(res, out), fig_routing(res, out)]
+            fig_memory(res, out), fig_pipeline(res, out), fig_gas(res, out), fig_routing(res, out),
+            fig_verify(res, out)]
     figs += [fig_disagree(res, out, k) for k in sorted(res) if k.startswith("disagree-")]
     return [f for f in figs if f is not None]
 

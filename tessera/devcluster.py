@@ -68,7 +68,7 @@ class DevCluster:
     def __init__(self, workdir: str | Path, model: str = "smollm2-135m", spans: list[tuple[int, int]] | None = None,
                  copies: int = 3, byzantine: tuple[int, ...] = (), threads: int = 1,
                  params: DeployParams | None = None, engine: str = "anvil", tls: bool = False,
-                 standby_spans: tuple[tuple[int, int], ...] = (), worker: dict | None = None):
+                 standby_spans: tuple[tuple[int, int], ...] = (), worker: dict | None = None, verifiers: int = 0):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.model = model
@@ -78,6 +78,7 @@ class DevCluster:
         self.worker = worker or {}  # extra [worker] settings of every node, e.g. {"hop_timeout_s": 5}
         self.byzantine = set(byzantine)  # node positions (0-based) that corrupt activations
         self.threads = threads
+        self.verifiers = verifiers  # extra nodes serving every block, started last: the dispute verifier pool
         # short windows so tests can wait them out; unbonding 7200 s > a job's lifetime (1800 + 600 + 3 x 120)
         self.params = params or DeployParams(unbonding_period_s=7200, max_job_duration_s=1800, min_commit_window_s=10,
                                              min_reveal_window_s=30, attest_window_s=600, finalize_grace_s=120)
@@ -105,12 +106,14 @@ class DevCluster:
         on_step(f"preparing model {self.model}")
         m = self.manifest = self.add_model(self.model)
         spans = self.spans or _halves(m.num_blocks)
-        n = len(spans) * self.copies + len(self.standby_spans)
+        n = len(spans) * self.copies + len(self.standby_spans) + self.verifiers
         if n > MAX_NODES:
             raise TesseraError(f"{n} nodes asked for; the devnet has {MAX_NODES} node accounts")
         on_step(f"registering {n} operator nodes")
         for i in range(n):
-            span = spans[i % len(spans)] if i < len(spans) * self.copies else self.standby_spans[i - len(spans) * self.copies]
+            primaries = len(spans) * self.copies
+            span = (spans[i % len(spans)] if i < primaries else
+                    self.standby_spans[i - primaries] if i < n - self.verifiers else (0, m.num_blocks))
             self.nodes.append(self._register(FIRST_NODE + i, span, byzantine=i in self.byzantine))
         on_step(f"starting {n} node processes")
         for node in self.nodes:
@@ -127,7 +130,8 @@ class DevCluster:
         self.manifests[m.name] = m
         return m
 
-    def _register(self, index: int, span: tuple[int, int], byzantine: bool, model: str | None = None) -> NodeProc:
+    def _register(self, index: int, span: tuple[int, int], byzantine: bool, model: str | None = None,
+                  noise: float | None = None, weights: str = "fp32") -> NodeProc:
         port, metrics_port = devnet.free_port(), devnet.free_port()
         c = self.client(index)
         model = model or self.model
@@ -141,20 +145,28 @@ class DevCluster:
                      "poll_interval_s": 0.3, "retry_backoff_s": 0.5},
             "worker": {"model": model, "start": span[0], "end": span[1], "port": port,
                        "metrics_port": metrics_port, "threads": self.threads, "byzantine": byzantine,
-                       "tls": self.tls, "tls_dir": str(tls_dir), **self.worker},
+                       "tls": self.tls, "tls_dir": str(tls_dir), "weights": weights,
+                       **({} if noise is None else {"byzantine_noise": noise}),
+                       # a node that runs int8 weights while it advertises exact ones cheats on purpose:
+                       # byzantine (with no noise unless asked) skips the start-up check that would stop it
+                       **({"byzantine": True, "byzantine_noise": noise or 0.0} if weights != "fp32" else {}),
+                       **self.worker},
         }))
         return NodeProc(index, span, port, cfg, self.workdir / f"node{index}.log", byzantine, address=c.address,
                         metrics_port=metrics_port, model=model)
 
     # ------------------------------------------------------------------ nodes
     def add_node(self, span: tuple[int, int], byzantine: bool = False, model: str | None = None,
-                 wait: bool = True) -> NodeProc:
+                 wait: bool = True, noise: float | None = None, weights: str = "fp32") -> NodeProc:
         """Register and start one more node (next free dev account) serving ``span`` of ``model``
-        (the cluster's model unless given; another one must be added with :meth:`add_model` first)."""
+        (the cluster's model unless given; another one must be added with :meth:`add_model` first).
+        ``byzantine``: it perturbs what it sends by Gaussian noise of std ``noise``
+        (WorkerConfig.byzantine_noise by default); ``weights``: what it really runs, whatever it
+        advertises (``int8-mixed`` on an exact job is cheating)."""
         index = FIRST_NODE + len(self.nodes)
         if index >= FIRST_NODE + MAX_NODES:
             raise TesseraError(f"the devnet has {MAX_NODES} node accounts, all in use")
-        node = self._register(index, span, byzantine, model)
+        node = self._register(index, span, byzantine, model, noise, weights)
         self.nodes.append(node)
         self.start_node(node, wait)
         return node

@@ -47,6 +47,7 @@ from worker.store import resolve
 from worker.streams import StreamBook
 from worker.tls import identity
 from worker.wire import MessageError, safe
+from worker.wire import job_id as wire_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ _STATUS = [(MessageError, grpc.StatusCode.INVALID_ARGUMENT), (CodecError, grpc.S
            (TesseraError, grpc.StatusCode.FAILED_PRECONDITION)]
 SPARE_THREADS = 32  # handler threads beyond live sessions and idle streams: Ping, Info, refusals
 SWEEP_S = 0.25  # how often quiet streams and expired sessions are looked for, seconds
+RECEIPT_REQUESTS_PER_S = 20  # GetReceipts answered per second at most (each may carry MAX_RECEIPTS receipts)
 REFUSALS_LOGGED_PER_S = 10  # refusal log lines per second at most; the rest are counted (a flood fills no disk)
 
 
@@ -75,6 +77,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         self.runtime, self.streams = runtime, streams
         self._log_lock = threading.Lock()
         self._log_window, self._logged, self._unlogged = 0, 0, 0  # this second; lines logged in it; suppressed
+        self._receipt_window, self._receipt_calls = 0, 0  # this second; GetReceipts calls in it
 
     def Forward(self, request_iterator, context):
         stream, msg = Stream(), None
@@ -123,6 +126,25 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
 
     def Ping(self, request, context):
         return pb.PingResponse(sent_unix_ns=request.sent_unix_ns, received_unix_ns=time.time_ns())
+
+    def GetReceipts(self, request, context):
+        with self._log_lock:
+            now = int(time.monotonic())
+            if now != self._receipt_window:
+                self._receipt_window, self._receipt_calls = now, 0
+            self._receipt_calls += 1
+            over = self._receipt_calls > RECEIPT_REQUESTS_PER_S
+        if over:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at most {RECEIPT_REQUESTS_PER_S} receipt requests "
+                                                              "per second; retry in a second")
+        try:
+            signed = self.runtime.receipts_of(wire_job_id(request.job_id), request.replica)
+        except TesseraError as exc:
+            code = next(c for cls, c in _STATUS if isinstance(exc, cls))
+            context.abort(code, safe(exc, 500))
+        logger.info("receipts of job %s replica %d handed to %s", request.job_id, request.replica,
+                    safe(context.peer(), 60))
+        return pb.ReceiptsResponse(receipts=[s.to_pb() for s in signed])
 
 
 @functools.lru_cache(maxsize=1)

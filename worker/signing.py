@@ -107,24 +107,33 @@ class Signer:
         """Set ``sender`` and ``signature`` (under ``domain``) on ``msg`` and return it."""
         msg.sender = self.address
         msg.ClearField("signature")
-        sig = self._key.sign_recoverable(_eip191(digest(msg, domain)), hasher=None)  # r || s || recovery id
-        msg.signature = sig[:64] + bytes([sig[64] + 27])
+        msg.signature = self.sign_hash(digest(msg, domain))
         return msg
+
+    def sign_hash(self, d: bytes) -> bytes:
+        """The 65-byte EIP-191 signature of the 32-byte message ``d`` (already domain-bound by the caller)."""
+        sig = self._key.sign_recoverable(_eip191(d), hasher=None)  # r || s || recovery id
+        return sig[:64] + bytes([sig[64] + 27])
 
 
 def recover_bytes(msg: pb.HopMessage, domain: bytes) -> bytes:
     """The 20-byte address that signed ``msg`` under ``domain``; raise ProtocolError if the
     signature is invalid or not in its low-s form."""
-    sig = msg.signature
+    return recover_hash(digest(msg, domain), msg.signature, "hop message")
+
+
+def recover_hash(d: bytes, sig: bytes, what: str = "message") -> bytes:
+    """The 20-byte address whose EIP-191 signature of the 32-byte ``d`` is ``sig``; ProtocolError
+    (naming ``what``) if it is invalid or not in its low-s form."""
     if len(sig) != 65 or sig[64] not in (27, 28):
-        raise ProtocolError(f"hop message is unsigned or its signature is malformed ({len(sig)} bytes)")
+        raise ProtocolError(f"{what} is unsigned or its signature is malformed ({len(sig)} bytes)")
     if int.from_bytes(sig[32:64], "big") > HALF_N:
-        raise ProtocolError("hop message signature has a high s value; only low-s (EIP-2) signatures are accepted")
-    h = _eip191(digest(msg, domain))
+        raise ProtocolError(f"{what} signature has a high s value; only low-s (EIP-2) signatures are accepted")
     try:
-        pub = coincurve.PublicKey.from_signature_and_message(sig[:64] + bytes([sig[64] - 27]), h, hasher=None)
+        pub = coincurve.PublicKey.from_signature_and_message(sig[:64] + bytes([sig[64] - 27]), _eip191(d),
+                                                             hasher=None)
     except Exception as exc:
-        raise ProtocolError(f"invalid signature on hop message: {exc}") from exc
+        raise ProtocolError(f"invalid signature on {what}: {exc}") from exc
     return keccak(pub.format(compressed=False)[1:])[-20:]
 
 

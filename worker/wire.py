@@ -28,6 +28,8 @@ MAX_OUTPUT_BYTES = 4 << 20  # a tail's canonical output, bytes
 MAX_ERROR_CHARS = 1024  # an answer's error text, characters
 MAX_EXTRAS = 16  # extra activations of one step (tensors that skip across a cut), count
 NONCE_BYTES = 32  # a session nonce, bytes
+MAX_RECEIPTS = 64  # signed hop receipts on one CLOSE or in one GetReceipts answer (hops of a replica)
+MAX_RECEIPT_BYTES = 1 << 18  # one receipt's canonical bytes (about 970 chunks: 31,000 generated tokens)
 KINDS = (pb.KIND_OPEN, pb.KIND_STEP, pb.KIND_CLOSE)
 CODECS = frozenset(int(c) for c in Codec)
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -86,13 +88,17 @@ def check_request(msg: pb.HopMessage, max_payload_bytes: int) -> int:
         raise MessageError(f"{where}: signature must be 65 bytes, got {len(msg.signature)}")
     if len(msg.sender) != 42:
         raise MessageError(f"{where}: sender {safe(msg.sender, 50)!r} is not a 0x-prefixed 20-byte hex address")
-    if msg.output or msg.error or (msg.ids and msg.kind != pb.KIND_OPEN):
-        raise MessageError(f"{where}: ids, output and error belong to answers (and ids to a resumed OPEN)")
-    if msg.kind == pb.KIND_OPEN and (msg.step != len(msg.ids) or len(msg.ids) > MAX_IDS):
-        raise MessageError(f"{where}: OPEN carries step 0, or step k with the k ids generated so far when it "
-                           f"resumes a replica after a failover (got {len(msg.ids)} ids)")
+    if msg.ids or msg.output or msg.error:
+        raise MessageError(f"{where}: ids, output and error belong to answers, not requests")
+    if msg.kind == pb.KIND_OPEN and msg.step != 0:
+        raise MessageError(f"{where}: OPEN must carry step 0 (a replica resumed after a failover replays its "
+                           "steps from 0)")
     if msg.route and msg.kind != pb.KIND_OPEN:
         raise MessageError(f"{where}: only OPEN names a route")
+    if msg.receipts:
+        if msg.kind != pb.KIND_CLOSE:
+            raise MessageError(f"{where}: only CLOSE requests carry hop receipts")
+        check_receipts(msg.receipts, where)
     if msg.kind != pb.KIND_STEP:
         if msg.HasField("payload") or msg.payload_hash or msg.extras:
             raise MessageError(f"{where}: only STEP messages carry activations")
@@ -110,6 +116,16 @@ def check_request(msg: pb.HopMessage, max_payload_bytes: int) -> int:
     if len(msg.payload_hash) != 32:
         raise MessageError(f"{where}: payload_hash must be 32 bytes, got {len(msg.payload_hash)}")
     return job
+
+
+def check_receipts(receipts, where: str) -> None:
+    """Refuse a list of signed receipts longer or larger than the bounds."""
+    if len(receipts) > MAX_RECEIPTS:
+        raise MessageError(f"{where}: {len(receipts)} hop receipts; a replica has at most {MAX_RECEIPTS} hops")
+    for i, r in enumerate(receipts):
+        if len(r.receipt) > MAX_RECEIPT_BYTES or len(r.signature) != 65:
+            raise MessageError(f"{where}: hop receipt {i} has {len(r.receipt)} bytes (at most {MAX_RECEIPT_BYTES}) "
+                               f"and a {len(r.signature)}-byte signature (65)")
 
 
 def _check_tensor(where: str, name: str, p: pb.Tensor) -> None:

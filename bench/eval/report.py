@@ -24,6 +24,7 @@ from bench.eval.report_provenance import (
     stale_note,
 )
 from bench.eval.report_scale import scale_bullets, scale_section
+from bench.eval.report_verify import GOAL_RATIO, verify_section
 from bench.provenance import describe
 
 
@@ -254,6 +255,14 @@ def summary(res: dict) -> str:
         out.append(f"- Honest disagreement on {d['device_name']} (prompts whose {d['tokens']} token ids differ from "
                    f"the fp32 reference): {parts}.")
     out += scale_bullets(res)
+    v = res.get("verify")
+    if v:
+        ratios = ", ".join(f"{c['ratio_median']} at {k} tokens" for k, c in v["cost"].items())
+        ok = all(c["ratio_median"] is not None and c["ratio_median"] <= GOAL_RATIO for c in v["cost"].values())
+        out.append(f"- Verification by re-execution: {v['false_penalties']}/{v['honest_runs']} honest runs penalised "
+                   f"(goal 0: {_met(v['false_penalties'] == 0)}); verifier / generation time {ratios} "
+                   f"(goal <= {GOAL_RATIO}: {_met(ok)}); {v['fingerprint']['bytes_per_chunk_per_hop']} bytes of "
+                   "fingerprint per 32 tokens per hop.")
     return "\n".join(out) + "\n" if len(out) > 1 else ""
 
 
@@ -282,6 +291,8 @@ def render(res: dict, figs: list, root: Path) -> str:
         parts.append("## 6. Honest disagreement\n\n" + _missing("disagree-cpu"))
     parts.append(models_section(res))
     parts += [scale_section(res), figs_for("scale")]
+    parts.append((verify_section(res["verify"]) + figs_for("verify")) if "verify" in res
+                 else "## 9. Verification by re-execution\n\n" + _missing("verify"))
     if not any("gpu" in k for k in res):
         parts.append("## GPU\n\n_No GPU results yet: `bash bench/gpu/run.sh` (or `python -m bench.all --device cuda`) "
                      "on a GPU machine writes `pipeline-gpu-*.json`, `concurrency-gpu-*.json` and "

@@ -104,7 +104,7 @@ def wan_part(w: dict) -> str:
 
 
 def scale_section(res: dict) -> str:
-    out = ["## 7. Throughput and scale\n"]
+    out = ["## 8. Throughput and scale\n"]
     conc = {k: v for k, v in sorted(res.items()) if k.startswith("concurrency-")}
     out.append("### Concurrent sessions\n")
     out += [concurrency_part(k, v) for k, v in conc.items()] or [

@@ -16,6 +16,7 @@ BENCHES = {
     "codec": "Wire bytes, perplexity and top-1 agreement of each activation codec.",
     "routing": "Planning time and plan quality of the router on simulated networks.",
     "hop": "CPU cost of each piece of a hop's own work per token, warm and right after compute.",
+    "verify": "Verification by re-execution: false penalties, tampering caught per hop, cost vs generation.",
     "flood": "An honest job's time with its tail flooded by idle streams and replayed OPENs, vs quiet.",
     "gateway": "Time to first token through tessera gateway (openai client) vs tessera job submit --wait.",
     "models-matrix": "Which architectures shard exactly (decoders, encoders, user models) and which are refused.",

@@ -73,8 +73,9 @@ def test_the_head_fails_over_to_the_standby_of_the_failed_hop_once():
     assert standby_route(no_standby, 0, 1) is None
 
 
-def test_a_hop_accepts_the_standby_its_route_names_and_the_tail_continues_after_the_replayed_ids():
-    """A resumed session: OPEN at step 2 with the 2 ids so far, on the route with hop 1's standby."""
+def test_a_hop_accepts_the_standby_its_route_names_and_the_replayed_steps_reach_the_commit():
+    """A session after a failover: OPEN at step 0 on the route with hop 1's standby, the steps
+    replayed from the start; the tail's output reaches the commit with that route."""
     import os
 
     import torch
@@ -90,15 +91,15 @@ def test_a_hop_accepts_the_standby_its_route_names_and_the_tail_continues_after_
     from worker.signing import Signer
 
     hops = tuple(HopRoute(NodeId(ADDR[i]), "-", s, e) for i, s, e in ((0, 0, 1), (1, 1, 2), (2, 2, 4)))
-    route = JobRoute(7, "toy", 4, (hops,), GenParams(max_tokens=4, codec=codec.FP32),
+    route = JobRoute(7, "toy", 4, (hops,), GenParams(max_tokens=2, codec=codec.FP32),
                      standbys=((HopRoute(NodeId(ADDR[3]), "-", 1, 2),),))  # words: 0 1 3 2
     outputs = []
     tail = HopRuntime(WorkerConfig(), LinearTail(), StaticPlanView([route]), Signer(KEYS[2]),
                       on_output=lambda *a: outputs.append(a))
     standby, session = Signer(KEYS[3]), os.urandom(32)
 
-    def opened(route_mask, signer=standby, ids=(5, 6)):
-        return signer.sign(message(7, 0, 1, len(ids), pb.KIND_OPEN, ids=ids, session=session,
+    def opened(route_mask, signer=standby):
+        return signer.sign(message(7, 0, 1, 0, pb.KIND_OPEN, session=session,
                                    sent_unix_ms=time.time_ns() // 10**6, route=route_mask), DOMAIN)
 
     with pytest.raises(ProtocolError, match="plan names"):  # the primaries' route: the standby is no one there
@@ -107,23 +108,26 @@ def test_a_hop_accepts_the_standby_its_route_names_and_the_tail_continues_after_
         tail.handle(opened(0b1111), Stream())
     stream = Stream()
     assert tail.handle(opened(0b1101), stream).kind == pb.KIND_OPEN
-    x = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(1))  # prompt (3) + 2 ids replayed
-    step = standby.sign(message(7, 0, 1, 2, pb.KIND_STEP, payload=codec.encode(x, codec.FP32), session=session),
-                        DOMAIN)
-    first = tail.handle(step, stream)
-    nxt = standby.sign(message(7, 0, 1, 3, pb.KIND_STEP, session=session,
-                               payload=codec.encode(x[:, :1], codec.FP32)), DOMAIN)
-    last = tail.handle(nxt, stream)
-    assert decode_output(last.output) == [5, 6, *first.ids, *last.ids]  # the prefix is kept, two more follow
-    assert outputs == [(7, 0, last.output, 0b1101)]  # the route that served reaches the commit
+    x = torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(1))  # the prompt, replayed from step 0
+    first = tail.handle(standby.sign(message(7, 0, 1, 0, pb.KIND_STEP, payload=codec.encode(x, codec.FP32),
+                                             session=session), DOMAIN), stream)
+    last = tail.handle(standby.sign(message(7, 0, 1, 1, pb.KIND_STEP, session=session,
+                                            payload=codec.encode(x[:, :1], codec.FP32)), DOMAIN), stream)
+    assert decode_output(last.output) == [*first.ids, *last.ids]
+    assert outputs == []  # delivered with the receipts, on CLOSE
+    assert last.output and route.served(0, 0b1101).replicas[0][1].node == ADDR[3]
 
 
-def test_an_open_carries_as_many_ids_as_its_step():
+def test_an_open_starts_at_step_0():
     from proto.tessera.v1 import worker_pb2 as pb
     from worker.ring.link import message
     from worker.wire import MessageError, check_request
 
-    bad = message(7, 0, 0, 3, pb.KIND_OPEN, ids=(1, 2), session=b"\1" * 32)
+    bad = message(7, 0, 0, 2, pb.KIND_OPEN, session=b"\1" * 32)
     bad.sender, bad.signature = "0x" + "00" * 20, b"\0" * 65
-    with pytest.raises(MessageError, match="OPEN carries step 0"):
+    with pytest.raises(MessageError, match="OPEN must carry step 0"):
+        check_request(bad, 1 << 20)
+    bad = message(7, 0, 0, 0, pb.KIND_OPEN, ids=(1, 2), session=b"\1" * 32)
+    bad.sender, bad.signature = "0x" + "00" * 20, b"\0" * 65
+    with pytest.raises(MessageError, match="belong to answers"):
         check_request(bad, 1 << 20)

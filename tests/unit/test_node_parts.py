@@ -171,7 +171,7 @@ class _Chain:
 
         return SimpleNamespace(status="open", num_replicas=2, committed_mask=0, revealed_mask=0)
 
-    def commit(self, job_id, replica, output, salt, served_mask=None):
+    def commit(self, job_id, replica, output, salt, receipts_root=bytes(32), served_mask=None):
         self.commits.append((job_id, replica))
 
 

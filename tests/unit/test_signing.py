@@ -11,7 +11,7 @@ from eth_account import Account
 
 from proto.errors import ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
-from proto.types import JobId, NodeId, decode_output
+from proto.types import JobId, NodeId, decode_output, output_hash
 from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
@@ -19,6 +19,8 @@ from worker.ring import HopRuntime, Stream
 from worker.ring.link import message
 from worker.signing import Signer, digest, recover, verify
 from worker.stage import StageSpec
+from worker.verify.receipt import ReceiptRecorder, receipts_root
+from worker.verify.signed import check_replica, sign
 from worker.wire import ZERO_ADDRESS, domain_separator
 
 KEYS = ["0x" + f"{i + 11:064x}" for i in range(4)]
@@ -73,8 +75,10 @@ def _open(key=KEYS[1], hop=1, job=7, session=None, sent_ms=None):
                                     sent_unix_ms=sent_ms or time.time_ns() // 10**6), DOMAIN)
 
 
-def _close(step, key=KEYS[1], session=SESSION):
-    return Signer(key).sign(message(7, 0, 1, step, pb.KIND_CLOSE, session=session), DOMAIN)
+def _close(step, key=KEYS[1], session=SESSION, receipts=()):
+    msg = message(7, 0, 1, step, pb.KIND_CLOSE, session=session)
+    msg.receipts.extend(r.to_pb() for r in receipts)
+    return Signer(key).sign(msg, DOMAIN)
 
 
 def test_signature_recovers_the_sender_and_covers_every_field():
@@ -157,7 +161,42 @@ def test_tail_accepts_its_predecessor_and_answers_signed_tokens(tail):
         assert resp.upstream and resp.step == t and len(resp.ids) == 1 and resp.session == SESSION
         ids += list(resp.ids)
     assert decode_output(resp.output) == ids
-    assert tail.outputs == [(7, 0, resp.output, 0b111)]  # served by the three primaries
+    assert tail.outputs == []  # delivered (and committed by a node) only with the receipts, on CLOSE
+    upstream = _upstream_receipts(ids)
+    tail.handle(_close(3, receipts=upstream))
+    ((job, replica, output, mask, signed),) = tail.outputs
+    assert (job, replica, output, mask) == (7, 0, resp.output, 0b111)  # served by the three primaries
+    assert [s.receipt.node for s in signed] == ADDR[:3] and list(signed[:2]) == upstream
+    assert signed[2].signer(DOMAIN) == ADDR[2] and signed[2].receipt.output_hash == output_hash(output)
+    assert receipts_root([s.receipt for s in signed]) == check_replica(
+        signed, tail.planview.route(JobId(7), ADDR[1]).replicas[0], 7, 0, output_hash(output), 3, DOMAIN)
+
+
+@pytest.mark.parametrize("bad", ["signed-by-another", "other-output", "missing"])
+def test_a_close_with_a_bad_upstream_receipt_delivers_nothing(tail, bad):
+    tail.handle(_open(session=SESSION))
+    ids = [tail.handle(_step(t)).ids[0] for t in range(3)]
+    upstream = _upstream_receipts(ids if bad != "other-output" else [ids[0], ids[1], ids[2] + 1])
+    if bad == "signed-by-another":
+        upstream[1] = sign(upstream[1].receipt.__class__(**{**upstream[1].receipt.__dict__, "node": ADDR[3]}),
+                           Signer(KEYS[3]), DOMAIN)
+    if bad == "missing":
+        upstream = upstream[:1]
+    with pytest.raises(ProtocolError):
+        tail.handle(_close(3, receipts=upstream))
+    assert tail.outputs == []
+
+
+def _upstream_receipts(ids):
+    """Signed receipts of hops 0 and 1 of job 7 over three steps (their activations made up)."""
+    out = []
+    for hop, (start, end) in enumerate([(0, 1), (1, 2)]):
+        rec = ReceiptRecorder(JobId(7), 0, hop, NodeId(ADDR[hop]), start, end)
+        for t in range(3):
+            rec.add(t, torch.randn(1, 4 if t == 0 else 1, 8))
+            rec.seal(ids[: t + 1])
+        out.append(sign(rec.receipt(ids), Signer(KEYS[hop]), DOMAIN))
+    return out
 
 
 def test_wrong_key_is_refused(tail):
@@ -241,4 +280,6 @@ def test_a_classifier_tail_answers_the_argmax_class_of_every_image():
                                                   session=SESSION), DOMAIN))
     want = (x @ LinearTail().w)[:, -1].argmax(-1).tolist()
     assert list(resp.ids) == want and decode_output(resp.output) == want
-    assert outputs == [(9, 0, resp.output, 0b11)]
+    assert outputs == []
+    rt.handle(Signer(KEYS[1]).sign(message(9, 0, 0, 1, pb.KIND_CLOSE, session=SESSION), DOMAIN))
+    assert outputs == [(9, 0, resp.output, 0b11, ())]  # a classifier's one step keeps no receipts

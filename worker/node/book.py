@@ -25,6 +25,7 @@ class JobEntry:
     outputs: dict = field(default_factory=dict)  # replica -> output hex (tail)
     salts: dict = field(default_factory=dict)  # replica -> salt hex (tail)
     masks: dict = field(default_factory=dict)  # replica -> servedMask of the route that produced the output (tail)
+    receipts: dict = field(default_factory=dict)  # replica -> [signed receipt hex (receipt bytes || 65-byte sig)]
     committed: tuple[int, ...] = ()
     revealed: tuple[int, ...] = ()
     closed: bool = False  # finalized or past every deadline

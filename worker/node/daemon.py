@@ -11,15 +11,17 @@ Per job the node is planned in (all state in :class:`JobBook`):
    the node runs the replica (``worker.ring.run_replica``), retrying while the
    commit window is open.
 2. As a tail (or the tail's standby, after a failover), the output arrives
-   through ``on_output`` with the route that served it; the salt is drawn
-   and saved, then the commitment is sent with that route as servedMask
-   (receipts root 0 until hop receipts exist) -- unless the job's reveal window leaves
+   through ``on_output`` with the route that served it and the replica's signed
+   hop receipts (checked by the ring); the salt is drawn and output, salt, route
+   and receipts saved, then the commitment over the output, the receipts root and
+   the route as servedMask is sent -- unless the job's reveal window leaves
    less than ``reveal_margin_s`` to reveal in, then the node refuses and says
    why: a commitment it may not be able to open would be slashed.
 3. Once every replica committed (or the commit window closed) the tail
    reveals; once every replica revealed (or the reveal window closed) it
    finalizes; a disputed job's verifiers are drawn and its dispute finalized
-   after the attestations. Earnings are withdrawn with ``tessera operator withdraw``.
+   after the attestations. A node serving every block also verifies the
+   disputes the contract draws it for (:mod:`worker.node.verifier`). Earnings are withdrawn with ``tessera operator withdraw``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from chain.deploy import load_deployment
 from chain.events import EventFollower
 from chain.records import DisputeState, JobDisputed, JobRequest, JobSettlement
 from proto.endpoint import Endpoint
-from proto.errors import ConfigError, ContractError, JobInputError, TesseraError
+from proto.errors import ConfigError, ContractError, JobInputError, ProtocolError, TesseraError
 from worker import server
 from worker.config import WorkerConfig
 from worker.node.book import JobBook, JobEntry
@@ -48,11 +50,14 @@ from worker.node.config import NodeConfig, check_weights_caps
 from worker.node.health import HealthServer, NodeMetrics
 from worker.node.payload import head_inputs
 from worker.node.state import ChainIdentity, claim, lock
+from worker.node.verifier import VerifierRole
 from worker.ring import run_replica
 from worker.signing import Signer
 from worker.store import load_manifest, resolve, verify_metadata, verify_span
 from worker.stream import TokenSigner
 from worker.tls import endpoint_fingerprint
+from worker.verify.receipt import receipts_root
+from worker.verify.signed import SignedReceipt, pack, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +109,8 @@ class NodeDaemon:
             raise ConfigError(f"node {self.me} is registered for blocks [{rec.start}, {rec.end}) of {model.ref}, "
                               f"not [{self.wcfg.start}, {end}) of {self.manifest.name}; serve what it registered "
                               "or register again")
-        check_weights_caps(self.wcfg.weights, rec.caps, self.me)
+        if not self.wcfg.byzantine:  # a byzantine node (tests, demos) cheats on purpose
+            check_weights_caps(self.wcfg.weights, rec.caps, self.me)
         self.model_id = rec.model_id
         check_endpoint(rec.endpoint, self.wcfg.port,
                        endpoint_fingerprint(self.wcfg.tls_path(self.me)) if self.wcfg.tls else None)
@@ -131,8 +137,15 @@ class NodeDaemon:
         logger.info("loading blocks [%d, %d) of %s on %s", self.wcfg.start, end, self.manifest.name, self.wcfg.device)
         self.running = server.serve(self.wcfg, self.view, on_output=self._on_output, signer=self.signer)
         self.running.tokens.signer = TokenSigner(account.key)
-        self.follower = EventFollower(w3, [self.chain.market], state_dir / "cursor.json", self.deployment.block,
-                                      names=["JobSubmitted"], confirmations=self.cfg.confirmations,
+        self.running.runtime.receipts = self._receipts_of
+        self.verifier: VerifierRole | None = None
+        if rec.start == 0 and rec.end == nb and self.wcfg.start == 0 and end == nb and self.manifest.kind == "causal-lm":
+            self.verifier = VerifierRole(self.chain, self.view, self.model_dir, self.me, self.stop_event,
+                                         self.wcfg.device)
+            self.verifier.preload()
+            logger.info("node %s serves every block: it verifies the disputes it is drawn for", self.me)
+        self.follower = EventFollower(w3, [self.chain.market, self.chain.disputes], state_dir / "cursor.json",
+                                      self.deployment.block, names=["JobSubmitted", "VerifiersDrawn"], confirmations=self.cfg.confirmations,
                                       ws_url=self.cfg.ws_url)
         for job in self.book.open_jobs():  # resume what a previous run left
             self._launch_heads(job)
@@ -151,6 +164,8 @@ class NodeDaemon:
         if self.health:
             self.health.set(status="stopping", reason="stopped by its operator")
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.verifier is not None:
+            self.verifier.close()
         self.running.stop(0.5)
         if self.health:
             self.health.close()
@@ -194,6 +209,10 @@ class NodeDaemon:
 
     # ------------------------------------------------------------------ events
     def _on_event(self, ev) -> None:
+        if ev.name == "VerifiersDrawn":
+            if self.verifier is not None:
+                self.verifier.on_drawn(int(ev.args["jobId"]), ev.args["verifiers"], int(ev.args["attestDeadline"]))
+            return
         req = JobRequest.from_event(ev.args, ev.block)
         if req.model_id != self.model_id:
             return
@@ -277,15 +296,29 @@ class NodeDaemon:
         self.running.tokens.publish(job_id, replica, ids)
         self.metrics.tokens.inc(len(ids))
 
-    def _on_output(self, job_id: int, replica: int, output: bytes, mask: int = 0) -> None:
-        """The tail's output and the route that served it (servedMask; 0 = the primaries): saved with
-        a fresh salt; the settle loop commits it."""
+    def _on_output(self, job_id: int, replica: int, output: bytes, mask: int = 0,
+                   receipts: tuple[SignedReceipt, ...] = ()) -> None:
+        """The tail's output, the route that served it (servedMask; 0 = the primaries) and the replica's
+        signed receipts: saved with a fresh salt; the settle loop commits them."""
         job = self.book.get(job_id) or self._admit(self.view.request(job_id))
         if job is None or replica not in job.tails or str(replica) in job.outputs:
             return
         self.book.update(job_id, outputs={**job.outputs, str(replica): output.hex()},
                          salts={**job.salts, str(replica): secrets.token_hex(32)},
-                         masks={**job.masks, str(replica): mask}, note="output ready")
+                         masks={**job.masks, str(replica): mask},
+                         receipts={**job.receipts, str(replica): [pack(r).hex() for r in receipts]},
+                         note="output ready")
+
+    def _receipts_of(self, job_id: int, replica: int) -> tuple[SignedReceipt, ...]:
+        """GetReceipts: a replica this node committed, once it is revealed on chain (before that its
+        receipts would tell other replicas what to commit)."""
+        job = self.book.get(job_id)
+        if job is None or str(replica) not in job.receipts or replica not in job.committed:
+            raise ProtocolError(f"this node committed no replica {replica} of job {job_id}")
+        if not self.chain.get_job(job_id).revealed_mask >> replica & 1:
+            raise ProtocolError(f"job {job_id} replica {replica} is not revealed yet; receipts are handed out "
+                                "after the reveal")
+        return tuple(unpack(bytes.fromhex(h)) for h in job.receipts[str(replica)])
 
     # -------------------------------------------------------------- settlement
     def _now(self) -> int:
@@ -331,7 +364,8 @@ class NodeDaemon:
             if r not in job.committed and not state.committed_mask >> r & 1:
                 if now > job.commit_deadline or not self._may_commit(job, r, now):
                     continue
-                self.chain.commit(job.job_id, r, out, salt, served_mask=job.masks.get(str(r)) or None)
+                self.chain.commit(job.job_id, r, out, salt, self._root(job, r),
+                                  served_mask=job.masks.get(str(r)) or None)
                 self.metrics.chain_tx.labels("commit").inc()
                 job = self.book.update(job.job_id, committed=job.committed + (r,), note=f"committed replica {r}")
                 logger.info("job %s replica %s: committed", job.job_id, r)
@@ -339,7 +373,8 @@ class NodeDaemon:
             reveal_open = state.committed_mask == everyone or now > job.commit_deadline
             if r not in job.revealed and not state.revealed_mask >> r & 1 and reveal_open \
                     and now <= job.reveal_deadline and state.committed_mask >> r & 1:
-                self.chain.reveal(job.job_id, r, out, salt, served_mask=job.masks.get(str(r)) or None)
+                self.chain.reveal(job.job_id, r, out, salt, self._root(job, r),
+                                  served_mask=job.masks.get(str(r)) or None)
                 self.metrics.chain_tx.labels("reveal").inc()
                 job = self.book.update(job.job_id, revealed=job.revealed + (r,), note=f"revealed replica {r}")
                 logger.info("job %s replica %s: revealed", job.job_id, r)
@@ -354,6 +389,12 @@ class NodeDaemon:
                     raise
         elif not job.tails and now > job.reveal_deadline:
             self.book.update(job.job_id, closed=True, note="past deadlines")
+
+    @staticmethod
+    def _root(job: JobEntry, replica: int) -> bytes:
+        """The receipts root committed for ``replica`` (zero for a classifier, which keeps no receipts)."""
+        signed = [unpack(bytes.fromhex(h)) for h in job.receipts.get(str(replica), ())]
+        return receipts_root([s.receipt for s in signed]) if signed else bytes(32)
 
     def _may_commit(self, job: JobEntry, replica: int, now: int) -> bool:
         """Whether the reveal window leaves time to open a commitment: reveals may open only at the

@@ -23,7 +23,6 @@ import torch
 
 from proto.errors import JobInputError, ProtocolError
 from proto.types import encode_output
-from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import JobRoute
 from worker.ring.failover import next_route
@@ -35,7 +34,6 @@ from worker.stage import Stage, to_stage
 logger = logging.getLogger(__name__)
 
 OnToken = Callable[[int, Sequence[int]], None]  # (step, ids the tail chose at that step)
-ROW_EXACT = frozenset({codec.FP32, codec.FP16, codec.BF16})  # codecs that encode each row alone
 
 
 def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[int] | torch.Tensor,
@@ -109,22 +107,20 @@ def _run(stage: Stage, route: JobRoute, replica: int, prompt: torch.Tensor, ids:
     """Run ``replica`` on ``route`` to the end, appending to ``ids`` the ids whose answers passed
     their signature check (only those survive a failover); return the tail's output and the pipeline.
 
-    After a failover (``ids`` not empty) every hop of the new route rebuilds its cache from the
-    prefix: with a codec that encodes each row alone (fp32, fp16, bf16) as one prefill of prompt +
-    ids, the tail continuing after them; with an int8 codec, whose blocks and outlier choice span
-    the rows of a message, by replaying the steps with the known ids (teacher-forced: the
-    activations are then those of the first run, bit for bit, and the tail must choose the same ids).
+    After a failover (``ids`` not empty) every hop of the new route rebuilds its cache by replaying
+    the steps with the known ids (teacher-forced): the activations are the first run's, bit for bit,
+    for every codec (an int8 codec's blocks and outlier choice span a message's rows, so one prefill
+    of prompt + ids would differ), the tail must choose the same ids, and every hop's receipt
+    fingerprints every step, as the verifier's re-execution expects.
     """
     done = len(ids)
-    prefill = bool(done) and route.params.codec in ROW_EXACT
-    start = done if prefill else 0
-    x = torch.cat([prompt, torch.tensor([ids], dtype=torch.long, device=prompt.device)], 1) if prefill else prompt
+    x = prompt
     output = b""
     with Pipeline(route, replica, 0, stage, signer, config, channels, defer_answer_check=True,
                   on_output=on_output) as pipe:
-        pipe.open(tuple(ids) if prefill else ())
+        pipe.open()
         unchecked: Sequence[int] = ()  # the last answer's ids, until its check is joined
-        for step in range(start, steps):
+        for step in range(steps):
             y = pipe.forward(x, step)  # joins the check of the previous answer
             ids.extend(unchecked)
             unchecked = ()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable, Sequence
 
 import torch
 
@@ -33,8 +34,11 @@ from worker.sessions import OpenGuard, Session, SessionTable
 from worker.signing import PendingCheck, Signer, recover_sender
 from worker.stage import Activation, Stage, tensors, to_stage
 from worker.stagepool import Loader, StagePool
+from worker.verify.signed import SignedReceipt
 
 logger = logging.getLogger(__name__)
+
+ReceiptsSource = Callable[[int, int], Sequence[SignedReceipt]]  # (job, replica) -> its receipts, or TesseraError
 
 STEP_WORK = 8  # a step's transient memory, in copies of its input (decoded input, output, MLP work)
 
@@ -63,6 +67,7 @@ class HopRuntime:
         self.opens = OpenGuard(config.open_window_s)
         self.tokens_per_second = 0.0  # moving average over decode steps
         self._direct = Stream()  # the stream of direct calls (tests)
+        self.receipts: ReceiptsSource | None = None  # where committed replicas' receipts are kept (the daemon)
 
     # ------------------------------------------------------------------ entry
     def handle(self, msg: pb.HopMessage, stream: Stream | None = None) -> pb.HopMessage:
@@ -91,6 +96,12 @@ class HopRuntime:
             raise
         finally:
             self.sessions.end(s, held)
+
+    def receipts_of(self, job: int, replica: int) -> Sequence[SignedReceipt]:
+        """The signed receipts of a replica this node committed, once the job revealed (else refused)."""
+        if self.receipts is None:
+            raise ProtocolError("this worker follows no chain, so it commits no replica and keeps no receipts")
+        return self.receipts(job, replica)
 
     def live(self, stream: Stream) -> bool:
         """Whether ``stream`` carries a session that is still open (not expired, replaced or closed)."""
@@ -125,17 +136,16 @@ class HopRuntime:
         stage = self.stages.get(hop.start, hop.end)
         expires = time.monotonic() + (route.deadline - time.time()) if route.deadline is not None else float("inf")
         s = self.sessions.open((job, msg.replica), msg.session, expires)
-        s.next_step = msg.step  # > 0: a replica resumed after a failover, its prefix replayed at this step
         try:
             s.pipe = Pipeline(route, msg.replica, pos, stage, self.signer, self.config, self.channels,
                               on_output=self.on_output)
-            s.pipe.open(msg.ids)
+            s.pipe.open()
         except BaseException:
             self.sessions.close(s)
             raise
         stream.session = s
-        logger.info("opened job %s replica %s at hop %d [%d, %d) for %s%s", job, msg.replica, pos, hop.start,
-                    hop.end, msg.sender, f", resumed at step {msg.step} (route {msg.route:#x})" if msg.step else "")
+        logger.info("opened job %s replica %s at hop %d [%d, %d) for %s (route %#x)", job, msg.replica, pos,
+                    hop.start, hop.end, msg.sender, msg.route)
         return self._answer(msg, pos, route)
 
     def _step(self, msg: pb.HopMessage, s: Session) -> pb.HopMessage:
@@ -168,7 +178,7 @@ class HopRuntime:
         PendingCheck(msg, pipe.route.hop(pipe.replica, pipe.pos - 1).node, pipe.route.domain).result()
         if msg.step != s.next_step:
             raise ProtocolError(f"CLOSE of job {pipe.job} names step {msg.step}; {s.next_step} steps ran")
-        pipe.finish(msg.step)
+        pipe.finish(msg.step, [SignedReceipt.from_pb(m) for m in msg.receipts])
         n = max(s.next_step, 1)
         logger.info("closed job %s replica %s at hop %d: %d steps, %.1f ms/step compute, %.1f ms/step "
                     "waiting for the next hop, %.1f ms/step total", pipe.job, pipe.replica, pipe.pos, s.next_step,

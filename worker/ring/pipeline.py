@@ -12,6 +12,13 @@ leaves the node. The overlap policy says when the next hop's answer is checked:
 * ``False`` (a hop): the hop relays the answer upstream at once, so it is checked
   on arrival; the check of the incoming step is the caller's (``forward(check=)``).
 
+Each hop of a language job also keeps its receipt (:mod:`worker.verify.receipt`):
+what :meth:`Pipeline.send` passes on is fingerprinted as it leaves, chunk by
+chunk as the tail's tokens come back. At the end the CLOSE carries the signed
+receipts of every hop before the receiver down the ring; the tail checks them
+against the route and its output and hands output and receipts to ``on_output``
+(the node commits their root).
+
 The overlap itself is kept for small inputs only (:data:`OVERLAP_MAX_ROWS`, one-token
 decode steps): a larger input (a prompt) is verified before the stage runs, so a
 forged one costs a signature check, not a prefill.
@@ -27,7 +34,7 @@ import torch
 
 from proto.errors import ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
-from proto.types import embedding_words, encode_output
+from proto.types import embedding_words, encode_output, output_hash
 from worker.config import WorkerConfig
 from worker.planview import JobRoute
 from worker.ring.link import Channels, Link, corrupt, encode_activation, message
@@ -35,23 +42,25 @@ from worker.sampling import argmax_classes, sample
 from worker.scheduler import scheduler_for
 from worker.signing import PendingCheck, Signer, verify
 from worker.stage import Activation, Stage, tensors
+from worker.verify.receipt import ReceiptRecorder
+from worker.verify.signed import SignedReceipt, check_replica, sign
 from worker.wire import rows
 
 logger = logging.getLogger(__name__)
 
-OnOutput = Callable[[int, int, bytes, int], None]  # (job id, replica, canonical output bytes, servedMask)
+OnOutput = Callable[[int, int, bytes, int, tuple[SignedReceipt, ...]], None]  # (job, replica, output, servedMask, receipts)
 OVERLAP_MAX_ROWS = 4  # a step's signature check overlaps its compute only up to this many rows (tokens)
 
 
 class Pipeline:
     """Hop ``pos`` of ``replica`` of ``route`` on this node: the stage and its cache, a stream
-    to the next hop (over ``channels``; none on the tail) and, on the tail, the ids chosen so far.
-    ``route`` is the one the session runs (``JobRoute.served``: primaries, or standbys after a
-    failover); its servedMask travels in the OPEN and reaches the tail's ``on_output``."""
+    to the next hop (over ``channels``; none on the tail), on the tail the ids chosen so far, and its
+    receipt in the making. ``route`` is the one the session runs (``JobRoute.served``: primaries, or
+    standbys after a failover); its servedMask travels in the OPEN and reaches the tail's ``on_output``."""
 
     __slots__ = ("route", "job", "replica", "pos", "stage", "cache", "runner", "signer", "config", "link", "last",
                  "defer", "overlap_rows", "pending", "on_output", "tokens", "finished", "positions", "compute_s",
-                 "wait_s", "mask", "closed")
+                 "wait_s", "mask", "closed", "recorder", "output")
 
     def __init__(self, route: JobRoute, replica: int, pos: int, stage: Stage, signer: Signer,
                  config: WorkerConfig, channels: Channels, *, defer_answer_check: bool = False,
@@ -71,13 +80,17 @@ class Pipeline:
         self.overlap_rows = overlap_rows  # inputs up to this many rows are verified while the stage runs
         self.pending: PendingCheck | None = None  # the last answer's check, when deferred
         self.on_output = on_output  # called on the tail with the output once it is complete
-        self.tokens: list[int] = []  # ids chosen so far (tail only)
+        self.tokens: list[int] = []  # ids chosen so far (by this tail, or relayed back by the next hop)
+        self.output = b""  # the tail's canonical output, once the replica finished
         self.finished = False  # the tail has chosen the whole output
         self.positions = 0  # positions (tokens) fed through the stage so far
         self.compute_s = 0.0  # time in the stage's forward, seconds
         self.wait_s = 0.0  # time waiting for the next hop's answers, seconds
         self.link: Link | None = None  # the stream to the next hop; None on the tail
         self.closed = False  # the next hop answered this session's CLOSE
+        me = route.hop(replica, pos)
+        self.recorder = (ReceiptRecorder(route.job_id, replica, pos, signer.address, me.start, me.end)
+                         if route.kind == "causal-lm" else None)  # classifiers run one step: no receipts
         if not tail:
             nxt = route.hop(replica, pos + 1)
             self.link = Link(channels.stub(nxt.endpoint), nxt.node, config.hop_timeout_s, route.domain,
@@ -89,14 +102,12 @@ class Pipeline:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def open(self, prefix: Sequence[int] = ()) -> None:
-        """Open the session on the next hop, on this session's route. ``prefix``: the ids generated
-        before a failover (the session resumes at step ``len(prefix)``); the tail continues after them."""
+    def open(self) -> None:
+        """Open the session on the next hop, on this session's route (its servedMask in the OPEN)."""
         if self.link is None:
-            self.tokens = list(prefix)
             return
-        msg = message(self.job, self.replica, self.pos, len(prefix), pb.KIND_OPEN, ids=prefix,
-                      session=self.link.nonce, sent_unix_ms=time.time_ns() // 1_000_000, route=self.mask)
+        msg = message(self.job, self.replica, self.pos, 0, pb.KIND_OPEN, session=self.link.nonce,
+                      sent_unix_ms=time.time_ns() // 1_000_000, route=self.mask)
         self.link.call(self.signer.sign(msg, self.route.domain))
 
     def overlaps(self, n_rows: int) -> bool:
@@ -135,8 +146,19 @@ class Pipeline:
         tail's output (empty until the replica is finished)."""
         if self.config.byzantine:
             y = corrupt(y, self.config.byzantine_noise, step)
+        if self.recorder is not None:
+            self.recorder.add(step, y)  # what leaves this node is what its receipt claims
         if self.link is None:
-            return self._choose(y, step)
+            ids, output = self._choose(y, step)
+        else:
+            ids, output = self._exchange(y, step)
+            self.tokens.extend(ids)
+            self.output = output or self.output
+        if self.recorder is not None:
+            self.recorder.seal(self.tokens)
+        return ids, output
+
+    def _exchange(self, y: torch.Tensor, step: int) -> tuple[Sequence[int], bytes]:
         p = self.route.params
         payload, extras = encode_activation(y, p.codec, p.block)
         msg = self.signer.sign(message(self.job, self.replica, self.pos, step, pb.KIND_STEP, payload=payload,
@@ -154,15 +176,32 @@ class Pipeline:
         """:meth:`forward` then :meth:`send` (the head's step)."""
         return self.send(self.forward(x, step), step)
 
-    def finish(self, step: int) -> None:
-        """Join the last deferred check, then close the session on the next hop at ``step``."""
+    def finish(self, step: int, upstream: Sequence[SignedReceipt] = ()) -> None:
+        """Join the last deferred check, then close the session on the next hop at ``step``, handing
+        it ``upstream`` (the receipts of the hops before this one) and this hop's own signed receipt;
+        a finished tail checks them all and delivers its output with them."""
         if self.pending is not None:
             self.pending.result()
             self.pending = None
+        signed = list(upstream)
+        if self.recorder is not None and step > 0:
+            signed.append(sign(self.recorder.receipt(self.tokens[:step]), self.signer, self.route.domain))
         if self.link is not None:
             msg = message(self.job, self.replica, self.pos, step, pb.KIND_CLOSE, session=self.link.nonce)
+            msg.receipts.extend(s.to_pb() for s in signed)
             self.link.call(self.signer.sign(msg, self.route.domain))
             self.closed = True
+        elif self.finished:
+            self._deliver(tuple(signed))
+
+    def _deliver(self, signed: tuple[SignedReceipt, ...]) -> None:
+        if signed or self.recorder is not None:
+            check_replica(signed, self.route.replicas[self.replica], self.job, self.replica,
+                          output_hash(self.output), len(self.tokens), self.route.domain)
+        if self.on_output is not None:
+            self.on_output(self.job, self.replica, self.output, self.mask, signed)
+        logger.info("job %s replica %s delivered: %d ids, %d receipts", self.job, self.replica, len(self.tokens),
+                    len(signed))
 
     def close(self) -> None:
         """Close the stream to the next hop and drop the cache."""
@@ -177,11 +216,9 @@ class Pipeline:
         self.tokens.extend(ids)
         if not self.finished:
             return ids, b""
-        output = encode_output(self.tokens)
-        if self.on_output is not None:
-            self.on_output(self.job, self.replica, output, self.mask)
+        self.output = encode_output(self.tokens)
         logger.info("job %s replica %s finished: %d ids", self.job, self.replica, len(self.tokens))
-        return ids, output
+        return ids, self.output
 
 
 def tail_choose(route: JobRoute, y: torch.Tensor, step: int, history: Sequence[int]) -> tuple[list[int], bool]:

@@ -31,7 +31,7 @@ class Tensor(_message.Message):
     def __init__(self, codec: _Optional[int] = ..., shape: _Optional[_Iterable[int]] = ..., block: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class HopMessage(_message.Message):
-    __slots__ = ("job_id", "replica", "hop", "step", "kind", "payload", "payload_hash", "ids", "output", "error", "sender", "signature", "upstream", "session", "sent_unix_ms", "extras", "route")
+    __slots__ = ("job_id", "replica", "hop", "step", "kind", "payload", "payload_hash", "ids", "output", "error", "sender", "signature", "upstream", "session", "sent_unix_ms", "extras", "route", "receipts")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     HOP_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class HopMessage(_message.Message):
     SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     EXTRAS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
+    RECEIPTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     replica: int
     hop: int
@@ -66,7 +67,30 @@ class HopMessage(_message.Message):
     sent_unix_ms: int
     extras: _containers.RepeatedCompositeFieldContainer[Tensor]
     route: int
-    def __init__(self, job_id: _Optional[str] = ..., replica: _Optional[int] = ..., hop: _Optional[int] = ..., step: _Optional[int] = ..., kind: _Optional[_Union[Kind, str]] = ..., payload: _Optional[_Union[Tensor, _Mapping]] = ..., payload_hash: _Optional[bytes] = ..., ids: _Optional[_Iterable[int]] = ..., output: _Optional[bytes] = ..., error: _Optional[str] = ..., sender: _Optional[str] = ..., signature: _Optional[bytes] = ..., upstream: _Optional[bool] = ..., session: _Optional[bytes] = ..., sent_unix_ms: _Optional[int] = ..., extras: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., route: _Optional[int] = ...) -> None: ...
+    receipts: _containers.RepeatedCompositeFieldContainer[SignedReceipt]
+    def __init__(self, job_id: _Optional[str] = ..., replica: _Optional[int] = ..., hop: _Optional[int] = ..., step: _Optional[int] = ..., kind: _Optional[_Union[Kind, str]] = ..., payload: _Optional[_Union[Tensor, _Mapping]] = ..., payload_hash: _Optional[bytes] = ..., ids: _Optional[_Iterable[int]] = ..., output: _Optional[bytes] = ..., error: _Optional[str] = ..., sender: _Optional[str] = ..., signature: _Optional[bytes] = ..., upstream: _Optional[bool] = ..., session: _Optional[bytes] = ..., sent_unix_ms: _Optional[int] = ..., extras: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., route: _Optional[int] = ..., receipts: _Optional[_Iterable[_Union[SignedReceipt, _Mapping]]] = ...) -> None: ...
+
+class SignedReceipt(_message.Message):
+    __slots__ = ("receipt", "signature")
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    receipt: bytes
+    signature: bytes
+    def __init__(self, receipt: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ReceiptsRequest(_message.Message):
+    __slots__ = ("job_id", "replica")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    replica: int
+    def __init__(self, job_id: _Optional[str] = ..., replica: _Optional[int] = ...) -> None: ...
+
+class ReceiptsResponse(_message.Message):
+    __slots__ = ("receipts",)
+    RECEIPTS_FIELD_NUMBER: _ClassVar[int]
+    receipts: _containers.RepeatedCompositeFieldContainer[SignedReceipt]
+    def __init__(self, receipts: _Optional[_Iterable[_Union[SignedReceipt, _Mapping]]] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()

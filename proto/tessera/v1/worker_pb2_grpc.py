@@ -49,6 +49,11 @@ class WorkerServiceStub:
                 request_serializer=proto_dot_tessera_dot_v1_dot_worker__pb2.PingRequest.SerializeToString,
                 response_deserializer=proto_dot_tessera_dot_v1_dot_worker__pb2.PingResponse.FromString,
                 _registered_method=True)
+        self.GetReceipts = channel.unary_unary(
+                '/tessera.v1.WorkerService/GetReceipts',
+                request_serializer=proto_dot_tessera_dot_v1_dot_worker__pb2.ReceiptsRequest.SerializeToString,
+                response_deserializer=proto_dot_tessera_dot_v1_dot_worker__pb2.ReceiptsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -77,6 +82,13 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReceipts(self, request, context):
+        """A replica's signed hop receipts, from the node that committed it (its tail), once the job revealed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +106,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=proto_dot_tessera_dot_v1_dot_worker__pb2.PingRequest.FromString,
                     response_serializer=proto_dot_tessera_dot_v1_dot_worker__pb2.PingResponse.SerializeToString,
+            ),
+            'GetReceipts': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReceipts,
+                    request_deserializer=proto_dot_tessera_dot_v1_dot_worker__pb2.ReceiptsRequest.FromString,
+                    response_serializer=proto_dot_tessera_dot_v1_dot_worker__pb2.ReceiptsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +194,33 @@ class WorkerService:
             '/tessera.v1.WorkerService/Ping',
             proto_dot_tessera_dot_v1_dot_worker__pb2.PingRequest.SerializeToString,
             proto_dot_tessera_dot_v1_dot_worker__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReceipts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.WorkerService/GetReceipts',
+            proto_dot_tessera_dot_v1_dot_worker__pb2.ReceiptsRequest.SerializeToString,
+            proto_dot_tessera_dot_v1_dot_worker__pb2.ReceiptsResponse.FromString,
             options,
             channel_credentials,
             insecure,
