@@ -90,15 +90,15 @@ def check_request(msg: pb.HopMessage, max_payload_bytes: int) -> int:
         raise MessageError(f"{where}: sender {safe(msg.sender, 50)!r} is not a 0x-prefixed 20-byte hex address")
     if msg.ids or msg.output or msg.error:
         raise MessageError(f"{where}: ids, output and error belong to answers, not requests")
-    if msg.kind == pb.KIND_OPEN and msg.step != 0:
-        raise MessageError(f"{where}: OPEN must carry step 0 (a replica resumed after a failover replays its "
-                           "steps from 0)")
     if msg.route and msg.kind != pb.KIND_OPEN:
         raise MessageError(f"{where}: only OPEN names a route")
     if msg.receipts:
         if msg.kind != pb.KIND_CLOSE:
             raise MessageError(f"{where}: only CLOSE requests carry hop receipts")
         check_receipts(msg.receipts, where)
+    if msg.kind == pb.KIND_OPEN and msg.step != 0:
+        raise MessageError(f"{where}: OPEN must carry step 0 (a replica resumed after a failover replays its "
+                           "steps from 0)")
     if msg.kind != pb.KIND_STEP:
         if msg.HasField("payload") or msg.payload_hash or msg.extras:
             raise MessageError(f"{where}: only STEP messages carry activations")

@@ -86,7 +86,7 @@ def run_replica(hops: Sequence[LocalHop], params: GenParams, prompt: Sequence[in
             tokens.append(tok)
             for r in recs:
                 r.seal(tokens)
-            if tok == params.eos_token_id:
+            if tok in params.eos_token_ids:
                 break
             x = torch.tensor([[tok]], device=hops[0].stages[0].device)
     receipts = tuple(r.receipt(tokens) for r in recs)

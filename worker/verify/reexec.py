@@ -167,14 +167,14 @@ def _structure(spec: ExecSpec, output: Sequence[int], route: Sequence[Hop], rece
     others = [i for i, r in enumerate(receipts) if r.output_hash != revealed]
     if others:  # the tail's signed answers, which these hops hold, say who changed the ids (not judged here)
         return Verdict("unknown", reason=f"hops {others} were sent another output than the tail revealed")
-    n, eos = len(output), p.eos_token_id
+    n, eos = len(output), set(p.eos_token_ids)
     if vocab is not None and any(not 0 <= t < vocab for t in output):
         return Verdict("faulty", tail, f"output holds a token id outside the vocabulary of {vocab}")
     if not 1 <= n <= p.max_tokens:
         return Verdict("faulty", tail, f"output has {n} tokens; the job asks for 1..{p.max_tokens}")
-    if eos is not None and eos in output[:-1]:
-        return Verdict("faulty", tail, f"output continues after the end token {eos}")
-    if n < p.max_tokens and output[-1] != eos:
+    if any(t in eos for t in output[:-1]):
+        return Verdict("faulty", tail, f"output continues after an end token {sorted(eos)}")
+    if n < p.max_tokens and output[-1] not in eos:
         return Verdict("faulty", tail, f"output stops at {n} of {p.max_tokens} tokens without the end token")
     return None
 
