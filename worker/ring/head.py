@@ -120,11 +120,13 @@ def _run(stage: Stage, route: JobRoute, replica: int, prompt: torch.Tensor, ids:
                   on_output=on_output) as pipe:
         pipe.open()
         unchecked: Sequence[int] = ()  # the last answer's ids, until its check is joined
+        ran = 0  # steps run (a classifier's one step answers with one id per image)
         for step in range(steps):
             y = pipe.forward(x, step)  # joins the check of the previous answer
             ids.extend(unchecked)
             unchecked = ()
             new, output = pipe.send(y, step)
+            ran = step + 1
             if step < done:  # a replayed step: the tail must choose what it chose the first time
                 if list(new) != ids[step:step + 1]:
                     raise ProtocolError(f"replaying step {step} on route {pipe.mask:#x} gave ids {list(new)}, "
@@ -137,7 +139,7 @@ def _run(stage: Stage, route: JobRoute, replica: int, prompt: torch.Tensor, ids:
             if output:  # the tail is done (max_tokens or end of sequence)
                 break
             x = torch.tensor([list(new)], dtype=torch.long, device=stage.device)
-        pipe.finish(len(ids) + len(unchecked))  # the last answer's check is joined before the ids are returned
+        pipe.finish(ran)  # the last answer's check is joined before the ids are returned
         ids.extend(unchecked)
     return output, pipe
 
