@@ -101,7 +101,7 @@ def test_finding10_a_job_is_held_to_its_plan_at_the_hop(ring, case):
     """Regression: an fp16 payload on an fp32 job, batch size 2 and an OPEN at step 7 were accepted."""
     peer = Sender(6)
     if case == "OPEN at step 7":
-        _one_line(refusal(_tail(ring), [peer.open(step=7)]), INVALID, "OPEN carries step 0")
+        _one_line(refusal(_tail(ring), [peer.open(step=7)]), INVALID, "OPEN must carry step 0")
         return
     enc = hidden(2, cid=codec.FP16) if case.startswith("fp16") else codec.encode(torch.zeros(2, 1, 32), codec.FP32)
     _one_line(refusal(_tail(ring), [peer.open(), peer.step(0, enc)]), INVALID,
