@@ -74,6 +74,20 @@ class Stage(Protocol):
         """Memory held by ``cache`` in bytes (for the session memory cap)."""
 
 
+class Stateless:
+    """The cache half of :class:`Stage` for stages that keep nothing between steps (one-pass
+    encoders, user models): no cache, no positions, no bytes."""
+
+    def new_cache(self) -> None:
+        return None
+
+    def cache_len(self, cache: Any | None) -> int:
+        return 0
+
+    def cache_bytes(self, cache: Any | None) -> int:
+        return 0
+
+
 def tensors(a: Activation) -> tuple[torch.Tensor, ...]:
     """Every tensor of an activation, primary first."""
     return a if isinstance(a, tuple) else (a,)

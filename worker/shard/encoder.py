@@ -38,7 +38,7 @@ from proto.errors import ModelError
 from worker.shard.decoder import Unserved, _Handoff, _load, _stage_state
 from worker.shard.layout import StageLayout
 from worker.shard.skeleton import Passthrough, Skeleton, _trace, find_layers
-from worker.stage import StageSpec
+from worker.stage import StageSpec, Stateless
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def pool(h: torch.Tensor, mask: torch.Tensor, pooling: str, normalize: bool) -> 
     return F.normalize(e, p=2, dim=1) if normalize else e
 
 
-class EncoderStage(nn.Module):
+class EncoderStage(Stateless, nn.Module):
     """A span of an encoder; implements :class:`worker.stage.Stage` (stateless)."""
 
     def __init__(self, spec: StageSpec, model: nn.Module, skel: Skeleton, settings: dict, entry: threading.local,
@@ -175,15 +175,6 @@ class EncoderStage(nn.Module):
     @staticmethod
     def _leave(_module, _args, output):
         raise _Handoff(output[0] if isinstance(output, tuple) else output)
-
-    def new_cache(self) -> None:
-        return None
-
-    def cache_len(self, cache: Any | None) -> int:
-        return 0
-
-    def cache_bytes(self, cache: Any | None) -> int:
-        return 0
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor, cache: Any | None = None, *, last: bool = False) -> torch.Tensor:

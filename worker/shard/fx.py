@@ -30,7 +30,7 @@ from proto.errors import ModelError
 from worker.shard.layout import Entry, StageLayout
 from worker.shard.program import ARCHITECTURES, Traced, build_module, register_architecture, trace
 from worker.shard.weights import read_tensors
-from worker.stage import Activation, StageSpec, tensors
+from worker.stage import Activation, StageSpec, Stateless, tensors
 
 logger = logging.getLogger(__name__)
 
@@ -172,21 +172,12 @@ def fx_layout(model_dir: Path, config: dict, keys: list[str]) -> StageLayout:
     return StageLayout("fx", config["tessera_arch"], inp, blocks, outp)
 
 
-class FxStage(nn.Module):
+class FxStage(Stateless, nn.Module):
     """A span of an fx-cut model; stateless, implements :class:`worker.stage.Stage`."""
 
     def __init__(self, spec: StageSpec, gm: fx.GraphModule, device: torch.device, dtype: torch.dtype):
         super().__init__()
         self.spec, self.gm, self.device, self.dtype = spec, gm, device, dtype
-
-    def new_cache(self) -> None:
-        return None
-
-    def cache_len(self, cache: Any | None) -> int:
-        return 0
-
-    def cache_bytes(self, cache: Any | None) -> int:
-        return 0
 
     @torch.inference_mode()
     def forward(self, x: Activation, cache: Any | None = None, *, last: bool = False) -> Activation:
