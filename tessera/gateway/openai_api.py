@@ -33,33 +33,28 @@ class Message(BaseModel):
     content: str | list[dict] | None = ""
 
 
-class CompletionRequest(BaseModel):
+class _Sampled(BaseModel):
+    """What completions and chat requests share: the model and how to sample it."""
+
     model_config = ConfigDict(extra="allow")  # OpenAI options we do not use are accepted and ignored
     model: str
+    max_tokens: int | None = None
+    temperature: float = Field(0.0, ge=0, le=10)
+    top_p: float = Field(1.0, ge=0.001, le=1)  # nucleus sampling, steps of 0.001; 1 = off
+    top_k: int = Field(0, ge=0, le=1_000_000)  # extension (as vLLM): the k most likely tokens only; 0 = off
+    repetition_penalty: float = Field(1.0, ge=0.001, le=10)  # extension (as vLLM); 1 = off
+    seed: int | None = Field(None, ge=0, lt=2**64)
+    stream: bool = False
+    n: int = Field(1, ge=1, le=1)
+
+
+class CompletionRequest(_Sampled):
     prompt: str | list[str]
-    max_tokens: int | None = None
-    temperature: float = Field(0.0, ge=0, le=10)
-    top_p: float = Field(1.0, ge=0.001, le=1)  # nucleus sampling, steps of 0.001; 1 = off
-    top_k: int = Field(0, ge=0, le=1_000_000)  # extension (as vLLM): the k most likely tokens only; 0 = off
-    repetition_penalty: float = Field(1.0, ge=0.001, le=10)  # extension (as vLLM); 1 = off
-    seed: int | None = Field(None, ge=0, lt=2**64)
-    stream: bool = False
-    n: int = Field(1, ge=1, le=1)
 
 
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str
+class ChatRequest(_Sampled):
     messages: list[Message] = Field(min_length=1, max_length=256)
-    max_tokens: int | None = None
     max_completion_tokens: int | None = None
-    temperature: float = Field(0.0, ge=0, le=10)
-    top_p: float = Field(1.0, ge=0.001, le=1)  # nucleus sampling, steps of 0.001; 1 = off
-    top_k: int = Field(0, ge=0, le=1_000_000)  # extension (as vLLM): the k most likely tokens only; 0 = off
-    repetition_penalty: float = Field(1.0, ge=0.001, le=10)  # extension (as vLLM); 1 = off
-    seed: int | None = Field(None, ge=0, lt=2**64)
-    stream: bool = False
-    n: int = Field(1, ge=1, le=1)
 
 
 def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:

@@ -32,17 +32,6 @@ def _replicas(c, *pairs):
     return c.plan(*[[c.nodes[a], c.nodes[b]] for a, b in pairs])
 
 
-def _reference_tokens(model_dir, prompt: str, n: int) -> list[int]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    ids = tok(prompt, return_tensors="pt")["input_ids"]
-    with torch.inference_mode():
-        out = model.generate(ids, max_new_tokens=n, do_sample=False)
-    return out[0, ids.shape[1]:].tolist()
-
-
 def _earnings(c, extra=()) -> dict[str, int]:
     return {a: c.client().get_node(a).earnings for a in [n.address for n in c.nodes] + list(extra)}
 
@@ -53,7 +42,7 @@ def _credited(c, before: dict[str, int]) -> dict[str, int]:
     return {a: after[a] - before[a] for a in after if after[a] != before[a]}
 
 
-def test_honest_job_via_cli_is_unanimous_and_matches_transformers(lm_cluster):
+def test_honest_job_via_cli_is_unanimous_and_matches_transformers(lm_cluster, reference_tokens):
     c = lm_cluster
     before = _earnings(c)
     env = {**c.env, "TESSERA_RPC_URL": c.net.rpc_url}
@@ -66,7 +55,7 @@ def test_honest_job_via_cli_is_unanimous_and_matches_transformers(lm_cluster):
     assert res["outcome"] == "agreed" and res["winners"] == [0, 1, 2]
     assert [r["verdict"] for r in res["replicas"]] == ["honest"] * 3
     ids = decode_output(bytes.fromhex(res["output_hex"]))
-    assert ids == _reference_tokens(c.manifest.directory, PROMPT, TOKENS)
+    assert ids == reference_tokens(c.manifest.directory, PROMPT, TOKENS)
     assert "Paris" in res["text"]
     paid = _credited(c, before)
     assert len(paid) == 6 and sum(paid.values()) + int(res["refund"]) == FEE, paid  # all six served, all paid
@@ -120,7 +109,7 @@ def _until(what, check, timeout_s: float = 300.0):
         time.sleep(0.5)
 
 
-def test_corrupt_node_is_named_by_a_drawn_verifier_and_slashed(lm_cluster):
+def test_corrupt_node_is_named_by_a_drawn_verifier_and_slashed(lm_cluster, reference_tokens):
     c = lm_cluster
     bad = c.add_node(c.nodes[1].span, byzantine=True)
     verifier = c.client(8)  # a full node of the model, outside every plan: the verifier pool
@@ -144,7 +133,7 @@ def test_corrupt_node_is_named_by_a_drawn_verifier_and_slashed(lm_cluster):
         assert v.node == verifier.address and v.outcome == "majority" and v.paid >= 10**17  # slash + reserve
         assert cl.get_node(bad.address).reputation == pytest.approx(rep_before * 0.8)
         assert cl.get_node(bad.address).stake == stake_before - 10**17
-        assert decode_output(res.output) == _reference_tokens(c.manifest.directory, PROMPT, TOKENS)
+        assert decode_output(res.output) == reference_tokens(c.manifest.directory, PROMPT, TOKENS)
         assert res.reveals[2] != res.output_hash  # the corrupt replica revealed something else
     finally:
         c.stop_node(bad)
