@@ -28,7 +28,7 @@ from worker import wire
 from worker.config import WorkerConfig
 from worker.limits import ModelLimits
 from worker.planview import JobRoute, PlanView
-from worker.ring.link import Channels, message, payload_of
+from worker.ring.link import Channels, encoded, message, payload_of
 from worker.ring.pipeline import OnOutput, Pipeline
 from worker.sessions import OpenGuard, Session, SessionTable
 from worker.signing import PendingCheck, Signer, recover_sender
@@ -160,6 +160,7 @@ class HopRuntime:
                 check.result()  # a large input is verified before it costs a decode or a prefill
             self._admit(pipe, msg)
             x = payload_of(msg, self.config.max_payload_bytes)
+            pipe.note_input(msg.step, encoded(msg.payload))
             self.sessions.reserve(s, s.held_bytes + self._step_bytes(pipe, x))
             before = pipe.compute_s
             y = pipe.forward(to_stage(x, pipe.stage.device, pipe.stage.dtype), msg.step, check)
