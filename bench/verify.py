@@ -20,7 +20,7 @@ by one fp32 verifier on the CPU (:mod:`worker.verify.reexec`). In order:
 
 ``--honest-only`` runs step 2 alone, judged with ``--tolerances`` (``code``: those in
 :data:`worker.verify.spec.TOLERANCES`, or an earlier result's calibration), for the
-mixes ``--mixes`` names, each mix in one of ``--jobs`` processes (how
+mixes ``--mixes`` names, spread over ``--jobs`` processes (how
 bench/gpu/verify.sh measures CPU against GPU replicas).
 
     python -m bench.verify --json [--prompts 50] [--cal-prompts 12] [--tamper-prompts 8] [--save FILE]
@@ -81,17 +81,31 @@ def run_honest(lab: Lab, mixes, prompts, first: int, tokens: int, temp: int, tol
 
 
 def _one_mix(md: Path, mix: Mix, prompts, first: int, tokens: int, temp: int, tols) -> list[dict]:
-    """One mix's honest runs in a process of its own (its own Lab: verifier and hops)."""
+    """One mix's honest runs on some prompts, in a process of its own (its own Lab: verifier and hops)."""
     return run_honest(Lab(md), [mix], prompts, first, tokens, temp, tols)[0]
 
 
+def slices(n_mixes: int, n_prompts: int, jobs: int) -> list[tuple[int, int, int]]:
+    """(mix index, first prompt, prompt count) per task: each mix's prompts cut into about
+    ``jobs / n_mixes`` runs of consecutive prompts (at least one task per mix)."""
+    per = max(1, min(n_prompts, jobs // n_mixes))
+    size = -(-n_prompts // per)
+    return [(m, o, min(size, n_prompts - o)) for m in range(n_mixes) for o in range(0, n_prompts, size)]
+
+
 def run_honest_jobs(md: Path, mixes, prompts, first: int, tokens: int, temp: int, tols, jobs: int) -> list[dict]:
-    """:func:`run_honest`'s records, each mix in one of ``jobs`` spawned processes (in mix order)."""
+    """:func:`run_honest`'s records, in its order, from ``jobs`` spawned processes (:func:`slices`); a run's
+    seed and job id depend on its prompt's index alone, so the runs are those of one process."""
     if jobs <= 1:
         return run_honest(Lab(md), mixes, prompts, first, tokens, temp, tols)[0]
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_one_mix, md, m, prompts, first, tokens, temp, tols) for m in mixes]
-        return [r for f in futures for r in f.result()]
+    tasks = slices(len(mixes), len(prompts), jobs)
+    with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_one_mix, md, mixes[m], prompts[o:o + n], first + o, tokens, temp, tols)
+                   for m, o, n in tasks]
+        recs = [r for f in futures for r in f.result()]
+    order = {m.name: i for i, m in enumerate(mixes)}
+    mode_order = {name: i for i, (name, _) in enumerate(modes(temp))}
+    return sorted(recs, key=lambda r: (order[r["mix"]], mode_order[r["mode"]], r["prompt"]))
 
 
 def honest_only(a, md: Path, texts: list[str], report: list[list[int]], mixes: list[Mix]) -> dict:
@@ -102,7 +116,7 @@ def honest_only(a, md: Path, texts: list[str], report: list[list[int]], mixes: l
     return {
         "bench": "verify", "model": a.model, "tokens": a.tokens, "temperature_milli": a.temperature_milli,
         "prompts": {"report": a.prompts}, "prompt_examples": texts[:2],
-        "threads": {"verifier": 1, "replicas": "1 (2 where a mix says so)", "processes": min(a.jobs, len(mixes))},
+        "threads": {"verifier": 1, "replicas": "1 (2 where a mix says so)", "processes": a.jobs},
         "fingerprint": {"samples_per_chunk": K, "chunk_steps": CHUNK_STEPS},
         "honest_only": True, "mixes": [m.name for m in mixes],
         "tolerances": {"source": a.tolerances or "code", "values": {k: t.__dict__ for k, t in sorted(tols.items())}},
@@ -190,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                     "judged with --tolerances: no calibration, tampering or cost")
     ap.add_argument("--tolerances", help="with --honest-only: `code` (worker.verify.spec.TOLERANCES, the default) "
                     "or an earlier bench.verify result whose calibration to judge with")
-    ap.add_argument("--jobs", type=int, default=1, help="with --honest-only: processes, one mix at a time in each")
+    ap.add_argument("--jobs", type=int, default=1, help="with --honest-only: processes, each running one mix on a "
+                    "run of consecutive prompts")
     ap.add_argument("--save", help="also write the JSON result to this file")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     a = ap.parse_args(argv)

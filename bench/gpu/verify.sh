@@ -22,23 +22,23 @@
 #      TENSORS_SHA256 where only the safetensors header differs), failing loudly otherwise; the store's
 #      manifest, int8 outlier features, tokenizer and config are copied in;
 #   4. runs `python3 -m bench.verify --honest-only --device cuda --mixes $MIXES` first on SMOKE prompts
-#      (stopping on a failure), then on PROMPTS prompts, each mix in its own process, writing
+#      (stopping on a failure), then on PROMPTS prompts, in JOBS processes, writing
 #      $OUT/verify-gpu-<card>-smoke.json, $OUT/verify-gpu-<card>.json and the log $OUT/verify-gpu.log.
 # A later call with no carry (`bash /tmp/gv/code/bench/gpu/verify.sh`) on the same warm machine reruns
 # step 4 alone (SMOKE=0 skips the smoke run).
 #
 # Settings (environment, defaults in brackets): MIXES [fp32-3hop,fp32-cuda-3hop,bf16-cuda-3hop],
-# PROMPTS [50], SMOKE [2], TOLERANCES [code], JOBS [one per mix], DEADLINE [560 s after the start, for
-# both runs], OUT [$OUT, else /tmp/gv/out].
+# PROMPTS [50], SMOKE [2], TOLERANCES [code], JOBS [15 processes: each mix on a run of prompts], DEADLINE [560 s after the start, for
+# both runs], OUT [$OUT, else $GV/out], GV [/tmp/gv: the stash], SITE [/tmp/site: the wheels].
 set -uo pipefail
 GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  # SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256=a672150fb4f99d7c8f4168cecdd464069c0ef3a37d8113f22ddb9d48031d03cd  # its model.safetensors, here
 TENSORS_SHA256=457f6f4e58dfa445fb73cc480a4c3e97001171268c3485c8579729740404bb71  # bench.gpu.smollm2 digest
 MIXES=${MIXES:-fp32-3hop,fp32-cuda-3hop,bf16-cuda-3hop} PROMPTS=${PROMPTS:-50} SMOKE=${SMOKE:-2}
 TOLERANCES=${TOLERANCES:-code} DEADLINE=${DEADLINE:-560}
-n_mixes=$(tr ',' '\n' <<<"$MIXES" | grep -c .)
-JOBS=${JOBS:-$n_mixes}
-GV=/tmp/gv OUT=${OUT:-/tmp/gv/out}
+JOBS=${JOBS:-15}
+GV=${GV:-/tmp/gv} SITE=${SITE:-/tmp/site}
+OUT=${OUT:-$GV/out}
 mkdir -p "$GV/parts" "$OUT"
 LOG="$OUT/verify-gpu.log"
 started=$(date +%s)
@@ -70,13 +70,13 @@ if [ ! -f "$GGUF" ]; then
   say "GGUF joined, sha256 as expected"
 fi
 
-if [ ! -f /tmp/site/.tessera-installed ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$GV"/whl/*.whl \
+if [ ! -f "$SITE/.tessera-installed" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$GV"/whl/*.whl \
     >>"$LOG" 2>&1 || die "installing $GV/whl/*.whl; see $LOG"
-  touch /tmp/site/.tessera-installed
-  say "wheels installed into /tmp/site"
+  touch "$SITE/.tessera-installed"
+  say "wheels installed into $SITE"
 fi
-export PYTHONPATH="/tmp/site:$PWD" TESSERA_HOME="$GV/home" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="$SITE:$PWD" TESSERA_HOME="$GV/home" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 MODEL="$TESSERA_HOME/models/smollm2-135m"

@@ -47,3 +47,13 @@ def test_bad_options_stop_the_run_before_any_model_loads(argv, says, monkeypatch
     monkeypatch.setattr(verify, "resolve", lambda name: pytest.fail("a model was resolved"))
     with pytest.raises(SystemExit, match=says):
         verify.main(argv)
+
+
+def test_jobs_cut_each_mix_into_runs_of_consecutive_prompts_that_cover_every_prompt_once():
+    tasks = verify.slices(3, 50, 15)
+    assert len(tasks) == 15 and tasks[:2] == [(0, 0, 10), (0, 10, 10)]
+    for m in range(3):
+        assert sorted(p for mm, o, n in tasks if mm == m for p in range(o, o + n)) == list(range(50))
+    assert verify.slices(3, 2, 15) == [(m, o, 1) for m in range(3) for o in (0, 1)]  # no empty task
+    assert verify.slices(3, 7, 2) == [(0, 0, 7), (1, 0, 7), (2, 0, 7)]  # fewer jobs than mixes: one task a mix
+    assert verify.slices(1, 10, 4) == [(0, 0, 3), (0, 3, 3), (0, 6, 3), (0, 9, 1)]
