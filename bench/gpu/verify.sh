@@ -28,8 +28,9 @@
 # step 4 alone (SMOKE=0 skips the smoke run).
 #
 # Settings (environment, defaults in brackets): MIXES [fp32-3hop,fp32-cuda-3hop,bf16-cuda-3hop],
-# PROMPTS [50], SMOKE [2], TOLERANCES [code], JOBS [15 processes: each mix on a run of prompts], DEADLINE [560 s after the start, for
-# both runs], OUT [$OUT, else $GV/out], GV [/tmp/gv: the stash], SITE [/tmp/site: the wheels].
+# PROMPTS [50], SMOKE [2], TOLERANCES [code], JOBS [15 processes, each running one mix on a run of
+# prompts], DEADLINE [560 s after the start, for both runs], OUT [$OUT, else $GV/out], GV [/tmp/gv: the
+# stash], SITE [/tmp/site: the wheels].
 set -uo pipefail
 GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  # SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256=a672150fb4f99d7c8f4168cecdd464069c0ef3a37d8113f22ddb9d48031d03cd  # its model.safetensors, here
