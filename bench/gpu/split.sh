@@ -17,7 +17,7 @@ GGUF=$(python3 -c "import importlib.util as u, pathlib as p; s = u.find_spec('ll
 print(p.Path(list(s.submodule_search_locations)[0]) / 'SmolLM2-135M-Instruct.Q4_1.gguf')")
 [ -z "$(git status --porcelain --untracked-files=no)" ] || echo "note: uncommitted changes stay behind; HEAD travels" >&2
 ls "$WHL"/transformers-*.whl >/dev/null || { echo "no wheels in $WHL: run bench/gpu/wheels.sh" >&2; exit 1; }
-exclude=$(git -C "$ROOT" rev-parse --git-path info/exclude)
+exclude=$(git -C "$ROOT" rev-parse --path-format=absolute --git-path info/exclude)
 grep -qxF '/.gpucarry/' "$exclude" 2>/dev/null || echo '/.gpucarry/' >> "$exclude"
 C="$ROOT/.gpucarry"
 mkdir -p "$C"
