@@ -25,7 +25,7 @@ find "$C" -mindepth 1 -maxdepth 1 -name '[0-9]*' -exec rm -rf {} +
 mkdir -p "$C/1/whl" "$C/1/model"
 
 git clone -q --depth 1 --branch "$(git branch --show-current)" "file://$(git rev-parse --path-format=absolute --git-common-dir)" "$C/1/code"
-find "$WHL" -name '*.whl' ! -name 'grpcio-*' -exec cp {} "$C/1/whl/" \;
+find "$WHL" -maxdepth 1 -type f -name '*.whl' ! -name 'grpcio-*' -exec cp {} "$C/1/whl/" \;
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_17_x86_64 -d "$C/1/whl" gguf==0.19.0  # pure Python; numpy, pyyaml, requests, tqdm are there
 find "$MODEL" -maxdepth 1 -type f ! -name model.safetensors -exec cp {} "$C/1/model/" \;
@@ -42,7 +42,7 @@ while [ "$off" -lt "$total" ]; do
   mkdir -p "$C/$k"
   used=$(size "$C/$k")
   n=$((room - used)); [ "$n" -gt 0 ] || { echo "part $k has no room: $used bytes before the GGUF" >&2; exit 1; }
-  tail -c +$((off + 1)) "$XZ" | head -c "$n" > "$C/$k/gguf.xz.$(printf %02d $((k - 1)))"
+  dd if="$XZ" bs=1M iflag=skip_bytes,count_bytes skip="$off" count="$n" status=none > "$C/$k/gguf.xz.$(printf %02d $((k - 1)))"
   off=$((off + n)) k=$((k + 1))
 done
 echo $((k - 1)) > "$C/1/PARTS"
