@@ -21,7 +21,7 @@
 #      /tmp/gv/home/models/smollm2-135m and checks the weights against the local store's (MODEL_SHA256, or
 #      TENSORS_SHA256 where only the safetensors header differs), failing loudly otherwise; the store's
 #      manifest, int8 outlier features, tokenizer and config are copied in;
-#   4. runs `python3 -m bench.verify --honest-only --device cuda --mixes $MIXES` first on SMOKE prompts
+#   4. runs `python3 -m bench.verify --honest-only --device "$DEVICE" --mixes $MIXES` first on SMOKE prompts
 #      (stopping on a failure), then on PROMPTS prompts, in JOBS processes, writing
 #      $OUT/verify-gpu-<card>-smoke.json, $OUT/verify-gpu-<card>.json and the log $OUT/verify-gpu.log.
 # A later call with no carry (`bash /tmp/gv/code/bench/gpu/verify.sh`) on the same warm machine reruns
@@ -30,13 +30,13 @@
 # Settings (environment, defaults in brackets): MIXES [fp32-3hop,fp32-cuda-3hop,bf16-cuda-3hop],
 # PROMPTS [50], SMOKE [2], TOLERANCES [code], JOBS [15 processes, each running one mix on a run of
 # prompts], DEADLINE [560 s after the start, for both runs], OUT [$OUT, else $GV/out], GV [/tmp/gv: the
-# stash], SITE [/tmp/site: the wheels].
+# stash], SITE [/tmp/site: the wheels], DEVICE [cuda; cpu checks the script here, MIXES without cuda ones].
 set -uo pipefail
 GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  # SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256=a672150fb4f99d7c8f4168cecdd464069c0ef3a37d8113f22ddb9d48031d03cd  # its model.safetensors, here
 TENSORS_SHA256=457f6f4e58dfa445fb73cc480a4c3e97001171268c3485c8579729740404bb71  # bench.gpu.smollm2 digest
 MIXES=${MIXES:-fp32-3hop,fp32-cuda-3hop,bf16-cuda-3hop} PROMPTS=${PROMPTS:-50} SMOKE=${SMOKE:-2}
-TOLERANCES=${TOLERANCES:-code} DEADLINE=${DEADLINE:-560}
+TOLERANCES=${TOLERANCES:-code} DEADLINE=${DEADLINE:-560} DEVICE=${DEVICE:-cuda}
 JOBS=${JOBS:-15}
 GV=${GV:-/tmp/gv} SITE=${SITE:-/tmp/site}
 OUT=${OUT:-$GV/out}
@@ -93,14 +93,17 @@ if [ ! -f "$MODEL/manifest.json" ]; then
   say "model converted and checked: $MODEL"
 fi
 
-card=$(python3 -c "import re, torch; print(re.sub('[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-'))") \
-  || die "python3 sees no CUDA device"
+card=cpu
+if [ "$DEVICE" != cpu ]; then
+  card=$(python3 -c "import re, torch; print(re.sub('[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-'))") \
+    || die "python3 sees no CUDA device"
+fi
 say "device $card; commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); mixes $MIXES; jobs $JOBS"
 left() { echo $(( DEADLINE - ($(date +%s) - started) )); }
 run() {  # run PROMPTS FILE
   local t; t=$(left)
   [ "$t" -gt 30 ] || die "no time left for $1 prompts (DEADLINE $DEADLINE s)"
-  timeout "$t" python3 -m bench.verify --honest-only --device cuda --mixes "$MIXES" --tolerances "$TOLERANCES" \
+  timeout "$t" python3 -m bench.verify --honest-only --device "$DEVICE" --mixes "$MIXES" --tolerances "$TOLERANCES" \
     --jobs "$JOBS" --prompts "$1" --json --save "$2" >/dev/null 2>>"$LOG" || die "bench.verify --prompts $1 (rc $?); see $LOG"
   python3 -c "import json, sys; d = json.load(open(sys.argv[1])); print(d['false_penalties'], 'false penalties in',
               d['honest_runs'], 'runs,', d['seconds'], 's')" "$2" | while read -r line; do say "$1 prompts: $line"; done
