@@ -1,4 +1,4 @@
-"""Verification by re-execution: a teacher-forced fp32 pass (and, for bf16 and fp16 jobs, one in their dtype) judges a replica hop by hop.
+"""Verification by re-execution: teacher-forced passes (fp32; bf16 and fp16 jobs also their dtype) judge a replica.
 
 The verifier runs the prompt and the revealed output (all but its last token)
 through the model in one prefill, cut at the replica's served route. At each
