@@ -64,8 +64,13 @@ def tail():
     return rt
 
 
+def _sent(step, rows=1):
+    """What hop 1 sends at ``step`` in these tests (its receipt must describe it)."""
+    return torch.randn(1, rows, 8, generator=torch.Generator().manual_seed(step))
+
+
 def _step(step, key=KEYS[1], hop=1, job=7, session=SESSION, rows=1):
-    x = torch.randn(1, rows, 8, generator=torch.Generator().manual_seed(step))
+    x = _sent(step, rows)
     return Signer(key).sign(message(job, 0, hop, step, pb.KIND_STEP, payload=codec.encode(x, codec.FP32),
                                     session=session), DOMAIN)
 
@@ -172,11 +177,12 @@ def test_tail_accepts_its_predecessor_and_answers_signed_tokens(tail):
         signed, tail.planview.route(JobId(7), ADDR[1]).replicas[0], 7, 0, output_hash(output), 3, DOMAIN)
 
 
-@pytest.mark.parametrize("bad", ["signed-by-another", "other-output", "missing"])
+@pytest.mark.parametrize("bad", ["signed-by-another", "other-output", "missing", "not-what-was-sent"])
 def test_a_close_with_a_bad_upstream_receipt_delivers_nothing(tail, bad):
     tail.handle(_open(session=SESSION))
     ids = [tail.handle(_step(t)).ids[0] for t in range(3)]
-    upstream = _upstream_receipts(ids if bad != "other-output" else [ids[0], ids[1], ids[2] + 1])
+    upstream = _upstream_receipts(ids if bad != "other-output" else [ids[0], ids[1], ids[2] + 1],
+                                  sent=(lambda t: _sent(t) * 1.01) if bad == "not-what-was-sent" else _sent)
     if bad == "signed-by-another":
         upstream[1] = sign(upstream[1].receipt.__class__(**{**upstream[1].receipt.__dict__, "node": ADDR[3]}),
                            Signer(KEYS[3]), DOMAIN)
@@ -187,13 +193,14 @@ def test_a_close_with_a_bad_upstream_receipt_delivers_nothing(tail, bad):
     assert tail.outputs == []
 
 
-def _upstream_receipts(ids):
-    """Signed receipts of hops 0 and 1 of job 7 over three steps (their activations made up)."""
+def _upstream_receipts(ids, sent=_sent):
+    """Signed receipts of hops 0 and 1 of job 7 over three steps (hop 0's activations made up, hop 1's
+    what ``_step`` sent: the tail holds its predecessor's receipt against what arrived)."""
     out = []
     for hop, (start, end) in enumerate([(0, 1), (1, 2)]):
         rec = ReceiptRecorder(JobId(7), 0, hop, NodeId(ADDR[hop]), start, end)
         for t in range(3):
-            rec.add(t, torch.randn(1, 4 if t == 0 else 1, 8))
+            rec.add(t, sent(t) if hop == 1 else torch.randn(1, 4 if t == 0 else 1, 8))
             rec.seal(ids[: t + 1])
         out.append(sign(rec.receipt(ids), Signer(KEYS[hop]), DOMAIN))
     return out
