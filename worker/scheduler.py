@@ -34,6 +34,7 @@ import torch
 
 from proto.errors import TesseraError
 from worker.stage import Stage
+from worker.steptimes import StepTimes
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +47,16 @@ class StageBusy(TesseraError):
 
 
 class _Request:
-    __slots__ = ("cache", "done", "error", "kind", "last", "out", "x")
+    __slots__ = ("cache", "done", "error", "kind", "last", "out", "x", "queued", "started", "ended", "size")
 
     def __init__(self, x: torch.Tensor, cache: Any, last: bool, kind: str | None):
         self.x, self.cache, self.last, self.kind = x, cache, last, kind  # kind: "decode", "prompt" or None
         self.done = threading.Event()
         self.out: torch.Tensor | None = None
         self.error: BaseException | None = None
+        self.queued = time.perf_counter()  # when it was handed in, then when its forward started and ended
+        self.started = self.ended = self.queued
+        self.size = 1  # requests in the forward it ran in
 
 
 class StepScheduler:
@@ -89,9 +93,11 @@ class StepScheduler:
         if ended and stage is not None and hasattr(stage, "end_batch"):
             stage.end_batch()  # its memory is not held past the last session that used it
 
-    def run(self, x: torch.Tensor, cache: Any, last: bool = False, timeout_s: float = 60.0) -> torch.Tensor:
+    def run(self, x: torch.Tensor, cache: Any, last: bool = False, timeout_s: float = 60.0,
+            times: StepTimes | None = None) -> torch.Tensor:
         """``stage.forward(x, cache, last=last)``, run on the stage's thread (batched with other sessions'
-        steps when it can); StageBusy if it has not run within ``timeout_s``."""
+        steps when it can); StageBusy if it has not run within ``timeout_s``. ``times`` hears how long
+        the step queued, how long its forward ran and in how large a batch."""
         req = _Request(x, cache, last, self._kind(x, cache))
         with self._cv:
             self._queue.append(req)
@@ -103,6 +109,8 @@ class StepScheduler:
             raise StageBusy(f"the stage did not run this step within {timeout_s:g} s; it is overloaded, retry later")
         if req.error is not None:
             raise req.error
+        if times is not None:
+            times.ran(req.started - req.queued, req.ended - req.started, req.size)
         return req.out
 
     def _kind(self, x: torch.Tensor, cache: Any) -> str | None:
@@ -167,7 +175,7 @@ class StepScheduler:
         stage = self._stage()
         if stage is None:
             raise StageBusy("this stage was unloaded; open the session again")
-        t0 = time.thread_time()
+        t0, started = time.thread_time(), time.perf_counter()
         with torch.inference_mode():
             if len(batch) == 1:
                 r = batch[0]
@@ -178,6 +186,11 @@ class StepScheduler:
                     r.out = y
                 self.batches += 1
                 self.batched_steps += len(batch)
+            if torch.device(stage.device).type == "cuda":
+                torch.cuda.synchronize(stage.device)  # the forward's time, not its launch's (encode waits anyway)
+        ended = time.perf_counter()
+        for r in batch:
+            r.started, r.ended, r.size = started, ended, len(batch)
         self.steps += len(batch)
         self.cpu_s += time.thread_time() - t0
 
