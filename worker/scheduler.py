@@ -8,9 +8,11 @@ empty caches together (up to ``max_batch``), and runs them in one forward
 (``stage.forward_batch``). Before it runs, it waits for company while steps
 keep arriving less than ``window_s`` apart (the steps an upstream batch sends
 out arrive as such a burst), at most ``MAX_WAIT_WINDOWS`` windows, and only
-while some session open on this stage is missing and the sessions that ran
-together last time (the group) are not all in: a group whose members are
-elsewhere in the ring is not waited for. Each
+while some session open on this stage is missing and the sessions the oldest
+request last ran with (its group) are not all in: with several groups going
+round the ring, each runs as soon as its own members are in, in the order it
+ran last time (so the stage can keep its batch cache), and a group whose
+members are elsewhere in the ring is not waited for. Each
 session's output goes back to its own thread, which checks its message's
 signature before anything derived from it leaves the node, as before.
 Sessions join with :meth:`StepScheduler.join` when they open and leave with
@@ -69,7 +71,7 @@ class StepScheduler:
         self._cv = threading.Condition()
         self._queue: deque[_Request] = deque()
         self._open: set[int] = set()  # ids of the caches of sessions open on this stage
-        self._group: list[int] = []  # ids of the caches that ran together last, in that order
+        self._groups: dict[int, tuple[int, ...]] = {}  # cache id -> the ids of the batch it last ran in, in order
         self._thread: threading.Thread | None = None
         self.steps = 0  # requests run, count
         self.batches = 0  # forwards of more than one request, count
@@ -85,8 +87,7 @@ class StepScheduler:
         """The session of ``cache`` ended: no batch waits for it any more."""
         with self._cv:
             self._open.discard(id(cache))
-            if id(cache) in self._group:
-                self._group.remove(id(cache))
+            self._groups.pop(id(cache), None)
             self._cv.notify_all()
             ended = not self._open
         stage = self._stage()
@@ -142,8 +143,9 @@ class StepScheduler:
 
     def _gather(self, first: _Request) -> list[_Request]:
         """``first`` and the waiting steps that can run with it (lock held): waits up to the window
-        while an open session is missing, until the last group is complete."""
+        while an open session is missing, until ``first``'s group is complete."""
         batch = [first]
+        group = self._groups.get(id(first.cache), ())
         start = time.monotonic()
         gap_end = start + self.window_s
         while True:
@@ -156,15 +158,17 @@ class StepScheduler:
                 gap_end = now + self.window_s  # a burst (one upstream batch sent out) is caught whole
             here = {id(r.cache) for r in batch}
             everyone = self._open <= here
-            group_in = bool(self._group) and all(c in here for c in self._group)
+            group_in = bool(group) and all(c in here for c in group  # members since gone or regrouped: not waited for
+                                           if c in self._open and self._groups.get(c) == group)
             left = min(gap_end, start + MAX_WAIT_WINDOWS * self.window_s) - now
             if len(batch) >= self.max_batch or everyone or group_in or left <= 0:
                 break
             self._cv.wait(left)
         if len(batch) > 1:
-            order = {c: i for i, c in enumerate(self._group)}
-            batch.sort(key=lambda r: order.get(id(r.cache), len(order)))  # the last group's order: its cache reused
-            self._group = [id(r.cache) for r in batch]
+            order = {c: i for i, c in enumerate(group)}
+            batch.sort(key=lambda r: order.get(id(r.cache), len(order)))  # the group's order: its cache reused
+            ids = tuple(id(r.cache) for r in batch)
+            self._groups.update(dict.fromkeys(ids, ids))
         return batch
 
     def _fits(self, first: _Request, r: _Request) -> bool:
