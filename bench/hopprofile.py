@@ -85,11 +85,13 @@ def mean_by_steps(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(sum(r.get(k, 0.0) * r.get("steps", 0) for r in rows) / steps, 3) for k in FIELDS}
 
 
-def profile_of(stages: list[dict[str, float]]) -> dict:
-    """Per stage its phases, and per link its transport (stage i's wait for the next hop minus stage
-    i+1's time in the step), ms per decode step (pure)."""
+def profile_of(stages: list[dict[str, float]], sessions: int) -> dict:
+    """Per stage its phases, per link its transport (stage i's wait for the next hop minus stage i+1's
+    time in the step), ms per decode step; and per stage the share of a round (the head's step) its
+    thread spends in forwards: ``sessions / batch`` of them per round (pure)."""
     links = [round(a["next_hop"] - b["total"], 3) for a, b in zip(stages, stages[1:])]
-    return {"stages": stages, "transport_ms": links}
+    busy = [round(s["forward"] * sessions / max(s["batch"], 1) / max(stages[0]["total"], 1e-9), 3) for s in stages]
+    return {"stages": stages, "transport_ms": links, "busy_share": busy}
 
 
 def protobuf_us(y: torch.Tensor, cid: int, signer: Signer, repeats: int = 200) -> dict[str, float]:
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[level].append({
                     "tokens_per_s": round(tokens / seconds, 2), "wall_ms_per_round": round(1e3 * seconds / args.tokens, 2),
                     "cpu_ms_per_token": {k: round(1e3 * v["cpu_s"] / tokens, 2) for k, v in used.items()},
-                    **profile_of([mean_by_steps(found[i]) for i in range(args.stages)])})
+                    **profile_of([mean_by_steps(found[i]) for i in range(args.stages)], level)})
                 print(f"{level} session(s), run {r + 1}: {tokens / seconds:.1f} tok/s", file=sys.stderr)
         ring.channels.close()
     with torch.inference_mode():

@@ -20,6 +20,7 @@ import functools
 import importlib
 import importlib.util
 import logging
+import sys
 import threading
 import time
 from concurrent import futures
@@ -61,6 +62,15 @@ SPARE_THREADS = 32  # handler threads beyond live sessions and idle streams: Pin
 SWEEP_S = 0.25  # how often quiet streams and expired sessions are looked for, seconds
 RECEIPT_REQUESTS_PER_S = 20  # GetReceipts answered per second at most (each may carry MAX_RECEIPTS receipts)
 REFUSALS_LOGGED_PER_S = 10  # refusal log lines per second at most; the rest are counted (a flood fills no disk)
+# How long a thread may hold the GIL while another waits, seconds (Python's default: 0.005). Every message wakes
+# two threads in turn (gRPC's poller, then the session's handler) while the stage's thread runs Python between
+# torch ops; at the default each wake-up can wait up to 5 ms (bench.hopprofile: the handoff and transport rows).
+GIL_SWITCH_S = 0.001
+
+
+def quick_handoffs() -> None:
+    """Let a waiting thread (a message that arrived, a finished forward) take the GIL within ``GIL_SWITCH_S``."""
+    sys.setswitchinterval(GIL_SWITCH_S)
 
 
 def _version() -> str:
@@ -180,6 +190,7 @@ def start(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnO
     ``limits``: the model's context length and width, enforced on every session.
     """
     signer = signer or load_key(config.key_file, config.private_key)
+    quick_handoffs()
     runtime = HopRuntime(config, stage, planview, signer, on_output, loader=loader, limits=limits)
     streams = StreamBook(config.max_idle_streams, config.max_idle_streams_per_peer, config.stream_idle_s,
                          config.session_ttl_s)

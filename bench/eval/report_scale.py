@@ -80,6 +80,7 @@ def hopprofile_part(stem: str, h: dict) -> str:
     rows.append(row("mean batch", lambda r, i: r["stages"][i]["batch"]))
     rows.append(row("signature check, off the critical path", lambda r, i: r["stages"][i].get("verify_cpu")))
     rows.append(row("process CPU ms per token", lambda r, i: r["cpu_ms_per_token"].get(f"stage{i}")))
+    rows.append(row("stage thread in forwards, share of the round", lambda r, i: r["busy_share"][i]))
     rates = "; ".join(f"{lv} session(s): {h['levels'][lv]['tokens_per_s']} tokens/s, "
                       f"{h['levels'][lv]['wall_ms_per_round']} ms per round" for lv in levels)
     pbuf = h["protobuf"]

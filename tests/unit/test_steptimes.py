@@ -44,8 +44,9 @@ def test_the_profile_reads_each_stage_from_the_log_lines_and_derives_transport()
              "closed job 12 replica 0 at hop 2 after 8 steps; ms per decode step: steps=7 total=99.000"]
     found = summaries(lines, {11})
     assert sorted(found) == [0, 1, 2] and all(len(v) == 1 for v in found.values())
-    prof = profile_of([mean_by_steps(found[i]) for i in range(3)])
+    prof = profile_of([mean_by_steps(found[i]) for i in range(3)], 1)
     assert prof["transport_ms"] == [pytest.approx(2.0), pytest.approx(1.5)]  # 19 - 17, 8.5 - 7
+    assert prof["busy_share"] == [pytest.approx(10 / 30), pytest.approx(8 / 30, abs=1e-3), pytest.approx(7 / 30, abs=1e-3)]
     assert prof["stages"][2]["forward"] == 7.0
 
 
@@ -78,7 +79,7 @@ def test_the_scheduler_tells_each_step_its_queueing_forward_and_batch(tmp_path):
 def test_the_report_table_has_a_column_per_stage_and_session_count():
     stage = {"total": 5.0, "batch": 1.0, "forward": 4.0, "other": 1.0, "verify_cpu": 0.1}
     level = {"tokens_per_s": 9.0, "wall_ms_per_round": 110.0, "cpu_ms_per_token": {"stage0": 3.0, "stage1": 4.0},
-             "stages": [stage, stage], "transport_ms": [1.25]}
+             "stages": [stage, stage], "transport_ms": [1.25], "busy_share": [0.5, 0.25]}
     h = {"model": "m", "device": "cpu", "dtype": "float32", "stages": 2, "spans": [[0, 1], [1, 2]], "codec": "c",
          "tokens": 4, "threads": 1, "batch_window_ms": 5.0, "repeats": 1, "headline": "median", "note": "n",
          "levels": {"1": level, "16": level}, "protobuf": {"step_bytes": 1, "step_serialise_us": 1,
@@ -88,3 +89,4 @@ def test_the_report_table_has_a_column_per_stage_and_session_count():
     text = hopprofile_part("hopprofile-cpu", h)
     assert "| ms per decode step | 1 sess., stage 0 | 1 sess., stage 1 | 16 sess., stage 0 | 16 sess., stage 1 |" in text
     assert "| gRPC transport to the next stage and back | 1.25 | – | 1.25 | – |" in text
+    assert "| stage thread in forwards, share of the round | 0.5 | 0.25 | 0.5 | 0.25 |" in text
