@@ -64,6 +64,27 @@ PHASE_NAMES = {  # worker.steptimes phases as the table names them
     "answer_check": "next hop's answer: signature check", "sample": "sampling (tail)", "other": "Python glue (rest)"}
 
 
+OWN_WORK = ("decode", "verify_wait", "receipt", "encode", "message", "sign", "answer_check", "sample", "other")
+
+
+def step_split(r: dict) -> dict[str, float]:
+    """A session's decode step at the head, split over the ring: every stage's forwards, queueing and
+    thread handoffs, the transports, and the hops' own work (codec, signing, checks, receipts,
+    sampling, glue), ms (pure)."""
+    st = r["stages"]
+    return {"total": st[0]["total"], "forward": sum(s["forward"] for s in st), "queue": sum(s["queue"] for s in st),
+            "handoff": sum(s["handoff"] for s in st), "transport": sum(r["transport_ms"]),
+            "own work": sum(s.get(k, 0.0) for s in st for k in OWN_WORK)}
+
+
+def _split_line(lv: str, r: dict) -> str:
+    sp = step_split(r)
+    parts = ", ".join(f"{k} {sp[k]:.1f} ms ({sp[k] / sp['total']:.0%})" for k in sp if k != "total")
+    return (f"{lv} session(s): a decode step takes {sp['total']:.1f} ms at the head; over the ring: {parts}; the "
+            f"stage threads are in forwards {sum(r['busy_share']):.2f} of the round together (cores doing the "
+            "model's work, of the ring's one thread per stage)")
+
+
 def hopprofile_part(stem: str, h: dict) -> str:
     """Issue 14's hop profile: ms per decode step per session at each stage, per session count."""
     levels = sorted(h["levels"], key=int)
@@ -92,6 +113,7 @@ def hopprofile_part(stem: str, h: dict) -> str:
         "total includes its wait for stages i+1.. (the forward, queue and transport rows of later columns); "
         f"{h['note']}. {rates}.\n",
         _table(head, rows) + "\n",
+        "Where the time goes: " + "; ".join(_split_line(lv, h["levels"][lv]) for lv in levels) + ".\n",
         f"Protobuf alone: a step message ({pbuf['step_bytes']} bytes) serialises in {pbuf['step_serialise_us']} us and "
         f"parses in {pbuf['step_parse_us']} us, its answer ({pbuf['answer_bytes']} bytes) in "
         f"{pbuf['answer_serialise_us']} and {pbuf['answer_parse_us']} us: {pbuf['per_hop_per_step_us']} us per hop "

@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from bench.eval.report_scale import hopprofile_part
+from bench.eval.report_scale import hopprofile_part, step_split
 from bench.hopprofile import mean_by_steps, profile_of, summaries
 from worker.scheduler import StepScheduler
 from worker.shard import load_stage
@@ -77,7 +77,7 @@ def test_the_scheduler_tells_each_step_its_queueing_forward_and_batch(tmp_path):
 
 
 def test_the_report_table_has_a_column_per_stage_and_session_count():
-    stage = {"total": 5.0, "batch": 1.0, "forward": 4.0, "other": 1.0, "verify_cpu": 0.1}
+    stage = {"total": 5.0, "batch": 1.0, "queue": 0.0, "forward": 4.0, "handoff": 0.0, "other": 1.0, "verify_cpu": 0.1}
     level = {"tokens_per_s": 9.0, "wall_ms_per_round": 110.0, "cpu_ms_per_token": {"stage0": 3.0, "stage1": 4.0},
              "stages": [stage, stage], "transport_ms": [1.25], "busy_share": [0.5, 0.25]}
     h = {"model": "m", "device": "cpu", "dtype": "float32", "stages": 2, "spans": [[0, 1], [1, 2]], "codec": "c",
@@ -90,3 +90,11 @@ def test_the_report_table_has_a_column_per_stage_and_session_count():
     assert "| ms per decode step | 1 sess., stage 0 | 1 sess., stage 1 | 16 sess., stage 0 | 16 sess., stage 1 |" in text
     assert "| gRPC transport to the next stage and back | 1.25 | – | 1.25 | – |" in text
     assert "| stage thread in forwards, share of the round | 0.5 | 0.25 | 0.5 | 0.25 |" in text
+
+
+def test_the_step_at_the_head_splits_into_forwards_queueing_transport_and_own_work():
+    stages = [{"total": 30.0, "forward": 10.0, "queue": 1.0, "handoff": 0.5, "sign": 0.2, "other": 0.3},
+              {"total": 16.0, "forward": 12.0, "queue": 2.0, "handoff": 0.5, "decode": 0.4, "other": 0.1}]
+    split = step_split({"stages": stages, "transport_ms": [2.0]})
+    assert split == {"total": 30.0, "forward": 22.0, "queue": 3.0, "handoff": 1.0, "transport": 2.0,
+                     "own work": pytest.approx(1.0)}
