@@ -18,24 +18,33 @@ by one fp32 verifier on the CPU (:mod:`worker.verify.reexec`). In order:
    sampling seed (tail): detected, and attributed to the tampered hop?
 4. cost: verifier time / generation time at ``--tokens`` and ``--long-tokens``.
 
+``--honest-only`` runs step 2 alone, judged with ``--tolerances`` (``code``: those in
+:data:`worker.verify.spec.TOLERANCES`, or an earlier result's calibration), for the
+mixes ``--mixes`` names, spread over ``--jobs`` processes (how
+bench/gpu/verify.sh measures CPU against GPU replicas).
+
     python -m bench.verify --json [--prompts 50] [--cal-prompts 12] [--tamper-prompts 8] [--save FILE]
+    python -m bench.verify --honest-only [--tolerances code|FILE] [--mixes A,B] [--jobs N] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from transformers import AutoTokenizer
 
 from bench._out import emit
 from bench.eval.prompts import english_prompts
 from bench.eval.tamper import changed_prompt, cheap_hop, noisy_hop, other_model_hop, skip_block_hop, wrong_seed
-from bench.eval.verify_cal import calibrate, honest_summary, smallest_caught, tamper_summary
-from bench.eval.verify_lab import LOOSE, THREE, Lab, honest_mixes, spec_for, with_alter
+from bench.eval.verify_cal import calibrate, honest_summary, smallest_caught, tamper_summary, tolerances_from
+from bench.eval.verify_lab import LOOSE, THREE, Lab, Mix, honest_mixes, select_mixes, spec_for, with_alter
 from worker.store import resolve
 from worker.verify.fingerprint import CHUNK_STEPS, Fingerprint, K
 from worker.verify.spec import Tolerance, tolerance_key
@@ -69,6 +78,52 @@ def run_honest(lab: Lab, mixes, prompts, first: int, tokens: int, temp: int, tol
         bad = sum(r["verdict"] != "honest" for r in recs if r["mix"] == mix.name)
         say(f"honest {mix.name}: {2 * len(prompts)} runs in {time.perf_counter() - t0:.0f} s, {bad} not honest")
     return recs, outputs
+
+
+def _one_mix(md: Path, mix: Mix, prompts, first: int, tokens: int, temp: int, tols) -> list[dict]:
+    """One mix's honest runs on some prompts, in a process of its own (its own Lab: verifier and hops)."""
+    return run_honest(Lab(md), [mix], prompts, first, tokens, temp, tols)[0]
+
+
+def slices(n_mixes: int, n_prompts: int, jobs: int) -> list[tuple[int, int, int]]:
+    """(mix index, first prompt, prompt count) per task: each mix's prompts cut into about
+    ``jobs / n_mixes`` runs of consecutive prompts (at least one task per mix)."""
+    per = max(1, min(n_prompts, jobs // n_mixes))
+    size = -(-n_prompts // per)
+    return [(m, o, min(size, n_prompts - o)) for m in range(n_mixes) for o in range(0, n_prompts, size)]
+
+
+def run_honest_jobs(md: Path, mixes, prompts, first: int, tokens: int, temp: int, tols, jobs: int) -> list[dict]:
+    """:func:`run_honest`'s records, in its order, from ``jobs`` spawned processes (:func:`slices`); a run's
+    seed and job id depend on its prompt's index alone, so the runs are those of one process."""
+    if jobs <= 1:
+        return run_honest(Lab(md), mixes, prompts, first, tokens, temp, tols)[0]
+    tasks = slices(len(mixes), len(prompts), jobs)
+    with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_one_mix, md, mixes[m], prompts[o:o + n], first + o, tokens, temp, tols)
+                   for m, o, n in tasks]
+        recs = [r for f in futures for r in f.result()]
+    order = {m.name: i for i, m in enumerate(mixes)}
+    mode_order = {name: i for i, (name, _) in enumerate(modes(temp))}
+    return sorted(recs, key=lambda r: (order[r["mix"]], mode_order[r["mode"]], r["prompt"]))
+
+
+def honest_only(a, md: Path, texts: list[str], report: list[list[int]], mixes: list[Mix]) -> dict:
+    """Step 2 alone, judged with the tolerances ``a.tolerances`` names: the full result's honest keys."""
+    t0 = time.perf_counter()
+    tols = tolerances_from(a.tolerances or "code")
+    honest = run_honest_jobs(md, mixes, report, 0, a.tokens, a.temperature_milli, tols, a.jobs)
+    return {
+        "bench": "verify", "model": a.model, "tokens": a.tokens, "temperature_milli": a.temperature_milli,
+        "prompts": {"report": a.prompts}, "prompt_examples": texts[:2],
+        "threads": {"verifier": 1, "replicas": "1 (2 where a mix says so)", "processes": a.jobs},
+        "fingerprint": {"samples_per_chunk": K, "chunk_steps": CHUNK_STEPS},
+        "honest_only": True, "mixes": [m.name for m in mixes],
+        "tolerances": {"source": a.tolerances or "code", "values": {k: t.__dict__ for k, t in sorted(tols.items())}},
+        "honest": honest_summary(honest),
+        "false_penalties": sum(r["verdict"] != "honest" for r in honest), "honest_runs": len(honest),
+        "seconds": round(time.perf_counter() - t0, 1), "runs": {"honest": honest},
+    }
 
 
 def calibration_tampers(lab: Lab, prompts, tokens: int) -> list[dict]:
@@ -144,19 +199,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long-tokens", type=int, default=128, help="tokens of the long cost runs")
     ap.add_argument("--temperature-milli", type=int, default=800, help="temperature of the sampled runs x 1000")
     ap.add_argument("--device", default="cpu", help="also run honest replicas on this device (e.g. cuda)")
+    ap.add_argument("--mixes", help="with --honest-only, a comma list: run only these honest mixes (default: all)")
+    ap.add_argument("--honest-only", action="store_true", help="only the honest mixes on the reported prompts, "
+                    "judged with --tolerances: no calibration, tampering or cost")
+    ap.add_argument("--tolerances", help="with --honest-only: `code` (worker.verify.spec.TOLERANCES, the default) "
+                    "or an earlier bench.verify result whose calibration to judge with")
+    ap.add_argument("--jobs", type=int, default=1, help="with --honest-only: processes, each running one mix on a "
+                    "run of consecutive prompts")
     ap.add_argument("--save", help="also write the JSON result to this file")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     a = ap.parse_args(argv)
     if not 1 <= a.prompts <= CAL_FROM or not 1 <= a.cal_prompts <= 117 - CAL_FROM:
         raise SystemExit(f"--prompts must be 1..{CAL_FROM} and --cal-prompts 1..{117 - CAL_FROM}")
+    if not a.honest_only and (a.mixes or a.tolerances or a.jobs != 1):
+        raise SystemExit("--mixes, --tolerances and --jobs go with --honest-only (a full run calibrates its "
+                         "tolerances on every mix)")
+    if not 1 <= a.jobs <= 16:
+        raise SystemExit("--jobs must be 1..16")
+    try:
+        mixes = select_mixes(honest_mixes(a.device), a.mixes)
+        if a.honest_only:
+            tolerances_from(a.tolerances or "code")  # a bad file fails before any model loads
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
     load0, t_start = os.getloadavg(), time.perf_counter()
     md = resolve(a.model)
     tok = AutoTokenizer.from_pretrained(md)
     texts = english_prompts(CAL_FROM + a.cal_prompts)
     report = [tok(t)["input_ids"] for t in texts[: a.prompts]]
+    if a.honest_only:
+        return emit(honest_only(a, md, texts, report, mixes), a.save, a.json)
     cal = [tok(t)["input_ids"] for t in texts[CAL_FROM:]]
     lab = Lab(md)
-    mixes = honest_mixes(a.device)
 
     cal_honest, _ = run_honest(lab, mixes, cal, CAL_FROM, a.tokens, a.temperature_milli, {})
     cal_tamper = calibration_tampers(lab, cal[: a.cal_tamper_prompts], a.tokens)

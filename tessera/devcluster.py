@@ -6,7 +6,8 @@ a real anvil. :meth:`DevCluster.close` stops everything it started (also on
 error: use it as a context manager).
 
 Accounts (anvil's well-known dev keys): 0 deploys and publishes the model,
-1..8 are nodes, 9 is the requester.
+1..8 are the first nodes, 9 is the requester (10 and 11 more requesters in
+``bench.load``), 12..15 the nodes past eight (funded by account 0 when registered).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ logger = logging.getLogger(__name__)
 
 REQUESTER = 9
 FIRST_NODE = 1
-MAX_NODES = 8
+MORE_NODES = 12  # account of the ninth node: after the requesters bench.load uses (9, 10, 11)
+MAX_NODES = 12  # accounts 1..8 and 12..15
+NODE_FUNDS_WEI = 100 * 10**18  # what account 0 sends a node account the devnet did not fund (stake + gas)
 
 
 @dataclass
@@ -87,6 +90,7 @@ class DevCluster:
         self.manifests: dict = {}  # model name -> manifest, of every model registered here
         self.net: devnet.Devnet | None = None
         self.nodes: list[NodeProc] = []
+        self.verifier_nodes: list[NodeProc] = []  # the full-span nodes started for ``verifiers`` (also in nodes)
         self.env = {**os.environ, "TESSERA_DEPLOYMENT": str(self.workdir / "deployment.json")}
 
     # ----------------------------------------------------------------- set-up
@@ -114,7 +118,8 @@ class DevCluster:
             primaries = len(spans) * self.copies
             span = (spans[i % len(spans)] if i < primaries else
                     self.standby_spans[i - primaries] if i < n - self.verifiers else (0, m.num_blocks))
-            self.nodes.append(self._register(FIRST_NODE + i, span, byzantine=i in self.byzantine))
+            self.nodes.append(self._register(node_account(i), span, byzantine=i in self.byzantine))
+        self.verifier_nodes = self.nodes[n - self.verifiers:] if self.verifiers else []
         on_step(f"starting {n} node processes")
         for node in self.nodes:
             self.start_node(node, wait=False)
@@ -134,6 +139,8 @@ class DevCluster:
                   noise: float | None = None, weights: str = "fp32") -> NodeProc:
         port, metrics_port = devnet.free_port(), devnet.free_port()
         c = self.client(index)
+        if index >= devnet.DEV_ACCOUNTS:
+            devnet.fund(self.w3, c.address, NODE_FUNDS_WEI)
         model = model or self.model
         tls_dir = self.workdir / f"node{index}-tls"
         endpoint = f"127.0.0.1:{port}" + (f"#tls={endpoint_fingerprint(tls_dir)}" if self.tls else "")
@@ -163,9 +170,9 @@ class DevCluster:
         ``byzantine``: it perturbs what it sends by Gaussian noise of std ``noise``
         (WorkerConfig.byzantine_noise by default); ``weights``: what it really runs, whatever it
         advertises (``int8-mixed`` on an exact job is cheating)."""
-        index = FIRST_NODE + len(self.nodes)
-        if index >= FIRST_NODE + MAX_NODES:
+        if len(self.nodes) >= MAX_NODES:
             raise TesseraError(f"the devnet has {MAX_NODES} node accounts, all in use")
+        index = node_account(len(self.nodes))
         node = self._register(index, span, byzantine, model, noise, weights)
         self.nodes.append(node)
         self.start_node(node, wait)
@@ -227,14 +234,22 @@ class DevCluster:
         return TesseraChain(self.w3, self.deployment, _acct(index))
 
     def close(self) -> None:
-        for node in self.nodes:
-            try:
-                self.stop_node(node, timeout_s=5)
-            except Exception:  # noqa: BLE001 - keep stopping the rest
-                logger.exception("stopping node %s", node.index)
+        """Stop every node at once (each gets SIGTERM, then SIGKILL after 5 s), then the devnet."""
+        try:
+            for node in self.nodes:
+                self.resume_node(node)  # a stalled node would not see SIGTERM
+            stop_processes([n.proc for n in self.nodes if n.proc is not None], timeout_s=5)
+        except Exception:  # noqa: BLE001 - the devnet must stop too
+            logger.exception("stopping the nodes")
         if self.net is not None:
             devnet.stop_anvil(self.net)
             self.net = None
+
+
+def node_account(position: int) -> int:
+    """The dev account of the cluster's ``position``-th node (0-based)."""
+    before = REQUESTER - FIRST_NODE  # node accounts below the requester's
+    return FIRST_NODE + position if position < before else MORE_NODES + position - before
 
 
 def _pump(node: NodeProc) -> None:

@@ -338,6 +338,66 @@ def _outlier_unpack(d: bytes, n: int, cols: int, block: int) -> tuple[np.ndarray
     return flat, off
 
 
+# --------------------------------------------------------------------------- error bounds
+
+_F16_REL, _F16_SUB = np.float32(2.0**-11), np.float32(2.0**-25)  # half an ulp, relative; half the subnormal step
+_BF16_REL, _BF16_SUB = np.float32(2.0**-8), np.float32(1e-38)  # bf16 rounds to 8 significant bits
+_STEP_SLACK = np.float32(0.5 + 1e-4)  # half a code step, and float32 rounding of the division on encode
+_REL_SLACK = np.float32(1e-6)  # float32 rounding of decoded values
+
+
+def error_bound(enc: Encoded) -> np.ndarray:
+    """Per value of ``decode(enc)`` (flat float32): how far any tensor that encodes to ``enc`` can be from
+    it. A receiver compares what its sender claims to have sent against what it decoded with this
+    (``worker.verify.received``): a difference beyond it is no rounding of the codec's."""
+    n = math.prod(enc.shape)
+    c, d = enc.codec, enc.data
+    flat = _unpack(enc, n)
+    mag = np.abs(flat)
+    if c == FP32:
+        return mag * _REL_SLACK
+    if c == FP16:
+        return mag * _F16_REL + _F16_SUB
+    if c == BF16:
+        return mag * _BF16_REL + _BF16_SUB
+    nb = -(-n // enc.block)
+    if c == INT8_DYNAMIC:
+        code = dynamic_map().numpy()
+        gaps = np.diff(code)
+        half = np.maximum(np.concatenate([gaps[:1], gaps]), np.concatenate([gaps, gaps[-1:]])) * _STEP_SLACK
+        idx = np.frombuffer(d, np.uint8, count=n, offset=4 * nb)
+        scales = np.frombuffer(d, "<f4", count=nb)
+        body = _blocks(half[idx].astype(np.float32), n, nb, enc.block) * scales[:, None]
+        return body.reshape(-1)[:n] + mag * _REL_SLACK
+    off, rows_idx, rows, elem_idx, elems = 0, None, None, None, None
+    if c == INT8_OUTLIER:
+        rows_idx, off = _idx(d, 0, n // enc.shape[-1])
+        rows, off, rows_wide = _wide_bound(d, off, rows_idx.size * enc.shape[-1])
+        elem_idx, off = _idx(d, off, n)
+        elems, off, elems_wide = _wide_bound(d, off, elem_idx.size)
+    scales = np.frombuffer(d, "<f4", count=nb, offset=off)
+    step = np.repeat(scales / _127 * _STEP_SLACK, enc.block)[:n]
+    out = step + mag * _REL_SLACK
+    if elem_idx is not None and elem_idx.size:
+        out[elem_idx] = _f16_bound(elems, elems_wide) + mag[elem_idx] * _REL_SLACK
+    if rows_idx is not None and rows_idx.size:
+        cols = enc.shape[-1]
+        out.reshape(-1, cols)[rows_idx] = (_f16_bound(rows, rows_wide)
+                                           + mag.reshape(-1, cols)[rows_idx].reshape(-1) * _REL_SLACK
+                                           ).reshape(-1, cols)
+    return out
+
+
+def _wide_bound(d: bytes, off: int, k: int) -> tuple[np.ndarray, int, bool]:
+    wide = _take(d, off, 1) == b"\x01"
+    vals, off = _wide_unpack(d, off, k)
+    return vals, off, wide
+
+
+def _f16_bound(v: np.ndarray, wide: bool) -> np.ndarray:
+    return np.zeros_like(v) if wide else np.abs(v) * _F16_REL + _F16_SUB
+
+
 def _idx(d: bytes, off: int, bound: int) -> tuple[np.ndarray, int]:
     (k,) = struct.unpack("<I", _take(d, off, 4))
     if k > bound:

@@ -106,6 +106,8 @@ class WorkerConfig(BaseModel):
     # --- fault injection (demo and tests only)
     byzantine: bool = Field(False, description="corrupt outgoing activations and the tail's logits (demo only)")
     byzantine_noise: float = Field(50.0, ge=0, description="std of the noise byzantine mode adds, activation units")
+    byzantine_frame: bool = Field(False, description="with byzantine: corrupt what is sent but sign a receipt of "
+                                  "the honest output, to frame the next hop (tests only)")
 
     @model_validator(mode="after")
     def _payload_fits_a_message(self) -> "WorkerConfig":

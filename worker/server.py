@@ -37,6 +37,7 @@ from worker import codec, stream
 from worker.config import WorkerConfig
 from worker.limits import ModelLimits
 from worker.planview import PlanView
+from worker.ratelimit import RequestLimit, peer_host
 from worker.ring import HopRuntime, OnOutput, Stream
 from worker.ring.link import KEEPALIVE, PeerTimeout
 from worker.scheduler import StageBusy
@@ -61,6 +62,10 @@ _STATUS = [(MessageError, grpc.StatusCode.INVALID_ARGUMENT), (CodecError, grpc.S
 SPARE_THREADS = 32  # handler threads beyond live sessions and idle streams: Ping, Info, refusals
 SWEEP_S = 0.25  # how often quiet streams and expired sessions are looked for, seconds
 RECEIPT_REQUESTS_PER_S = 20  # GetReceipts answered per second at most (each may carry MAX_RECEIPTS receipts)
+RECEIPT_REQUESTS_PER_PEER_S = 2.0  # GetReceipts per second from one peer host, sustained (a verifier asks once
+# per replica it judges, retrying with a backoff from 0.5 s)
+RECEIPT_BURST_PER_PEER = 8  # GetReceipts one peer host may send at once
+RECEIPT_PEERS = 1024  # peer hosts whose receipt allowance is remembered; the least recent is forgotten past it
 REFUSALS_LOGGED_PER_S = 10  # refusal log lines per second at most; the rest are counted (a flood fills no disk)
 # How long a thread may hold the GIL while another waits, seconds (Python's default: 0.005). Every message wakes
 # two threads in turn (gRPC's poller, then the session's handler) while the stage's thread runs Python between
@@ -87,11 +92,12 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         self.runtime, self.streams = runtime, streams
         self._log_lock = threading.Lock()
         self._log_window, self._logged, self._unlogged = 0, 0, 0  # this second; lines logged in it; suppressed
-        self._receipt_window, self._receipt_calls = 0, 0  # this second; GetReceipts calls in it
+        self.receipt_limit = RequestLimit("receipt requests", RECEIPT_REQUESTS_PER_S, RECEIPT_REQUESTS_PER_PEER_S,
+                                          RECEIPT_BURST_PER_PEER, RECEIPT_PEERS)
 
     def Forward(self, request_iterator, context):
         stream, msg = Stream(), None
-        entry = self.streams.enter(context.peer().rpartition(":")[0], context.cancel, lambda: self.runtime.live(stream))
+        entry = self.streams.enter(peer_host(context.peer()), context.cancel, lambda: self.runtime.live(stream))
         try:
             for msg in request_iterator:
                 self.streams.begin(entry)
@@ -138,15 +144,9 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         return pb.PingResponse(sent_unix_ns=request.sent_unix_ns, received_unix_ns=time.time_ns())
 
     def GetReceipts(self, request, context):
-        with self._log_lock:
-            now = int(time.monotonic())
-            if now != self._receipt_window:
-                self._receipt_window, self._receipt_calls = now, 0
-            self._receipt_calls += 1
-            over = self._receipt_calls > RECEIPT_REQUESTS_PER_S
-        if over:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at most {RECEIPT_REQUESTS_PER_S} receipt requests "
-                                                              "per second; retry in a second")
+        refused = self.receipt_limit.refusal(context.peer())
+        if refused:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
         try:
             signed = self.runtime.receipts_of(wire_job_id(request.job_id), request.replica)
         except TesseraError as exc:

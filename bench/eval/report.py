@@ -259,8 +259,11 @@ def summary(res: dict) -> str:
     if v:
         ratios = ", ".join(f"{c['ratio_median']} at {k} tokens" for k, c in v["cost"].items())
         ok = all(c["ratio_median"] is not None and c["ratio_median"] <= GOAL_RATIO for c in v["cost"].values())
-        out.append(f"- Verification by re-execution: {v['false_penalties']}/{v['honest_runs']} honest runs penalised "
-                   f"(goal 0: {_met(v['false_penalties'] == 0)}); verifier / generation time {ratios} "
+        wide = [r for k, r in res.items() if k.startswith("verify-") and r.get("honest_only")]
+        fp = v["false_penalties"] + sum(r["false_penalties"] for r in wide)
+        n = v["honest_runs"] + sum(r["honest_runs"] for r in wide)
+        out.append(f"- Verification by re-execution: {fp}/{n} honest runs penalised "
+                   f"(goal 0: {_met(fp == 0)}); verifier / generation time {ratios} "
                    f"(goal <= {GOAL_RATIO}: {_met(ok)}); {v['fingerprint']['bytes_per_chunk_per_hop']} bytes of "
                    "fingerprint per 32 tokens per hop.")
     return "\n".join(out) + "\n" if len(out) > 1 else ""
@@ -291,7 +294,8 @@ def render(res: dict, figs: list, root: Path) -> str:
         parts.append("## 6. Honest disagreement\n\n" + _missing("disagree-cpu"))
     parts.append(models_section(res))
     parts += [scale_section(res), figs_for("scale")]
-    parts.append((verify_section(res["verify"]) + figs_for("verify")) if "verify" in res
+    wide = {k: r for k, r in res.items() if k.startswith("verify-") and r.get("honest_only")}
+    parts.append((verify_section(res["verify"], wide) + figs_for("verify")) if "verify" in res
                  else "## 9. Verification by re-execution\n\n" + _missing("verify"))
     if not any("gpu" in k for k in res):
         parts.append("## GPU\n\n_No GPU results yet: `bash bench/gpu/run.sh` (or `python -m bench.all --device cuda`) "

@@ -59,7 +59,8 @@ def goal(c: dict) -> tuple[str, bool] | None:
 PHASE_NAMES = {  # worker.steptimes phases as the table names them
     "decode": "codec decode + payload hash check", "queue": "queue for the stage (batch window, other batches)",
     "forward": "stage forward (the whole batch)", "handoff": "scheduler thread handoff",
-    "verify_wait": "wait for the input's signature check", "receipt": "receipt (buffer, fingerprint)",
+    "verify_wait": "wait for the input's signature check",
+    "receipt": "receipts (own output, input kept for the received check)",
     "encode": "codec encode", "message": "message build + payload hash", "sign": "signing (step and answer)",
     "answer_check": "next hop's answer: signature check", "sample": "sampling (tail)", "other": "Python glue (rest)"}
 

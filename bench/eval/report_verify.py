@@ -86,8 +86,22 @@ def _below(rows: list[dict]) -> str:
             f"output) and {wrong} were blamed on another hop.")
 
 
-def verify_section(v: dict) -> str:
-    """Markdown for the ``verify`` result."""
+def wide_section(stem: str, w: dict) -> list[str]:
+    """Lines for an honest-only run (``bench.verify --honest-only``: more prompts, other machines)."""
+    m, p = w["meta"], w["prompts"]["report"]
+    fp, n = w["false_penalties"], w["honest_runs"]
+    mach = m.get("machine", {})
+    where = f"{mach.get('cpu', '?')} x {mach.get('cores', '?')} cores" + (f", {mach['gpu']}" if mach.get("gpu") else "")
+    return [f"Honest mixes at full size (`{stem}.json`: {p} prompts x {len(w['honest'])} mixes x greedy and "
+            f"sampled on {where}; tolerances: {w['tolerances']['source']}; commit {m.get('commit', '?')[:7]}):\n",
+            "| mix | class | greedy | sampled | max chunk median / p90 | max token gap |",
+            "|---|---|---|---|---|---|", *_honest_rows(w["honest"]), "",
+            f"- **False penalties at full size**: {fp} of {n} honest runs were judged anything but honest"
+            + (" (goal 0: met)." if fp == 0 else " (goal 0: **missed**)."), ""]
+
+
+def verify_section(v: dict, wide: dict | None = None) -> str:
+    """Markdown for the ``verify`` result, and ``wide``: honest-only runs by file stem (e.g. on a GPU machine)."""
     fp = v["fingerprint"]
     p = v["prompts"]
     load = v.get("load_average", {})
@@ -113,4 +127,5 @@ def verify_section(v: dict) -> str:
         "|---|---|---|---|---|---|---|---|", *_tamper_rows(v["tamper"]), "",
         "Margin: the smallest, over runs, largest chunk median error at the tampered hop, in units of the fp32/lossy "
         "median tolerance (below 1 the hop's own check passes; a token check or a later hop may still catch it).\n",
-        *[f"- {s}" for s in conclusions(v)], ""])
+        *[f"- {s}" for s in conclusions(v)], "",
+        *[line for stem, w in sorted((wide or {}).items()) for line in wide_section(stem, w)]])

@@ -1,4 +1,5 @@
-"""Calibration of the verifier's tolerances and the study's summaries (pure: run records in, dicts out).
+"""Calibration of the verifier's tolerances and the study's summaries (pure: run records in, dicts out,
+but :func:`tolerances_from`, which reads an earlier result).
 
 A run record is what :func:`bench.eval.verify_lab.record` returns, plus the
 keys the study adds (``mix``, ``cls``, ``tol`` (the tolerance key,
@@ -12,10 +13,12 @@ wherever it grew past the tolerance (the case the allowance exists for).
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 from typing import Iterable
 
-from worker.verify.spec import Tolerance
+from worker.verify.spec import TOLERANCES, Tolerance
 
 SAFETY = 4.0  # tolerance = SAFETY x the largest honest value measured
 TOKEN_GAP_FLOOR = 1e-2  # logits; fp32 replicas never diverged in calibration, and 0 cannot be scaled
@@ -72,6 +75,19 @@ def calibrate(honest: Iterable[dict], tampered: Iterable[dict]) -> dict:
             if src is not None:
                 out[key] = {**out[src], "from": src}
     return out
+
+
+def tolerances_from(source: str) -> dict[str, Tolerance]:
+    """Tolerances to judge with: ``"code"`` for :data:`worker.verify.spec.TOLERANCES`, else the path of an
+    earlier ``bench.verify`` result, whose ``calibration`` gives them."""
+    if source == "code":
+        return dict(TOLERANCES)
+    try:
+        cal = json.loads(Path(source).read_text())["calibration"]
+        return {key: Tolerance(**c["tolerance"]) for key, c in cal.items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--tolerances {source!r}: give `code` or a bench.verify result with a calibration "
+                         f"({type(exc).__name__}: {exc})") from exc
 
 
 def honest_summary(records: Iterable[dict]) -> dict:

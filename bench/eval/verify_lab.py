@@ -58,6 +58,19 @@ def honest_mixes(device: str | None = None) -> list[Mix]:
     return out
 
 
+def select_mixes(mixes: Sequence[Mix], names: str | None) -> list[Mix]:
+    """The mixes named in the comma list ``names``, in ``mixes``' order; all when ``names`` is empty."""
+    if not names:
+        return list(mixes)
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = {m.name for m in mixes}
+    unknown = [n for n in wanted if n not in known]
+    if unknown or not wanted:
+        raise ValueError(f"unknown mix {', '.join(unknown) or repr(names)}; the mixes here are {', '.join(sorted(known))} "
+                         "(--device cuda adds the cuda ones)")
+    return [m for m in mixes if m.name in wanted]
+
+
 def node(i: int) -> NodeId:
     return NodeId(Account.from_key(bench_key(i)).address)
 

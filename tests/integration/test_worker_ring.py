@@ -109,6 +109,16 @@ def test_byzantine_head_changes_the_replica_output(ring):
     assert _head(ring, 4, WorkerConfig(byzantine=True)) != honest
 
 
+@pytest.mark.parametrize("job", [4, 5])  # fp32 and int8-outlier codecs
+def test_a_head_that_sends_what_its_receipt_does_not_describe_is_refused_at_close(ring, job):
+    """The framing attack: the head signs a receipt of its honest output but sends noise. Before,
+    the replica finished and a verifier would have blamed hop 1 for the output it made of the noise;
+    now hop 1 holds the head's receipt against what arrived and refuses it, naming hop 0."""
+    with pytest.raises(ProtocolError, match=r"hop 0 \(0x.*\) sent activations its receipt does not describe"):
+        _head(ring, job, WorkerConfig(byzantine=True, byzantine_frame=True))
+    assert _head(ring, job) == ring["model"].greedy(PROMPT, 12 if job == 5 else 3)  # honest runs still pass
+
+
 def _stub(ring, i):
     return pb_grpc.WorkerServiceStub(grpc.insecure_channel(f"127.0.0.1:{ring['ports'][i]}"))
 

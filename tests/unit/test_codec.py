@@ -145,3 +145,28 @@ def test_codec_names_and_ids():
     assert C.codec_id("int8-outlier") == 4 and C.codec_id(5) == 5 and C.codec_id("2") == 2
     with pytest.raises(CodecError, match="unknown codec"):
         C.codec_id("int4")
+
+
+@pytest.mark.parametrize("cid", [C.FP32, C.FP16, C.BF16, C.INT8_ABSMAX, C.INT8_OUTLIER, C.INT8_DYNAMIC])
+@pytest.mark.parametrize("seed", range(4))
+def test_error_bound_covers_every_rounding_of_the_codec_and_no_more(cid, seed):
+    """What a receiver holds a sender's receipt against: every original value lies within the bound of
+    what it decoded, and the bound is the codec's own step (not a blanket tolerance)."""
+    x = _acts(rows=9, sink=3e3 if cid == C.FP16 else 2e4, seed=seed)
+    x[0, 3:, 507] *= 25  # a massive feature in every token, as SmolLM2's residual stream has
+    enc = C.encode(x, cid, block=64)
+    y, bound = C.decode(enc).flatten().numpy(), C.error_bound(enc)
+    err = abs(x.flatten().numpy() - y)
+    assert bound.shape == y.shape and (err <= bound).all()
+    if cid == C.FP32:
+        assert bound.max() <= 1e-6 * abs(y).max()
+    else:  # tight: somewhere the codec's real rounding comes close to it
+        assert (err / bound).max() >= 0.25
+
+
+def test_error_bound_of_int8_is_half_a_step_of_each_block():
+    x = _acts(rows=2, sink=10.0)
+    enc = C.encode(x, C.INT8_ABSMAX, block=64)
+    scale = x.flatten().abs().view(-1, 64).amax(1)
+    want = (scale / 127 / 2).repeat_interleave(64).numpy()
+    assert abs(C.error_bound(enc) / want - 1).max() < 1e-3

@@ -83,3 +83,15 @@ def test_the_verify_figure_is_drawn_from_its_result(tmp_path):
 
     figs = make_all({"verify": verify_result()}, tmp_path)
     assert [f.sources for f in figs] == [("verify",)] and figs[0].path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_full_size_honest_only_runs_get_their_own_table_and_count_in_the_summary(tmp_path):
+    v = verify_result()
+    wide = {"bench": "verify", "honest_only": True, "prompts": {"report": 50}, "false_penalties": 1,
+            "honest_runs": 200, "honest": v["honest"], "tolerances": {"source": "code", "values": {}},
+            "meta": {"commit": "97a2c65b1e", "dirty": False, "command": "python -m bench.verify --honest-only",
+                     "date": "2026-12-02", "machine": {"cpu": "Xeon", "cores": 16, "gpu": "NVIDIA H200"}}}
+    md = render({"verify": v, "verify-gpu-h200": wide}, [], tmp_path)
+    assert "`verify-gpu-h200.json`: 50 prompts x 1 mixes x greedy and sampled on Xeon x 16 cores, NVIDIA H200" in md
+    assert "**False penalties at full size**: 1 of 200 honest runs were judged anything but honest (goal 0: **missed**)" in md
+    assert "Verification by re-execution: 1/202 honest runs penalised" in md

@@ -28,7 +28,7 @@ from worker import wire
 from worker.config import WorkerConfig
 from worker.limits import ModelLimits
 from worker.planview import JobRoute, PlanView
-from worker.ring.link import Channels, message, payload_of
+from worker.ring.link import Channels, encoded, message, payload_of
 from worker.ring.pipeline import OnOutput, Pipeline
 from worker.sessions import OpenGuard, Session, SessionTable
 from worker.signing import PendingCheck, Signer, recover_sender
@@ -162,7 +162,10 @@ class HopRuntime:
             self._admit(pipe, msg)
             t0 = time.perf_counter()
             x = payload_of(msg, self.config.max_payload_bytes)
-            times.add("decode", time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            pipe.note_input(msg.step, encoded(msg.payload))
+            times.add("decode", t1 - t0)
+            times.add("receipt", time.perf_counter() - t1)
             self.sessions.reserve(s, s.held_bytes + self._step_bytes(pipe, x))
             before = pipe.compute_s
             y = pipe.forward(to_stage(x, pipe.stage.device, pipe.stage.dtype), msg.step, check)
@@ -172,12 +175,12 @@ class HopRuntime:
         self._measure(x, pipe.compute_s - before)
         s.next_step += 1
         ids, output = pipe.send(y, msg.step)
-        t1 = time.perf_counter()
+        t_answer = time.perf_counter()
         answer = self._answer(msg, pipe.pos, pipe.route, ids=ids, output=output)
-        t2 = time.perf_counter()
-        times.add("sign", t2 - t1)
-        times.end_step(msg.step, t2 - t_in)
-        s.busy_s += t2 - t_in
+        t_out = time.perf_counter()
+        times.add("sign", t_out - t_answer)
+        times.end_step(msg.step, t_out - t_in)
+        s.busy_s += t_out - t_in
         return answer
 
     def _close(self, msg: pb.HopMessage, s: Session) -> pb.HopMessage:

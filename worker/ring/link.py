@@ -216,7 +216,7 @@ def _tensor(enc: codec.Encoded) -> pb.Tensor:
     return pb.Tensor(codec=enc.codec, shape=list(enc.shape), block=enc.block, data=enc.data)
 
 
-def _encoded(t: pb.Tensor) -> codec.Encoded:
+def encoded(t: pb.Tensor) -> codec.Encoded:
     return codec.Encoded(t.codec, tuple(int(s) for s in t.shape), t.block, t.data)
 
 
@@ -234,7 +234,7 @@ def payload_of(msg: pb.HopMessage, max_bytes: int) -> Activation:
     ``(payload, *extras)`` when tensors skip across the cut."""
     if not msg.HasField("payload"):
         raise ProtocolError(f"step {msg.step} carries no activations")
-    enc, extras = _encoded(msg.payload), [_encoded(e) for e in msg.extras]
+    enc, extras = encoded(msg.payload), [encoded(e) for e in msg.extras]
     if payload_digest(enc, extras) != msg.payload_hash:
         raise ProtocolError(f"payload hash of step {msg.step} does not match its contents")
     x = codec.decode(enc, max_bytes=max_bytes)

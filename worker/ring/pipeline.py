@@ -15,9 +15,11 @@ leaves the node. The overlap policy says when the next hop's answer is checked:
 Each hop of a language job also keeps its receipt (:mod:`worker.verify.receipt`):
 what :meth:`Pipeline.send` passes on is fingerprinted as it leaves, chunk by
 chunk as the tail's tokens come back. At the end the CLOSE carries the signed
-receipts of every hop before the receiver down the ring; the tail checks them
-against the route and its output and hands output and receipts to ``on_output``
-(the node commits their root).
+receipts of every hop before the receiver down the ring; each receiver first
+holds its predecessor's receipt against the payloads that predecessor really sent
+(:class:`worker.verify.received.ReceivedCheck`, so no hop can be framed by the one
+before it), and the tail checks them all against the route and its output and
+hands output and receipts to ``on_output`` (the node commits their root).
 
 The overlap itself is kept for small inputs only (:data:`OVERLAP_MAX_ROWS`, one-token
 decode steps): a larger input (a prompt) is verified before the stage runs, so a
@@ -35,6 +37,7 @@ import torch
 from proto.errors import ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.types import embedding_words, encode_output, output_hash
+from worker import codec
 from worker.config import WorkerConfig
 from worker.planview import JobRoute
 from worker.ring.link import Channels, Link, corrupt, encode_activation, message
@@ -44,6 +47,7 @@ from worker.signing import PendingCheck, Signer, verify
 from worker.stage import Activation, Stage, tensors
 from worker.steptimes import StepTimes
 from worker.verify.receipt import ReceiptRecorder
+from worker.verify.received import ReceivedCheck
 from worker.verify.signed import SignedReceipt, check_replica, sign
 from worker.wire import rows
 
@@ -61,7 +65,7 @@ class Pipeline:
 
     __slots__ = ("route", "job", "replica", "pos", "stage", "cache", "runner", "signer", "config", "link", "last",
                  "defer", "overlap_rows", "pending", "on_output", "tokens", "finished", "positions", "compute_s",
-                 "wait_s", "mask", "closed", "recorder", "output", "times")
+                 "wait_s", "mask", "closed", "recorder", "received", "output", "times")
 
     def __init__(self, route: JobRoute, replica: int, pos: int, stage: Stage, signer: Signer,
                  config: WorkerConfig, channels: Channels, *, defer_answer_check: bool = False,
@@ -93,6 +97,9 @@ class Pipeline:
         me = route.hop(replica, pos)
         self.recorder = (ReceiptRecorder(route.job_id, replica, pos, signer.address, me.start, me.end)
                          if route.kind == "causal-lm" else None)  # classifiers run one step: no receipts
+        # what the hop before this one sent, held against its receipt at CLOSE (the head receives ids)
+        self.received = (ReceivedCheck(route.job_id, replica, pos - 1)
+                         if self.recorder is not None and pos > 0 else None)
         if not tail:
             nxt = route.hop(replica, pos + 1)
             self.link = Link(channels.stub(nxt.endpoint), nxt.node, config.hop_timeout_s, route.domain,
@@ -115,6 +122,11 @@ class Pipeline:
     def overlaps(self, n_rows: int) -> bool:
         """Whether an input of ``n_rows`` rows is verified while the stage runs (else before)."""
         return n_rows <= self.overlap_rows
+
+    def note_input(self, step: int, payload: codec.Encoded) -> None:
+        """Keep ``step``'s payload as the hop before this one sent it (checked against its receipt at CLOSE)."""
+        if self.received is not None:
+            self.received.add(step, payload)
 
     def forward(self, x: Activation, step: int, check: PendingCheck | None = None) -> Activation:
         """Run the stage on ``x``, the input of ``step``, while ``check`` runs (before, for a large
@@ -152,13 +164,15 @@ class Pipeline:
     def send(self, y: Activation, step: int) -> tuple[Sequence[int], bytes]:
         """Pass ``step``'s output ``y`` on; return the ids the tail chose for it and the
         tail's output (empty until the replica is finished)."""
-        if self.config.byzantine:
+        if self.config.byzantine and not self.config.byzantine_frame:
             y = corrupt(y, self.config.byzantine_noise, step)
         times = self.times
         t0 = time.perf_counter()
         if self.recorder is not None:
             self.recorder.add(step, y)  # what leaves this node is what its receipt claims
         times.add("receipt", time.perf_counter() - t0)
+        if self.config.byzantine and self.config.byzantine_frame:  # the framing attack: send what it did not sign
+            y = corrupt(y, self.config.byzantine_noise, step)
         if self.link is None:
             t1 = time.perf_counter()
             ids, output = self._choose(y, step)
@@ -171,6 +185,10 @@ class Pipeline:
             t2 = time.perf_counter()
             self.recorder.seal(self.tokens)
             times.add("receipt", time.perf_counter() - t2)
+        if self.received is not None:
+            t3 = time.perf_counter()
+            self.received.seal(self.tokens)
+            times.add("receipt", time.perf_counter() - t3)
         return ids, output
 
     def _exchange(self, y: torch.Tensor, step: int) -> tuple[Sequence[int], bytes]:
@@ -208,6 +226,10 @@ class Pipeline:
             self.pending.result()
             self.pending = None
         signed = list(upstream)
+        if self.received is not None and step > 0:
+            if not signed:
+                raise ProtocolError(f"the CLOSE of job {self.job} carries no receipt of hop {self.pos - 1}")
+            self.received.check(signed[-1].receipt, self.tokens[:step])
         if self.recorder is not None and step > 0:
             signed.append(sign(self.recorder.receipt(self.tokens[:step]), self.signer, self.route.domain))
         if self.link is not None:
