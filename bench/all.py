@@ -11,8 +11,8 @@ reruns just those (the timings, best on a quiet machine) and redraws the
 report from every file.
 
 ``--device cuda`` runs only the pipeline, concurrency and disagreement studies
-on the GPU and writes ``pipeline-gpu-<card>.json``, ``concurrency-gpu-<card>.json``
-and ``disagree-gpu-<card>.json`` (SmolLM2); ``bash bench/gpu/run.sh`` measures
+on the GPU and writes ``pipeline-gpu-<card>.json``, ``concurrency-gpu-<card>.json``,
+``hopprofile-gpu-<card>.json`` and ``disagree-gpu-<card>.json`` (SmolLM2); ``bash bench/gpu/run.sh`` measures
 1B and 3B Llama shapes on a GPU machine without a virtualenv.
 ``--report-only`` redraws figures and the report without running anything.
 Defaults fit in about 30 minutes on 2 CPU cores, plus the verification study
@@ -68,6 +68,7 @@ def cpu_steps(a: argparse.Namespace) -> list[Step]:
         Step("gateway", "bench.gateway", ("--runs", "1" if q else "3")),
         Step("concurrency-cpu", "bench.concurrency", ("--sessions", "1,4" if q else "1,4,16,64", "--tokens",
                                                       "8" if q else "32", "--repeats", "1" if q else "3")),
+        Step("hopprofile-cpu", "bench.hopprofile", ("--tokens", "8" if q else "16", "--repeats", "1" if q else "3")),
         Step("load", "bench.load", ("--jobs", "12", "--rate", "2") if q else ()),
         Step("wan", "bench.wan", ("--rtt-ms", "0,50", "--tokens", "8", "--sessions", "4", "--repeats", "1")
              if q else ()),
@@ -94,6 +95,7 @@ def gpu_steps(a: argparse.Namespace) -> list[Step]:
     return [Step(f"pipeline-gpu-{slug}", "bench.pipeline", ("--device", "cuda", "--tokens", "8" if a.quick else "64")),
             Step(f"concurrency-gpu-{slug}", "bench.concurrency", ("--device", "cuda", "--sessions", "1,16",
                                                                   "--unbatched", "", "--window-ms", "2")),
+            Step(f"hopprofile-gpu-{slug}", "bench.hopprofile", ("--device", "cuda", "--window-ms", "2")),
             Step(f"disagree-gpu-{slug}", "bench.eval.disagree", ("--device", "cuda", "--prompts",
                                                                  "3" if a.quick else str(a.prompts),
                                                                  "--tokens", "4" if a.quick else str(a.tokens),

@@ -41,6 +41,7 @@ from worker.config import WorkerConfig
 from worker.planview import GenParams, JobRoute
 from worker.ring import Channels, run_replica
 from worker.scheduler import scheduler_for
+from worker.server import quick_handoffs
 from worker.shard import load_full, load_stage
 from worker.signing import Signer
 from worker.store import load_manifest, resolve
@@ -82,6 +83,7 @@ class Ring:
 
     def __init__(self, stage, routes: dict[int, JobRoute], config: WorkerConfig):
         self.stage, self.routes, self.config = stage, routes, config
+        quick_handoffs()  # as in a worker daemon, where heads run
         self.signer, self.channels = Signer(bench_key(0)), Channels()
 
     def run(self, jobs: list[int], prompts: list[list[int]]) -> tuple[float, list[list[int]]]:
@@ -109,6 +111,14 @@ class Ring:
         if errors or any(t.is_alive() for t in threads):
             raise RuntimeError(f"{len(errors)} of {len(jobs)} sessions failed: {errors[:1]}")
         return seconds, out
+
+
+def stage_flags(sessions: int, window_ms: float, dtype: str) -> tuple[str, ...]:
+    """``tessera operator run`` flags for stages that serve ``sessions`` sessions opened at once (pure)."""
+    # one head opens every session at once: the idle-stream caps (per peer 16, overall 64 by default) would end
+    # the streams whose OPEN is not read yet, so the stages allow that many, as an operator expecting it would
+    return ("--max-sessions", str(2 * sessions), "--batch-window-ms", str(window_ms), "--dtype", dtype,
+            "--max-idle-streams-per-peer", str(max(16, 2 * sessions)), "--max-idle-streams", str(max(64, 2 * sessions)))
 
 
 def agreement(a: list[list[int]], b: list[list[int]]) -> float:
@@ -169,11 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             for j in (1, 2)}
     routes.update(warm)
     head = load_stage(model_dir, *spans[0], device=args.device, dtype=dtype)
-    # one head opens every session at once: the idle-stream caps (per peer 16, overall 64 by default) would end
-    # the streams whose OPEN is not read yet, so the stages allow that many, as an operator expecting it would
-    flags = ("--max-sessions", str(2 * max(levels)), "--batch-window-ms", str(args.window_ms), "--dtype", args.dtype,
-             "--max-idle-streams-per-peer", str(max(16, 2 * max(levels))), "--max-idle-streams",
-             str(max(64, 2 * max(levels))))
+    flags = stage_flags(max(levels), args.window_ms, args.dtype)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         (Path(tmp) / "b").mkdir()

@@ -8,9 +8,11 @@ empty caches together (up to ``max_batch``), and runs them in one forward
 (``stage.forward_batch``). Before it runs, it waits for company while steps
 keep arriving less than ``window_s`` apart (the steps an upstream batch sends
 out arrive as such a burst), at most ``MAX_WAIT_WINDOWS`` windows, and only
-while some session open on this stage is missing and the sessions that ran
-together last time (the group) are not all in: a group whose members are
-elsewhere in the ring is not waited for. Each
+while some session open on this stage is missing and the sessions the oldest
+request last ran with (its group) are not all in: with several groups going
+round the ring, each runs as soon as its own members are in, in the order it
+ran last time (so the stage can keep its batch cache), and a group whose
+members are elsewhere in the ring is not waited for. Each
 session's output goes back to its own thread, which checks its message's
 signature before anything derived from it leaves the node, as before.
 Sessions join with :meth:`StepScheduler.join` when they open and leave with
@@ -34,6 +36,7 @@ import torch
 
 from proto.errors import TesseraError
 from worker.stage import Stage
+from worker.steptimes import StepTimes
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +49,16 @@ class StageBusy(TesseraError):
 
 
 class _Request:
-    __slots__ = ("cache", "done", "error", "kind", "last", "out", "x")
+    __slots__ = ("cache", "done", "error", "kind", "last", "out", "x", "queued", "started", "ended", "size")
 
     def __init__(self, x: torch.Tensor, cache: Any, last: bool, kind: str | None):
         self.x, self.cache, self.last, self.kind = x, cache, last, kind  # kind: "decode", "prompt" or None
         self.done = threading.Event()
         self.out: torch.Tensor | None = None
         self.error: BaseException | None = None
+        self.queued = time.perf_counter()  # when it was handed in, then when its forward started and ended
+        self.started = self.ended = self.queued
+        self.size = 1  # requests in the forward it ran in
 
 
 class StepScheduler:
@@ -65,7 +71,7 @@ class StepScheduler:
         self._cv = threading.Condition()
         self._queue: deque[_Request] = deque()
         self._open: set[int] = set()  # ids of the caches of sessions open on this stage
-        self._group: list[int] = []  # ids of the caches that ran together last, in that order
+        self._groups: dict[int, tuple[int, ...]] = {}  # cache id -> the ids of the batch it last ran in, in order
         self._thread: threading.Thread | None = None
         self.steps = 0  # requests run, count
         self.batches = 0  # forwards of more than one request, count
@@ -81,17 +87,18 @@ class StepScheduler:
         """The session of ``cache`` ended: no batch waits for it any more."""
         with self._cv:
             self._open.discard(id(cache))
-            if id(cache) in self._group:
-                self._group.remove(id(cache))
+            self._groups.pop(id(cache), None)
             self._cv.notify_all()
             ended = not self._open
         stage = self._stage()
         if ended and stage is not None and hasattr(stage, "end_batch"):
             stage.end_batch()  # its memory is not held past the last session that used it
 
-    def run(self, x: torch.Tensor, cache: Any, last: bool = False, timeout_s: float = 60.0) -> torch.Tensor:
+    def run(self, x: torch.Tensor, cache: Any, last: bool = False, timeout_s: float = 60.0,
+            times: StepTimes | None = None) -> torch.Tensor:
         """``stage.forward(x, cache, last=last)``, run on the stage's thread (batched with other sessions'
-        steps when it can); StageBusy if it has not run within ``timeout_s``."""
+        steps when it can); StageBusy if it has not run within ``timeout_s``. ``times`` hears how long
+        the step queued, how long its forward ran and in how large a batch."""
         req = _Request(x, cache, last, self._kind(x, cache))
         with self._cv:
             self._queue.append(req)
@@ -103,6 +110,8 @@ class StepScheduler:
             raise StageBusy(f"the stage did not run this step within {timeout_s:g} s; it is overloaded, retry later")
         if req.error is not None:
             raise req.error
+        if times is not None:
+            times.ran(req.started - req.queued, req.ended - req.started, req.size)
         return req.out
 
     def _kind(self, x: torch.Tensor, cache: Any) -> str | None:
@@ -134,8 +143,9 @@ class StepScheduler:
 
     def _gather(self, first: _Request) -> list[_Request]:
         """``first`` and the waiting steps that can run with it (lock held): waits up to the window
-        while an open session is missing, until the last group is complete."""
+        while an open session is missing, until ``first``'s group is complete."""
         batch = [first]
+        group = self._groups.get(id(first.cache), ())
         start = time.monotonic()
         gap_end = start + self.window_s
         while True:
@@ -148,15 +158,17 @@ class StepScheduler:
                 gap_end = now + self.window_s  # a burst (one upstream batch sent out) is caught whole
             here = {id(r.cache) for r in batch}
             everyone = self._open <= here
-            group_in = bool(self._group) and all(c in here for c in self._group)
+            group_in = bool(group) and all(c in here for c in group  # members since gone or regrouped: not waited for
+                                           if c in self._open and self._groups.get(c) == group)
             left = min(gap_end, start + MAX_WAIT_WINDOWS * self.window_s) - now
             if len(batch) >= self.max_batch or everyone or group_in or left <= 0:
                 break
             self._cv.wait(left)
         if len(batch) > 1:
-            order = {c: i for i, c in enumerate(self._group)}
-            batch.sort(key=lambda r: order.get(id(r.cache), len(order)))  # the last group's order: its cache reused
-            self._group = [id(r.cache) for r in batch]
+            order = {c: i for i, c in enumerate(group)}
+            batch.sort(key=lambda r: order.get(id(r.cache), len(order)))  # the group's order: its cache reused
+            ids = tuple(id(r.cache) for r in batch)
+            self._groups.update(dict.fromkeys(ids, ids))
         return batch
 
     def _fits(self, first: _Request, r: _Request) -> bool:
@@ -167,7 +179,7 @@ class StepScheduler:
         stage = self._stage()
         if stage is None:
             raise StageBusy("this stage was unloaded; open the session again")
-        t0 = time.thread_time()
+        t0, started = time.thread_time(), time.perf_counter()
         with torch.inference_mode():
             if len(batch) == 1:
                 r = batch[0]
@@ -178,6 +190,11 @@ class StepScheduler:
                     r.out = y
                 self.batches += 1
                 self.batched_steps += len(batch)
+            if torch.device(stage.device).type == "cuda":
+                torch.cuda.synchronize(stage.device)  # the forward's time, not its launch's (encode waits anyway)
+        ended = time.perf_counter()
+        for r in batch:
+            r.started, r.ended, r.size = started, ended, len(batch)
         self.steps += len(batch)
         self.cpu_s += time.thread_time() - t0
 

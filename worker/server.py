@@ -20,6 +20,7 @@ import functools
 import importlib
 import importlib.util
 import logging
+import sys
 import threading
 import time
 from concurrent import futures
@@ -66,6 +67,15 @@ RECEIPT_REQUESTS_PER_PEER_S = 2.0  # GetReceipts per second from one peer host, 
 RECEIPT_BURST_PER_PEER = 8  # GetReceipts one peer host may send at once
 RECEIPT_PEERS = 1024  # peer hosts whose receipt allowance is remembered; the least recent is forgotten past it
 REFUSALS_LOGGED_PER_S = 10  # refusal log lines per second at most; the rest are counted (a flood fills no disk)
+# How long a thread may hold the GIL while another waits, seconds (Python's default: 0.005). Every message wakes
+# two threads in turn (gRPC's poller, then the session's handler) while the stage's thread runs Python between
+# torch ops; at the default each wake-up can wait up to 5 ms (bench.hopprofile: the handoff and transport rows).
+GIL_SWITCH_S = 0.001
+
+
+def quick_handoffs() -> None:
+    """Let a waiting thread (a message that arrived, a finished forward) take the GIL within ``GIL_SWITCH_S``."""
+    sys.setswitchinterval(GIL_SWITCH_S)
 
 
 def _version() -> str:
@@ -180,6 +190,7 @@ def start(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnO
     ``limits``: the model's context length and width, enforced on every session.
     """
     signer = signer or load_key(config.key_file, config.private_key)
+    quick_handoffs()
     runtime = HopRuntime(config, stage, planview, signer, on_output, loader=loader, limits=limits)
     streams = StreamBook(config.max_idle_streams, config.max_idle_streams_per_peer, config.stream_idle_s,
                          config.session_ttl_s)

@@ -56,6 +56,71 @@ def goal(c: dict) -> tuple[str, bool] | None:
     return f"ring >= {share} of monolithic batched at 16 sessions on {c['device']}", r["vs_monolithic"] >= share
 
 
+PHASE_NAMES = {  # worker.steptimes phases as the table names them
+    "decode": "codec decode + payload hash check", "queue": "queue for the stage (batch window, other batches)",
+    "forward": "stage forward (the whole batch)", "handoff": "scheduler thread handoff",
+    "verify_wait": "wait for the input's signature check",
+    "receipt": "receipts (own output, input kept for the received check)",
+    "encode": "codec encode", "message": "message build + payload hash", "sign": "signing (step and answer)",
+    "answer_check": "next hop's answer: signature check", "sample": "sampling (tail)", "other": "Python glue (rest)"}
+
+
+OWN_WORK = ("decode", "verify_wait", "receipt", "encode", "message", "sign", "answer_check", "sample", "other")
+
+
+def step_split(r: dict) -> dict[str, float]:
+    """A session's decode step at the head, split over the ring: every stage's forwards, queueing and
+    thread handoffs, the transports, and the hops' own work (codec, signing, checks, receipts,
+    sampling, glue), ms (pure)."""
+    st = r["stages"]
+    return {"total": st[0]["total"], "forward": sum(s["forward"] for s in st), "queue": sum(s["queue"] for s in st),
+            "handoff": sum(s["handoff"] for s in st), "transport": sum(r["transport_ms"]),
+            "own work": sum(s.get(k, 0.0) for s in st for k in OWN_WORK)}
+
+
+def _split_line(lv: str, r: dict) -> str:
+    sp = step_split(r)
+    parts = ", ".join(f"{k} {sp[k]:.1f} ms ({sp[k] / sp['total']:.0%})" for k in sp if k != "total")
+    return (f"{lv} session(s): a decode step takes {sp['total']:.1f} ms at the head; over the ring: {parts}; the "
+            f"stage threads are in forwards {sum(r['busy_share']):.2f} of the round together (cores doing the "
+            "model's work, of the ring's one thread per stage)")
+
+
+def hopprofile_part(stem: str, h: dict) -> str:
+    """Issue 14's hop profile: ms per decode step per session at each stage, per session count."""
+    levels = sorted(h["levels"], key=int)
+    stages = range(h["stages"])
+    head = ["ms per decode step"] + [f"{lv} sess., stage {i}" for lv in levels for i in stages]
+
+    def row(name, get):
+        return [name] + [get(h["levels"][lv], i) for lv in levels for i in stages]
+
+    rows = [row(PHASE_NAMES[k], lambda r, i, k=k: r["stages"][i].get(k) or None) for k in PHASE_NAMES]
+    rows.append(row("gRPC transport to the next stage and back",
+                    lambda r, i: r["transport_ms"][i] if i < len(r["transport_ms"]) else None))
+    rows.append(row("**step total** (incl. the wait for later stages)", lambda r, i: r["stages"][i]["total"]))
+    rows.append(row("mean batch", lambda r, i: r["stages"][i]["batch"]))
+    rows.append(row("signature check, off the critical path", lambda r, i: r["stages"][i].get("verify_cpu")))
+    rows.append(row("process CPU ms per token", lambda r, i: r["cpu_ms_per_token"].get(f"stage{i}")))
+    rows.append(row("stage thread in forwards, share of the round", lambda r, i: r["busy_share"][i]))
+    rates = "; ".join(f"{lv} session(s): {h['levels'][lv]['tokens_per_s']} tokens/s, "
+                      f"{h['levels'][lv]['wall_ms_per_round']} ms per round" for lv in levels)
+    pbuf = h["protobuf"]
+    return "\n".join([
+        f"`{stem}`: {h['model']} on {h['device']} ({h['dtype']}), {h['stages']} stages {h['spans']}, codec "
+        f"{h['codec']}, {h['tokens']} new tokens per session, {h['threads']} torch thread(s) per process, batch window "
+        f"{h['batch_window_ms']} ms; {h['repeats']} runs, {headline_note(stem, h)}; {load_note(h)}. Each node counts "
+        "the phases of every decode step (`worker.steptimes`) and logs them when a session ends; stage i's step "
+        "total includes its wait for stages i+1.. (the forward, queue and transport rows of later columns); "
+        f"{h['note']}. {rates}.\n",
+        _table(head, rows) + "\n",
+        "Where the time goes: " + "; ".join(_split_line(lv, h["levels"][lv]) for lv in levels) + ".\n",
+        f"Protobuf alone: a step message ({pbuf['step_bytes']} bytes) serialises in {pbuf['step_serialise_us']} us and "
+        f"parses in {pbuf['step_parse_us']} us, its answer ({pbuf['answer_bytes']} bytes) in "
+        f"{pbuf['answer_serialise_us']} and {pbuf['answer_parse_us']} us: {pbuf['per_hop_per_step_us']} us per hop "
+        "per step, inside the transport row.\n"])
+
+
 def load_part(ld: dict) -> str:
     checks = ", ".join(f"{k.replace('_', ' ')}: {'yes' if v else '**NO**'}" for k, v in ld["checks"].items())
     cpu = ld["cpu"]
@@ -109,6 +174,9 @@ def scale_section(res: dict) -> str:
     out.append("### Concurrent sessions\n")
     out += [concurrency_part(k, v) for k, v in conc.items()] or [
         "_Not measured in this run: `bench/results/concurrency-cpu.json` is missing._\n"]
+    for k, v in sorted(res.items()):
+        if k.startswith("hopprofile-"):
+            out += ["### Where a decode step's time goes\n", hopprofile_part(k, v)]
     out.append("### Load on the whole system\n")
     out.append(load_part(res["load"]) if "load" in res else "_Not measured: `bench/results/load.json` is missing._\n")
     out.append("### Hosts across a network\n")

@@ -9,17 +9,19 @@
 # 2. builds Llama-shaped models with seeded random weights (bench.gpu.models, no hub);
 # 3. per size and dtype: bench.pipeline, 3 stages in 3 processes on the one GPU vs monolithic generate;
 # 4. per size: bench.concurrency, SESSIONS sessions batched by every stage vs monolithic batched generate;
+# 5. with PROFILE=1, per size: bench.hopprofile, where each millisecond of a decode step goes at each stage
+#    at 1 and SESSIONS sessions;
 # and writes the result files (with provenance: commit, machine, command, load) and a log under $OUT
-# (at most 8 files: 4 pipeline + 2 concurrency + the log).
+# (at most 8 files: 4 pipeline + 2 concurrency + the log; PROFILE=1 adds 2 hopprofile files).
 #
 # Settings (environment, defaults in brackets): SIZES [1b,3b], DTYPES [float32,bfloat16],
-# CONC_DTYPE [bfloat16], TOKENS [64], CONC_TOKENS [32], SESSIONS [16], REPEATS [3], DEVICE [cuda],
+# CONC_DTYPE [bfloat16], TOKENS [64], CONC_TOKENS [32], SESSIONS [16], REPEATS [3], DEVICE [cuda], PROFILE [0],
 # OUT [$OUT, else bench/results], MODELS [/tmp/tessera-gpu-models], STEP_TIMEOUT [180 s per benchmark].
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 SIZES=${SIZES:-1b,3b} DTYPES=${DTYPES:-float32,bfloat16} CONC_DTYPE=${CONC_DTYPE:-bfloat16}
 TOKENS=${TOKENS:-64} CONC_TOKENS=${CONC_TOKENS:-32} SESSIONS=${SESSIONS:-16} REPEATS=${REPEATS:-3}
-DEVICE=${DEVICE:-cuda} OUT=${OUT:-bench/results} MODELS=${MODELS:-/tmp/tessera-gpu-models}
+DEVICE=${DEVICE:-cuda} PROFILE=${PROFILE:-0} OUT=${OUT:-bench/results} MODELS=${MODELS:-/tmp/tessera-gpu-models}
 STEP_TIMEOUT=${STEP_TIMEOUT:-180}
 mkdir -p "$OUT"
 LOG="$OUT/gpu-run.log"
@@ -54,6 +56,12 @@ for size in ${SIZES//,/ }; do
   timeout "$STEP_TIMEOUT" python3 -m bench.concurrency --model "$MODELS/llama-$size" --device "$DEVICE" \
     --dtype "$CONC_DTYPE" --sessions "1,$SESSIONS" --unbatched "" --tokens "$CONC_TOKENS" --repeats "$REPEATS" \
     --window-ms 2 --json --save "$out" >/dev/null 2>>"$LOG" && say "wrote $out" || { say "concurrency $size failed"; failed=1; }
+  if [ "$PROFILE" = 1 ]; then
+    out="$OUT/hopprofile-gpu-$card-$size-$(short "$CONC_DTYPE").json"
+    timeout "$STEP_TIMEOUT" python3 -m bench.hopprofile --model "$MODELS/llama-$size" --device "$DEVICE" \
+      --dtype "$CONC_DTYPE" --sessions "1,$SESSIONS" --tokens "$CONC_TOKENS" --repeats "$REPEATS" --window-ms 2 \
+      --json --save "$out" >/dev/null 2>>"$LOG" && say "wrote $out" || { say "hopprofile $size failed"; failed=1; }
+  fi
 done
 say "done"
 exit $failed

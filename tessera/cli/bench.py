@@ -21,6 +21,7 @@ BENCHES = {
     "gateway": "Time to first token through tessera gateway (openai client) vs tessera job submit --wait.",
     "models-matrix": "Which architectures shard exactly (decoders, encoders, user models) and which are refused.",
     "concurrency": "Aggregate tokens/s of a 3-stage ring at 1-64 concurrent sessions vs monolithic batched generate.",
+    "hopprofile": "Where each millisecond of a decode step goes at each stage of the ring, at 1 and 16 sessions.",
     "load": "Jobs per minute, latencies, node CPU and gas with requesters submitting 100 jobs to a devnet.",
     "wan": "A ring across network namespaces at 10-100 ms RTT and 100 Mbit/s: tokens/s vs the physical limit.",
     "all": "Run every benchmark; write bench/results/*.json and bench/REPORT.md (make bench).",

@@ -12,6 +12,7 @@ import torch
 from worker.scheduler import StageBusy, StepScheduler
 from worker.shard import load_stage
 from worker.shard.tiny import ARCHITECTURES, save_tiny_model
+from worker.steptimes import StepTimes
 
 SPANS = [(0, 1), (1, 3), (3, 4)]
 PROMPTS = (5, 9, 3)  # prompt lengths of the three sessions
@@ -188,3 +189,73 @@ def test_a_step_that_does_not_run_in_time_is_refused_as_busy():
     with pytest.raises(StageBusy, match="overloaded"):
         sched.run(torch.zeros(1, 1), None, timeout_s=0.2)
     first.join(5)
+
+
+def test_groups_taking_turns_keep_their_batch_caches_and_match_each_session_alone(llama, monkeypatch):
+    """Two groups of sessions alternating on a stage (as they do going round a ring) are gathered
+    once each, not at every step, and each session still gets what it gets alone."""
+    from worker.shard import batch as batch_mod
+
+    gathered = []
+    real = batch_mod._gather
+    monkeypatch.setattr(batch_mod, "_gather", lambda *a: gathered.append(1) or real(*a))
+    groups = [[0, 1], [2, 3]]
+    caches = [llama.new_cache() for _ in range(4)]
+    ids = [[int(llama(_prompt(PROMPTS[j % 3] + j), caches[j], last=True)[0, -1].argmax())] for j in range(4)]
+    for _ in range(6):
+        for g in groups:
+            ys = llama.forward_batch([torch.tensor([[ids[j][-1]]]) for j in g], [caches[j] for j in g], last=True)
+            for j, y in zip(g, ys):
+                ids[j].append(int(y[0, -1].argmax()))
+    assert len(gathered) == 2  # once per group, on its first batched step
+    for j in range(4):
+        assert ids[j] == _alone([llama], PROMPTS[j % 3] + j, 7)[0]
+
+
+class _Recording:
+    """A batchable stage that records the caches of every forward and returns zeros."""
+
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.batches: list[tuple[int, ...]] = []
+
+    def batchable(self):
+        return True
+
+    def cache_len(self, cache):
+        return 1
+
+    def forward_batch(self, xs, caches, *, last=False):
+        self.batches.append(tuple(c["n"] for c in caches))
+        return [torch.zeros(1, 1, 2) for _ in xs]
+
+    def forward(self, x, cache, *, last=False):
+        self.batches.append((cache["n"],))
+        return torch.zeros(1, 1, 2)
+
+
+def test_a_group_runs_as_soon_as_its_own_members_are_in_and_in_its_own_order():
+    """With two groups going round, a group does not wait out the batch window for the other one."""
+    stage = _Recording()
+    window = 0.4
+    sched = StepScheduler(stage, window_s=window, max_batch=8)
+    caches = [{"n": j} for j in range(4)]
+    for c in caches:
+        sched.join(c)
+
+    def burst(members):
+        times = [StepTimes() for _ in members]
+        threads = [threading.Thread(target=sched.run, args=(torch.zeros(1, 1, 2), caches[j]),
+                                    kwargs={"timeout_s": 10, "times": t}) for j, t in zip(members, times)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        return max(t.cur["queue"] for t in times)
+
+    burst([1, 0])  # first steps: the groups form (each waits out its window: the others are missing)
+    burst([3, 2])
+    queued = [burst([0, 1]), burst([2, 3]), burst([1, 0])]
+    assert stage.batches[2:] == [stage.batches[0], stage.batches[1], stage.batches[0]]  # each group keeps its order
+    assert max(queued) < window / 2  # the old rule waited a whole window for the group that ran last

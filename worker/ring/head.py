@@ -94,10 +94,8 @@ def run_replica(stage: Stage, route: JobRoute, replica: int, inputs: Sequence[in
             channels.close()
     if output != encode_output(ids):
         raise ProtocolError(f"tail of replica {replica} reported an output that does not match its tokens")
-    n = max(len(ids), 1)
-    logger.info("job %s replica %s: %d ids through %d hop(s); head %.1f ms/step compute, %.1f ms/step "
-                "waiting for the ring", job, replica, len(ids), len(served.replicas[replica]),
-                1e3 * pipe.compute_s / n, 1e3 * pipe.wait_s / n)
+    logger.info("job %s replica %s: %d ids through %d hop(s); head ms per decode step: %s", job, replica, len(ids),
+                len(served.replicas[replica]), pipe.times.summary())
     return ids
 
 
@@ -122,6 +120,7 @@ def _run(stage: Stage, route: JobRoute, replica: int, prompt: torch.Tensor, ids:
         unchecked: Sequence[int] = ()  # the last answer's ids, until its check is joined
         ran = 0  # steps run (a classifier's one step answers with one id per image)
         for step in range(steps):
+            t0 = time.perf_counter()
             y = pipe.forward(x, step)  # joins the check of the previous answer
             ids.extend(unchecked)
             unchecked = ()
@@ -132,13 +131,16 @@ def _run(stage: Stage, route: JobRoute, replica: int, prompt: torch.Tensor, ids:
                     raise ProtocolError(f"replaying step {step} on route {pipe.mask:#x} gave ids {list(new)}, "
                                         f"not {ids[step:step + 1]}")
                 x = torch.tensor([[ids[step]]], dtype=torch.long, device=stage.device)
+                pipe.times.end_step(step, time.perf_counter() - t0)
                 continue
             unchecked = new
             if on_token is not None:
                 on_token(step, new)
             if output:  # the tail is done (max_tokens or end of sequence)
+                pipe.times.end_step(step, time.perf_counter() - t0)
                 break
             x = torch.tensor([list(new)], dtype=torch.long, device=stage.device)
+            pipe.times.end_step(step, time.perf_counter() - t0)
         pipe.finish(ran)  # the last answer's check is joined before the ids are returned
         ids.extend(unchecked)
     return output, pipe

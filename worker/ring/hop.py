@@ -154,13 +154,18 @@ class HopRuntime:
         if msg.step != s.next_step:
             raise ProtocolError(f"expected step {s.next_step} of job {pipe.job}, got step {msg.step} "
                                 "(replayed or out of order)")
+        times = pipe.times
         check = PendingCheck(msg, pipe.route.hop(pipe.replica, pipe.pos - 1).node, pipe.route.domain)
         try:
             if not pipe.overlaps(wire.rows(msg.payload.shape)):
                 check.result()  # a large input is verified before it costs a decode or a prefill
             self._admit(pipe, msg)
+            t0 = time.perf_counter()
             x = payload_of(msg, self.config.max_payload_bytes)
+            t1 = time.perf_counter()
             pipe.note_input(msg.step, encoded(msg.payload))
+            times.add("decode", t1 - t0)
+            times.add("receipt", time.perf_counter() - t1)
             self.sessions.reserve(s, s.held_bytes + self._step_bytes(pipe, x))
             before = pipe.compute_s
             y = pipe.forward(to_stage(x, pipe.stage.device, pipe.stage.dtype), msg.step, check)
@@ -170,8 +175,12 @@ class HopRuntime:
         self._measure(x, pipe.compute_s - before)
         s.next_step += 1
         ids, output = pipe.send(y, msg.step)
+        t_answer = time.perf_counter()
         answer = self._answer(msg, pipe.pos, pipe.route, ids=ids, output=output)
-        s.busy_s += time.perf_counter() - t_in
+        t_out = time.perf_counter()
+        times.add("sign", t_out - t_answer)
+        times.end_step(msg.step, t_out - t_in)
+        s.busy_s += t_out - t_in
         return answer
 
     def _close(self, msg: pb.HopMessage, s: Session) -> pb.HopMessage:
@@ -180,10 +189,8 @@ class HopRuntime:
         if msg.step != s.next_step:
             raise ProtocolError(f"CLOSE of job {pipe.job} names step {msg.step}; {s.next_step} steps ran")
         pipe.finish(msg.step, [SignedReceipt.from_pb(m) for m in msg.receipts])
-        n = max(s.next_step, 1)
-        logger.info("closed job %s replica %s at hop %d: %d steps, %.1f ms/step compute, %.1f ms/step "
-                    "waiting for the next hop, %.1f ms/step total", pipe.job, pipe.replica, pipe.pos, s.next_step,
-                    1e3 * pipe.compute_s / n, 1e3 * pipe.wait_s / n, 1e3 * s.busy_s / n)
+        logger.info("closed job %s replica %s at hop %d after %d steps; ms per decode step: %s", pipe.job,
+                    pipe.replica, pipe.pos, s.next_step, pipe.times.summary())
         self.sessions.close(s)
         return self._answer(msg, pipe.pos, pipe.route)
 

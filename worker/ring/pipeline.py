@@ -45,6 +45,7 @@ from worker.sampling import argmax_classes, sample
 from worker.scheduler import scheduler_for
 from worker.signing import PendingCheck, Signer, verify
 from worker.stage import Activation, Stage, tensors
+from worker.steptimes import StepTimes
 from worker.verify.receipt import ReceiptRecorder
 from worker.verify.received import ReceivedCheck
 from worker.verify.signed import SignedReceipt, check_replica, sign
@@ -64,7 +65,7 @@ class Pipeline:
 
     __slots__ = ("route", "job", "replica", "pos", "stage", "cache", "runner", "signer", "config", "link", "last",
                  "defer", "overlap_rows", "pending", "on_output", "tokens", "finished", "positions", "compute_s",
-                 "wait_s", "mask", "closed", "recorder", "received", "output")
+                 "wait_s", "mask", "closed", "recorder", "received", "output", "times")
 
     def __init__(self, route: JobRoute, replica: int, pos: int, stage: Stage, signer: Signer,
                  config: WorkerConfig, channels: Channels, *, defer_answer_check: bool = False,
@@ -90,6 +91,7 @@ class Pipeline:
         self.positions = 0  # positions (tokens) fed through the stage so far
         self.compute_s = 0.0  # time in the stage's forward, seconds
         self.wait_s = 0.0  # time waiting for the next hop's answers, seconds
+        self.times = StepTimes()  # where each decode step's time goes (the caller closes each step)
         self.link: Link | None = None  # the stream to the next hop; None on the tail
         self.closed = False  # the next hop answered this session's CLOSE
         me = route.hop(replica, pos)
@@ -135,7 +137,7 @@ class Pipeline:
             raise ProtocolError(f"job {self.job} is finished; step {step} is past the end")
         if check is None:
             check, self.pending = self.pending, None
-        first = tensors(x)[0]
+        first, times = tensors(x)[0], self.times
         if check is not None:
             if self.overlaps(rows(first.shape) if first.dim() > 2 else first.numel()):
                 check.start()
@@ -143,14 +145,20 @@ class Pipeline:
                 check.result()
         t0 = time.perf_counter()
         if self.runner is not None:
-            y = self.runner.run(x, self.cache, self.last, timeout_s=self.config.hop_timeout_s)
+            y = self.runner.run(x, self.cache, self.last, timeout_s=self.config.hop_timeout_s, times=times)
         else:
             with torch.inference_mode():
                 y = self.stage.forward(x, self.cache, last=self.last)
-        self.compute_s += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self.compute_s += t1 - t0
+        if self.runner is None:
+            times.ran(0.0, t1 - t0, 1)
+        times.add("handoff", t1 - t0 - times.cur.get("queue", 0.0) - times.cur.get("forward", 0.0))
         self.positions += first.shape[1] if first.dim() > 1 else 1
         if check is not None:
             check.result()  # before anything computed from x can leave this node
+            times.add("verify_wait", time.perf_counter() - t1)
+            times.checked(check.seconds)
         return y
 
     def send(self, y: Activation, step: int) -> tuple[Sequence[int], bytes]:
@@ -158,34 +166,52 @@ class Pipeline:
         tail's output (empty until the replica is finished)."""
         if self.config.byzantine and not self.config.byzantine_frame:
             y = corrupt(y, self.config.byzantine_noise, step)
+        times = self.times
+        t0 = time.perf_counter()
         if self.recorder is not None:
             self.recorder.add(step, y)  # what leaves this node is what its receipt claims
+        times.add("receipt", time.perf_counter() - t0)
         if self.config.byzantine and self.config.byzantine_frame:  # the framing attack: send what it did not sign
             y = corrupt(y, self.config.byzantine_noise, step)
         if self.link is None:
+            t1 = time.perf_counter()
             ids, output = self._choose(y, step)
+            times.add("sample", time.perf_counter() - t1)
         else:
             ids, output = self._exchange(y, step)
             self.tokens.extend(ids)
             self.output = output or self.output
         if self.recorder is not None:
+            t2 = time.perf_counter()
             self.recorder.seal(self.tokens)
+            times.add("receipt", time.perf_counter() - t2)
         if self.received is not None:
+            t3 = time.perf_counter()
             self.received.seal(self.tokens)
+            times.add("receipt", time.perf_counter() - t3)
         return ids, output
 
     def _exchange(self, y: torch.Tensor, step: int) -> tuple[Sequence[int], bytes]:
-        p = self.route.params
+        p, times = self.route.params, self.times
+        t0 = time.perf_counter()
         payload, extras = encode_activation(y, p.codec, p.block)
-        msg = self.signer.sign(message(self.job, self.replica, self.pos, step, pb.KIND_STEP, payload=payload,
-                                       extras=extras, session=self.link.nonce), self.route.domain)
         t1 = time.perf_counter()
+        msg = message(self.job, self.replica, self.pos, step, pb.KIND_STEP, payload=payload, extras=extras,
+                      session=self.link.nonce)
+        t2 = time.perf_counter()
+        self.signer.sign(msg, self.route.domain)
+        t3 = time.perf_counter()
         resp = self.link.exchange(msg)
-        self.wait_s += time.perf_counter() - t1
+        t4 = time.perf_counter()
+        self.wait_s += t4 - t3
         if self.defer:
             self.pending = PendingCheck(resp, self.link.peer, self.route.domain)
         else:
             verify(resp, self.link.peer, self.route.domain)
+        t5 = time.perf_counter()
+        for phase, dt in (("encode", t1 - t0), ("message", t2 - t1), ("sign", t3 - t2), ("next_hop", t4 - t3),
+                          ("answer_check", t5 - t4)):
+            times.add(phase, dt)
         return resp.ids, resp.output
 
     def step(self, x: Activation, step: int) -> tuple[Sequence[int], bytes]:

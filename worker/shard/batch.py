@@ -8,7 +8,10 @@ every row gets its own positions, so each row computes what it would alone:
 the same greedy tokens, logits equal up to float rounding of a wider matmul.
 Afterwards each session's cache becomes its row of the grown batch cache (a
 view, no copy). When the same sessions come back in the same order with
-caches untouched since, the batch cache of the last step is used as it is.
+caches untouched since, the batch cache of their last step is used as it is;
+the stage keeps one per group of sessions (:class:`BatchStates`, the last
+``MAX_KEPT``), so groups that take turns on the stage are not gathered again
+at every step.
 
 Only stages whose whole model has full-attention layers (``DynamicLayer``)
 batch: a sliding-window layer trims its cache by its own length, which
@@ -20,12 +23,14 @@ from __future__ import annotations
 import functools
 import inspect
 import weakref
+from collections import OrderedDict
 from typing import Sequence
 
 import torch
 from transformers.cache_utils import DynamicLayer
 
 KV = tuple[torch.Tensor, torch.Tensor]
+MAX_KEPT = 4  # batch caches kept, one per group of sessions (each only holds rows its sessions' caches hold)
 
 
 def batchable(stage) -> bool:
@@ -50,6 +55,29 @@ class BatchState:
             return False
         return all(c.layers[i].keys is kv[0] and c.layers[i].values is kv[1]
                    for c, views in zip(caches, self.views) for i, kv in zip(served, views))
+
+
+class BatchStates:
+    """The batch states of the last ``MAX_KEPT`` groups of sessions, by the caches in batch order."""
+
+    __slots__ = ("_kept",)
+
+    def __init__(self):
+        self._kept: OrderedDict[tuple[int, ...], BatchState] = OrderedDict()
+
+    def of(self, caches: Sequence) -> BatchState:
+        """The state of the batch of ``caches`` (in this order): the kept one, or a new one (then the
+        kept ones that share a session with it go: their rows are about to be copied out of them)."""
+        key = tuple(id(c) for c in caches)
+        state = self._kept.pop(key, None)
+        if state is None:
+            state, mine = BatchState(), set(key)
+            for old in [k for k in self._kept if mine.intersection(k)]:
+                del self._kept[old]
+        self._kept[key] = state
+        while len(self._kept) > MAX_KEPT:
+            self._kept.popitem(last=False)
+        return state
 
 
 def forward_batch(stage, xs: Sequence[torch.Tensor], caches: Sequence, last: bool,

@@ -41,7 +41,7 @@ from transformers.modeling_utils import LoadStateDictConfig
 from transformers.utils import logging as hf_logging
 
 from proto.errors import ModelError
-from worker.shard.batch import BatchState, batchable, forward_batch
+from worker.shard.batch import BatchStates, batchable, forward_batch
 from worker.shard.layout import StageLayout, relative
 from worker.shard.skeleton import Passthrough, Skeleton, meta_model
 from worker.shard.weights import read_tensors
@@ -128,7 +128,7 @@ class DecoderStage(nn.Module):
         self._entry = threading.local()  # this call's input, for the first layer's pre-hook (sessions run in threads)
         self._keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._batchable: bool | None = None  # found on first use
-        self._batch = BatchState()  # the last batched step's cache, reused by the next one of the same sessions
+        self._batches = BatchStates()  # each group's last batched step's cache, reused by its next one
         layers = model.get_submodule(skel.layers_path)
         if not spec.is_head:
             layers[spec.start].register_forward_pre_hook(self._enter, with_kwargs=True)
@@ -161,11 +161,11 @@ class DecoderStage(nn.Module):
     def forward_batch(self, xs, caches, *, last: bool = False):
         """One forward for the one-position steps ``xs`` of sessions with ``caches``; outputs in order.
         Called from one thread at a time (the stage's scheduler), which the kept batch cache relies on."""
-        return forward_batch(self, xs, caches, last, self._batch)
+        return forward_batch(self, xs, caches, last, self._batches.of(caches))
 
     def end_batch(self) -> None:
-        """Drop the kept batch cache: the sessions of the last batch ended."""
-        self._batch = BatchState()
+        """Drop the kept batch caches: the sessions that made them ended."""
+        self._batches = BatchStates()
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor, cache: Any | None = None, *, last: bool = False, **model_kw) -> torch.Tensor:
