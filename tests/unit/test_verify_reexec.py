@@ -168,3 +168,24 @@ def test_default_tolerances_cover_every_class():
     assert TOLERANCES["fp32/lossy"].token_gap < TOLERANCES["bf16/lossy"].token_gap
     assert 0 < TOLERANCES["bf16/lossy"].cdf_slack(800) < 1
     assert tolerance_key(ExecSpec(replace(GREEDY, codec=codec.FP32), dtype="bf16")) == "bf16/lossless"
+
+
+def test_a_token_flip_the_tails_handed_deviation_explains_is_not_the_tails_fault():
+    """The held-out tamper case: noise on hop 1 below its fingerprint tolerance reached the tail, which
+    honestly flipped a near-tie 0.0104 logits wide (fp32 token tolerance 0.01). Before, the honest tail
+    was named faulty; the allowance is what its own logits (p90 0.009 of a row's RMS) can move two
+    logits apart, capped by the class's p90 tolerance, so a cheating tail gains a near-tie at most."""
+    tol = Tolerance(fp_median=2.2e-3, fp_p90=1.2e-2, growth=188.0, token_gap=1e-2)
+    clean, handed = ChunkCheck(1e-6, 1e-5, True), ChunkCheck(4e-3, 9e-3, True)
+    checks = [(clean, clean), (clean, ChunkCheck(1.8e-3, 5e-3, True)), (clean, handed)]
+    gaps, scale = [0.0] * 25 + [0.0104] + [0.0] * 6, [3.0] * 32
+    assert judge(checks, gaps, list(range(32)), tol).status == "faulty"  # without the allowance: the tail
+    assert judge(checks, gaps, list(range(32)), tol, scale).status == "honest"
+    far = gaps[:25] + [0.09] + gaps[26:]  # past 0.01 + 2 x 0.009 x 3
+    v = judge(checks, far, list(range(32)), tol, scale)
+    assert (v.status, v.hop) == ("faulty", 2) and "tolerance 0.064" in v.reason
+    # a tail whose logits are off by more than the class's p90 (allowed only as growth of its input's error)
+    # gains no more than the class's p90 can explain: 0.01 + 2 x 0.012 x 3
+    grown = [(clean, clean), (clean, ChunkCheck(1e-3, 6e-3, True)), (clean, ChunkCheck(0.1, 0.5, True))]
+    v = judge(grown, far, list(range(32)), tol, scale)
+    assert (v.status, v.hop) == ("faulty", 2) and "tolerance 0.082" in v.reason

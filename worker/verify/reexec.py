@@ -40,7 +40,7 @@ from proto.types import Hop, encode_output, output_hash
 from worker import codec
 from worker.sampling import uniform
 from worker.shard import load_stage, stage_layout
-from worker.verify.fingerprint import ChunkCheck, chunk_seed, chunk_steps, compare, num_chunks
+from worker.verify.fingerprint import ChunkCheck, chunk_of, chunk_seed, chunk_steps, compare, num_chunks
 from worker.verify.receipt import HopReceipt
 from worker.verify.spec import TOLERANCES, ExecSpec, Tolerance, Verdict, VerifyError, tolerance_key
 
@@ -101,7 +101,8 @@ class Verifier:
             checks.append(tuple(compare(fp, _chunk_rows(y, c, steps, len(prompt), i == tail),
                                         chunk_seed(job_id, replica, i, c, _chunk_tokens(output, c)))
                                 for c, fp in enumerate(rec.chunks)))
-        return tuple(checks), tuple(_token_gap(logits[t], output[t], spec, t) for t in range(steps))
+        gaps = tuple(_token_gap(logits[t], output[t], spec, t) for t in range(steps))
+        return tuple(checks), gaps, tuple(np.sqrt(np.mean(np.square(logits.astype(np.float64)), axis=1)).tolist())
 
     def low_blocks(self, dtype: str) -> list:
         """The model in ``dtype`` ("bf16" or "fp16"), one stage per block, loaded once."""
@@ -136,13 +137,13 @@ class Verifier:
         if bad is not None:
             return Report(bad, (), (), time.perf_counter() - t0)
         spans = [(h.start, h.end) for h in route]
-        checks, gaps = self._measure(spec, prompt, output, spans, receipts, job_id, replica, None)
-        verdict = judge(checks, gaps, output, tol)
+        checks, gaps, scale = self._measure(spec, prompt, output, spans, receipts, job_id, replica, None)
+        verdict = judge(checks, gaps, output, tol, scale)
         if verdict.status == "faulty" and spec.dtype != "fp32":  # the class's own dtype may explain it
             low = self._measure(spec, prompt, output, spans, receipts, job_id, replica, self.low_blocks(spec.dtype))
             checks = tuple(tuple(map(_closer, a, b)) for a, b in zip(checks, low[0]))
             gaps = tuple(map(min, gaps, low[1]))
-            verdict = judge(checks, gaps, output, tol)
+            verdict = judge(checks, gaps, output, tol, scale)
         return Report(verdict, tuple(checks), gaps, time.perf_counter() - t0)
 
 
@@ -151,9 +152,15 @@ def _closer(a: ChunkCheck, b: ChunkCheck) -> ChunkCheck:
 
 
 def judge(checks: Sequence[Sequence[ChunkCheck]], gaps: Sequence[float], output: Sequence[int],
-          tol: Tolerance) -> Verdict:
+          tol: Tolerance, scale: Sequence[float] | None = None) -> Verdict:
     """The verdict from the measurements (pure): the first hop whose chunk error exceeds both the
-    tolerance and what its input's error can grow into; else the tail if a token is off; else honest."""
+    tolerance and what its input's error can grow into; else the tail if a token is off; else honest.
+
+    A token is off when its gap exceeds ``tol.token_gap`` plus what the tail's own logits, measured
+    off by the p90 of their chunk's fingerprint (at most ``tol.fp_p90``) times the row's RMS
+    (``scale``, the verifier's logits), can move two logits apart: a tail handed an input that
+    passed upstream, but not bit for bit, flips near-ties that wide and is not to blame for them
+    (the deviation it was handed is the upstream hops' and passed their checks)."""
     prev: Sequence[ChunkCheck] | None = None
     for i, hop in enumerate(checks):
         for c, k in enumerate(hop):
@@ -164,11 +171,14 @@ def judge(checks: Sequence[Sequence[ChunkCheck]], gaps: Sequence[float], output:
                 return Verdict("faulty", i, f"hop {i} chunk {c}: fingerprint off by median {k.median:.3g} / "
                                             f"p90 {k.p90:.3g} row RMS (allowed {m:.3g} / {q:.3g})")
         prev = hop
-    if gaps:
-        t = max(range(len(gaps)), key=lambda j: gaps[j])
-        if gaps[t] > tol.token_gap:
-            return Verdict("faulty", len(checks) - 1, f"step {t}: token {output[t]} is {gaps[t]:.3g} logits below "
-                                                      f"the verifier's choice (tolerance {tol.token_gap:g})")
+    tail = checks[-1] if checks else ()
+    allowed = [tol.token_gap + (2 * min(tail[chunk_of(t)].p90, tol.fp_p90) * scale[t]
+                                if scale is not None and chunk_of(t) < len(tail) else 0.0) for t in range(len(gaps))]
+    over = [t for t in range(len(gaps)) if gaps[t] > allowed[t]]
+    if over:
+        t = max(over, key=lambda j: gaps[j] - allowed[j])
+        return Verdict("faulty", len(checks) - 1, f"step {t}: token {output[t]} is {gaps[t]:.3g} logits below "
+                                                  f"the verifier's choice (tolerance {allowed[t]:.3g})")
     return Verdict("honest", reason="every fingerprint and token within tolerance")
 
 
