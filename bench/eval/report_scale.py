@@ -109,7 +109,9 @@ def hopprofile_part(stem: str, h: dict) -> str:
     return "\n".join([
         f"`{stem}`: {h['model']} on {h['device']} ({h['dtype']}), {h['stages']} stages {h['spans']}, codec "
         f"{h['codec']}, {h['tokens']} new tokens per session, {h['threads']} torch thread(s) per process, batch window "
-        f"{h['batch_window_ms']} ms; {h['repeats']} runs, {headline_note(stem, h)}; {load_note(h)}. Each node counts "
+        f"{h['batch_window_ms']} ms; {h['repeats']} runs, {headline_note(stem, h)}; {load_note(h)}"
+        + (" (with the CUDA MPS control daemon running: `bench/gpu/profile.sh`)" if stem.endswith("-mps") else "")
+        + ". Each node counts "
         "the phases of every decode step (`worker.steptimes`) and logs them when a session ends; stage i's step "
         "total includes its wait for stages i+1.. (the forward, queue and transport rows of later columns); "
         f"{h['note']}. {rates}.\n",

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Issue 14's GPU hop profile in one device call: where each millisecond of a decode step goes at each
+# stage of a 3-stage ring of a Llama-3.2-1B-shaped model (seeded random weights, bf16) on one GPU, at 1
+# and 16 sessions, first as is and then with the CUDA MPS control daemon running (the three stage
+# processes' kernels then share the GPU without time-slicing). Here, from the main checkout:
+#
+#   bash bench/gpu/wheels.sh                                   # once: fills .whl/
+#   rm -rf .gpucarry/h && mkdir -p .gpucarry/h && git clone -q --depth 1 file://$PWD .gpucarry/h/code
+#   device run, carry [".whl", ".gpucarry/h"], command: bash .gpucarry/h/code/bench/gpu/profile.sh
+#
+# (the shallow clone makes the results' provenance the committed HEAD, clean). Writes under $OUT:
+# hopprofile-gpu-<card>-1b-bf16.json and hopprofile-gpu-<card>-1b-bf16-mps.json, and their logs.
+# Seen 2026-12-02 (commit 9ee073c): 207 s on a warm H200.
+set -uo pipefail
+WHEELS=${WHEELS:-$PWD/.whl}
+cd "$(dirname "$0")/../.."
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
+  || exit 1
+export PYTHONPATH=/tmp/site:$PWD TESSERA_HOME=/tmp/th PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-bench/results}
+card=$(python3 -c "import re, torch; print(re.sub('[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-'))")
+python3 -m bench.gpu.models --sizes 1b --out /tmp/m --device cuda > "$OUT/models.log" 2>&1 || { tail -20 "$OUT/models.log"; exit 1; }
+P="python3 -m bench.hopprofile --model /tmp/m/llama-1b --device cuda --dtype bfloat16 --sessions 1,16 --tokens 32 --repeats 3 --json"
+timeout 220 $P --save "$OUT/hopprofile-gpu-$card-1b-bf16.json" 2> "$OUT/hopprofile.log" >/dev/null
+export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mpslog
+mkdir -p /tmp/mps /tmp/mpslog
+nvidia-cuda-mps-control -d && echo "MPS on"
+timeout 220 $P --save "$OUT/hopprofile-gpu-$card-1b-bf16-mps.json" 2> "$OUT/hopprofile-mps.log" >/dev/null
+echo quit | nvidia-cuda-mps-control
+grep "tok/s" "$OUT/hopprofile.log" "$OUT/hopprofile-mps.log"
