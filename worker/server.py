@@ -20,6 +20,7 @@ import functools
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 import threading
 import time
@@ -70,7 +71,8 @@ REFUSALS_LOGGED_PER_S = 10  # refusal log lines per second at most; the rest are
 # How long a thread may hold the GIL while another waits, seconds (Python's default: 0.005). Every message wakes
 # two threads in turn (gRPC's poller, then the session's handler) while the stage's thread runs Python between
 # torch ops; at the default each wake-up can wait up to 5 ms (bench.hopprofile: the handoff and transport rows).
-GIL_SWITCH_S = 0.001
+# TESSERA_GIL_SWITCH_S overrides it (bench/gpu/profile.sh measures both on a GPU).
+GIL_SWITCH_S = float(os.environ.get("TESSERA_GIL_SWITCH_S", "0.001"))
 
 
 def quick_handoffs() -> None:

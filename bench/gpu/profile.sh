@@ -10,7 +10,8 @@
 #
 # (the shallow clone makes the results' provenance the committed HEAD, clean). Writes under $OUT:
 # hopprofile-gpu-<card>-1b-bf16.json and hopprofile-gpu-<card>-1b-bf16-mps.json, stageprof-gpu-<card>-1b-bf16.json
-# (bench.stageprof: a stage's forward opened up), and their logs. PROFILE_ONLY=stageprof skips the hop profiles.
+# (bench.stageprof: a stage's forward opened up), hopprofile-gpu-<card>-1b-bf16-gil5ms.json (Python's default GIL
+# switch interval in every process), and their logs. PROFILE_ONLY=stageprof or =gil runs only that part.
 # Seen 2026-12-02 (commit 9ee073c): 207 s on a warm H200.
 set -uo pipefail
 WHEELS=${WHEELS:-$PWD/.whl}
@@ -21,7 +22,7 @@ export PYTHONPATH=/tmp/site:$PWD TESSERA_HOME=/tmp/th PYTHONUNBUFFERED=1 TOKENIZ
 OUT=${OUT:-bench/results}
 card=$(python3 -c "import re, torch; print(re.sub('[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-'))")
 python3 -m bench.gpu.models --sizes 1b --out /tmp/m --device cuda > "$OUT/models.log" 2>&1 || { tail -20 "$OUT/models.log"; exit 1; }
-if [ "${PROFILE_ONLY:-}" != stageprof ]; then
+if [ -z "${PROFILE_ONLY:-}" ]; then
 P="python3 -m bench.hopprofile --model /tmp/m/llama-1b --device cuda --dtype bfloat16 --sessions 1,16 --tokens 32 --repeats 3 --json"
 timeout 220 $P --save "$OUT/hopprofile-gpu-$card-1b-bf16.json" 2> "$OUT/hopprofile.log" >/dev/null
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mpslog
@@ -30,6 +31,14 @@ nvidia-cuda-mps-control -d && echo "MPS on"
 timeout 220 $P --save "$OUT/hopprofile-gpu-$card-1b-bf16-mps.json" 2> "$OUT/hopprofile-mps.log" >/dev/null
 echo quit | nvidia-cuda-mps-control
 grep "tok/s" "$OUT/hopprofile.log" "$OUT/hopprofile-mps.log"
+fi
+# the same at Python's default GIL switch interval (5 ms) instead of the workers' 1 ms
+if [ "${PROFILE_ONLY:-}" = gil ] || [ -z "${PROFILE_ONLY:-}" ]; then
+  TESSERA_GIL_SWITCH_S=0.005 timeout 200 python3 -m bench.hopprofile --model /tmp/m/llama-1b --device cuda \
+    --dtype bfloat16 --sessions 1,16 --tokens 32 --repeats 2 --json \
+    --save "$OUT/hopprofile-gpu-$card-1b-bf16-gil5ms.json" 2> "$OUT/hopprofile-gil5ms.log" >/dev/null
+  grep "tok/s" "$OUT/hopprofile-gil5ms.log"
+  [ "${PROFILE_ONLY:-}" = gil ] && exit 0
 fi
 # inside a stage's forward, one session, one process: the stages against the unsplit model, and a cProfile
 timeout 120 python3 -m bench.stageprof --model /tmp/m/llama-1b --device cuda --dtype bfloat16 --tokens 32 --json \
