@@ -68,11 +68,12 @@ RECEIPT_REQUESTS_PER_PEER_S = 2.0  # GetReceipts per second from one peer host, 
 RECEIPT_BURST_PER_PEER = 8  # GetReceipts one peer host may send at once
 RECEIPT_PEERS = 1024  # peer hosts whose receipt allowance is remembered; the least recent is forgotten past it
 REFUSALS_LOGGED_PER_S = 10  # refusal log lines per second at most; the rest are counted (a flood fills no disk)
-# How long a thread may hold the GIL while another waits, seconds (Python's default: 0.005). Every message wakes
+# How long a thread may hold the GIL while another waits, seconds: Python's default, 0.005. Every message wakes
 # two threads in turn (gRPC's poller, then the session's handler) while the stage's thread runs Python between
-# torch ops; at the default each wake-up can wait up to 5 ms (bench.hopprofile: the handoff and transport rows).
-# TESSERA_GIL_SWITCH_S overrides it (bench/gpu/profile.sh measures both on a GPU).
-GIL_SWITCH_S = float(os.environ.get("TESSERA_GIL_SWITCH_S", "0.001"))
+# torch ops. 1 ms was tried: neutral on CPU, and on an H200 the launch-bound forwards lost to it (1B bf16 ring,
+# warm runs: 24-26 tokens/s at 1 ms vs 31 at 5 ms for one session, 41-44 vs 54 for 16; bench/results/
+# hopprofile-gpu-nvidia-h200-1b-bf16*.json). TESSERA_GIL_SWITCH_S overrides it (bench/gpu/profile.sh).
+GIL_SWITCH_S = float(os.environ.get("TESSERA_GIL_SWITCH_S", "0.005"))
 
 
 def quick_handoffs() -> None:
