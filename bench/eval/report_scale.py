@@ -123,6 +123,25 @@ def hopprofile_part(stem: str, h: dict) -> str:
         "per step, inside the transport row.\n"])
 
 
+def stageprof_part(stem: str, sp: dict, generate_ms: float | None) -> str:
+    """``bench.stageprof``: one session in one process, the stages' forwards against the unsplit model's;
+    ``generate_ms``: monolithic ``generate``'s ms per token on the same machine and model, if measured."""
+    rows = [[r["function"], r["calls_per_step"], r["own_ms_per_step"], r["cum_ms_per_step"]]
+            for r in sp["profile_top_own_time"]]
+    gen = (f" For comparison, monolithic `generate` in the pipeline benchmark on the same machine and shapes: "
+           f"{generate_ms:.1f} ms per token; the unsplit forward timed here step by step is far slower than that "
+           "and is not a fair baseline." if generate_ms else "")
+    return "\n".join([
+        f"`{stem}`: {sp['model']} on {sp['device']} ({sp['dtype']}), stages {sp['spans']} in one process, one "
+        f"session, {sp['tokens']} decode steps, each forward timed to completion; medians of the steps, every "
+        f"step kept in `{stem}.json`. The stages: {' + '.join(str(x) for x in sp['stage_ms_per_step'])} = "
+        f"**{sp['stages_sum_ms_per_step']} ms per step**; the unsplit model's forward with a DynamicCache, timed "
+        f"the same way: {sp['unsplit_ms_per_step']} ms.{gen} In the ring the same forwards take what the hop "
+        "profile above shows: the difference is the stage process's other threads, not the split.\n",
+        "Top functions of the stages' steps by own time (cProfile, per decode step):\n",
+        _table(["function", "calls", "own ms", "cumulative ms"], rows) + "\n"])
+
+
 def load_part(ld: dict) -> str:
     checks = ", ".join(f"{k.replace('_', ' ')}: {'yes' if v else '**NO**'}" for k, v in ld["checks"].items())
     cpu = ld["cpu"]
@@ -179,6 +198,11 @@ def scale_section(res: dict) -> str:
     for k, v in sorted(res.items()):
         if k.startswith("hopprofile-"):
             out += ["### Where a decode step's time goes\n", hopprofile_part(k, v)]
+    for k, v in sorted(res.items()):
+        if k.startswith("stageprof-"):
+            pipe = res.get(k.replace("stageprof-", "pipeline-"), {}).get("stages", {}).get("3", {})
+            gen = 1e3 / pipe["monolithic_tokens_per_s"] if pipe.get("monolithic_tokens_per_s") else None
+            out += ["### A stage's forward, opened up\n", stageprof_part(k, v, gen)]
     out.append("### Load on the whole system\n")
     out.append(load_part(res["load"]) if "load" in res else "_Not measured: `bench/results/load.json` is missing._\n")
     out.append("### Hosts across a network\n")

@@ -92,3 +92,16 @@ def test_wan_ratios_pair_each_run_with_the_same_run_at_the_reference_rtts():
     assert out["100"]["aggregate_vs_smallest_rtt"] == 0.8 and out["100"]["runs"]["aggregate_vs_smallest_rtt"] == [0.8] * 3
     # the limit adds the delays (10 tokens x 2 legs x 10 ms) to the same pass's time at RTT 0
     assert out["10"]["runs"]["vs_limit"] == [1.0, round((10 / 3.6) / (10 / 3.2), 3), 1.0]
+
+
+def test_stage_profile_section_states_the_stage_sums_and_generates_baseline():
+    from bench.eval.report_scale import scale_section
+
+    sp = {"bench": "stageprof", "model": "m", "device": "cuda", "dtype": "bfloat16", "spans": [[0, 5], [5, 11], [11, 16]],
+          "tokens": 32, "unsplit_ms_per_step": 76.2, "stage_ms_per_step": [3.8, 4.4, 4.1],
+          "stages_sum_ms_per_step": 12.3, "profile_top_own_time": [
+              {"function": "linear", "calls_per_step": 113.0, "own_ms_per_step": 2.6, "cum_ms_per_step": 2.6}]}
+    pipe = {"stages": {"3": {"monolithic_tokens_per_s": 80.0}}}
+    md = scale_section({"stageprof-gpu-x": sp, "pipeline-gpu-x": pipe})
+    assert "3.8 + 4.4 + 4.1 = **12.3 ms per step**" in md and "12.5 ms per token" in md
+    assert "| linear | 113 | 2.6 | 2.6 |" in md
