@@ -14,6 +14,8 @@ from chain.ports import free_port  # noqa: F401 (re-exported)
 from proto.types import JobId, NodeId
 from tessera.procs import stop_processes
 from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView
+from worker.shard import stage_layout
+from worker.shard.weights import tensor_numels
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = [sys.executable, "-m", "tessera.cli.main", "operator", "run"]  # a worker process (add --plan-file ...)
@@ -28,6 +30,44 @@ def even_spans(num_blocks: int, stages: int) -> list[tuple[int, int]]:
     """``stages`` contiguous half-open spans covering ``[0, num_blocks)`` as evenly as possible."""
     cuts = [round(i * num_blocks / stages) for i in range(stages + 1)]
     return list(zip(cuts[:-1], cuts[1:]))
+
+
+def compute_spans(model_dir, stages: int) -> list[tuple[int, int]]:
+    """``stages`` contiguous spans whose largest per-token compute is the smallest possible: a block costs
+    its weights' values (one multiply-add each per token), the last block also the output layer's (a
+    language model's head: SmolLM2's is 8 blocks' worth), the embedding lookup nothing."""
+    layout = stage_layout(model_dir)
+    blocks = [[ck for _, ck in b] for b in layout.blocks]
+    sizes = tensor_numels(model_dir, {k for b in blocks for k in b} | {ck for _, ck in layout.output})
+    cost = [sum(sizes[k] for k in b) for b in blocks]
+    cost[-1] += sum(sizes[ck] for _, ck in layout.output)
+    return balanced_spans(cost, stages)
+
+
+def balanced_spans(cost: list[int], stages: int) -> list[tuple[int, int]]:
+    """Contiguous spans of ``cost``'s blocks, ``stages`` of them, minimising the largest span's total."""
+    n = len(cost)
+    if not 1 <= stages <= n:
+        raise ValueError(f"cannot cut {n} blocks into {stages} non-empty spans")
+    pre = [0]
+    for c in cost:
+        pre.append(pre[-1] + c)
+    # best[k][i]: the smallest possible largest total of k spans over blocks [0, i); cut[k][i]: its last cut
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(stages + 1)]
+    cut = [[0] * (n + 1) for _ in range(stages + 1)]
+    best[0][0] = 0
+    for k in range(1, stages + 1):
+        for i in range(k, n + 1):
+            for j in range(k - 1, i):
+                v = max(best[k - 1][j], pre[i] - pre[j])
+                if v < best[k][i]:
+                    best[k][i], cut[k][i] = v, j
+    spans, i = [], n
+    for k in range(stages, 0, -1):
+        spans.append((cut[k][i], i))
+        i = cut[k][i]
+    return spans[::-1]
 
 
 def ring_route(job: int, model: str, num_blocks: int, spans, ports, params: GenParams,

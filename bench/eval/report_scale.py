@@ -28,7 +28,8 @@ def _met(ok: bool) -> str:
 
 
 def concurrency_part(stem: str, c: dict) -> str:
-    out = [f"`{stem}`: {c['model']} on {c['device']} ({c['dtype']}), {c['stages']} stages, codec {c['codec']}, "
+    spans = f" {c['spans']}" if c.get("spans") else ""
+    out = [f"`{stem}`: {c['model']} on {c['device']} ({c['dtype']}), {c['stages']} stages{spans}, codec {c['codec']}, "
            f"{c['tokens']} new tokens per session, {c['thread_budget']}, batch window {c['batch_window_ms']} ms; "
            f"{c['repeats']} runs, {headline_note(stem, c)}; {load_note(c)}.\n"]
     rows = []

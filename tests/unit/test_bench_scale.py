@@ -105,3 +105,15 @@ def test_stage_profile_section_states_the_stage_sums_and_generates_baseline():
     md = scale_section({"stageprof-gpu-x": sp, "pipeline-gpu-x": pipe})
     assert "3.8 + 4.4 + 4.1 = **12.3 ms per step**" in md and "12.5 ms per token" in md
     assert "| linear | 113 | 2.6 | 2.6 |" in md
+
+
+def test_balanced_spans_minimise_the_largest_stage_and_count_the_output_layer():
+    from bench._procs import balanced_spans, compute_spans
+    from worker.store import resolve
+
+    assert balanced_spans([1] * 30, 3) == [(0, 10), (10, 20), (20, 30)]
+    assert balanced_spans([5, 1, 1, 1, 1, 1], 2) == [(0, 1), (1, 6)]
+    with pytest.raises(ValueError):
+        balanced_spans([1, 1], 3)
+    # SmolLM2: its tied output layer costs about 8 blocks, so the tail serves fewer blocks
+    assert compute_spans(resolve("smollm2-135m"), 3) == [(0, 12), (12, 25), (25, 30)]

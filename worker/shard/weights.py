@@ -38,6 +38,25 @@ def checkpoint_keys(model_dir: Path) -> list[str]:
     return sorted(_key_files(model_dir))
 
 
+def tensor_numels(model_dir: Path, keys: Iterable[str]) -> dict[str, int]:
+    """``{key: number of values}`` for ``keys``, from the files' headers (no tensor is read)."""
+    files, out = _key_files(model_dir), {}
+    by_file: dict[Path, list[str]] = {}
+    for k in keys:
+        if k not in files:
+            raise ModelError(f"checkpoint in {model_dir} lacks {k}; re-import the model")
+        by_file.setdefault(files[k], []).append(k)
+    for path, ks in by_file.items():
+        with safe_open(path, framework="pt") as f:
+            for k in ks:
+                shape = f.get_slice(k).get_shape()
+                n = 1
+                for d in shape:
+                    n *= int(d)
+                out[k] = n
+    return out
+
+
 def iter_tensors(model_dir: Path, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(key, tensor)`` for ``keys`` in the given order, on CPU, as stored."""
     files = _key_files(model_dir)
