@@ -219,8 +219,10 @@ def scale_bullets(res: dict) -> list[str]:
                    f"{r['vs_monolithic']} ({r['tokens_per_s']} vs {r['monolithic_tokens_per_s']} tokens/s).")
     ld = res.get("load")
     if ld:
-        out.append(f"- Load ({ld['jobs']} jobs): {ld['jobs_per_minute']} jobs/min; every check "
-                   f"{'passed' if ld['all_checks_pass'] else '**did not pass**'}; settled p50/p95 "
+        failed = [k.replace("_", " ") for k, ok in ld.get("checks", {}).items() if not ok]
+        verdict = "every check passed" if ld["all_checks_pass"] else (
+            "checks that did not pass: **" + ", ".join(failed) + "**" if failed else "**a check did not pass**")
+        out.append(f"- Load ({ld['jobs']} jobs): {ld['jobs_per_minute']} jobs/min; {verdict}; settled p50/p95 "
                    f"{ld['settle_s']['p50']}/{ld['settle_s']['p95']} s.")
     w = res.get("wan")
     if w:

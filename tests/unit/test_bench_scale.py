@@ -117,3 +117,12 @@ def test_balanced_spans_minimise_the_largest_stage_and_count_the_output_layer():
         balanced_spans([1, 1], 3)
     # SmolLM2: its tied output layer costs about 8 blocks, so the tail serves fewer blocks
     assert compute_spans(resolve("smollm2-135m"), 3) == [(0, 12), (12, 25), (25, 30)]
+
+
+def test_the_load_summary_names_the_checks_that_did_not_pass():
+    from bench.eval.report_scale import scale_bullets
+
+    ld = {"jobs": 100, "jobs_per_minute": 17.7, "all_checks_pass": False, "settle_s": {"p50": 15.3, "p95": 27.9},
+          "checks": {"all_settled": True, "all_agreed_unanimously": False, "stake_conserved": True}}
+    (line,) = [b for b in scale_bullets({"load": ld}) if b.startswith("- Load")]
+    assert "checks that did not pass: **all agreed unanimously**" in line and "stake" not in line
