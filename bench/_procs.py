@@ -32,6 +32,19 @@ def even_spans(num_blocks: int, stages: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
+def add_split_options(ap) -> None:
+    """``--stages`` and ``--split`` of a benchmark's ring (read back with :func:`ring_spans`)."""
+    ap.add_argument("--stages", type=int, default=3)
+    ap.add_argument("--split", choices=("even", "compute"), default="even",
+                    help="even: the same number of blocks per stage; compute: the same per-token compute "
+                         "(bench._procs.compute_spans: the tail's output layer counts)")
+
+
+def ring_spans(model_dir, num_blocks: int, stages: int, split: str) -> list[tuple[int, int]]:
+    """The spans ``--stages``/``--split`` ask for."""
+    return even_spans(num_blocks, stages) if split == "even" else compute_spans(model_dir, stages)
+
+
 def compute_spans(model_dir, stages: int) -> list[tuple[int, int]]:
     """``stages`` contiguous spans whose largest per-token compute is the smallest possible: a block costs
     its weights' values (one multiply-add each per token), the last block also the output layer's (a

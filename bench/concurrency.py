@@ -34,7 +34,7 @@ import torch
 from transformers import AutoTokenizer
 
 from bench._out import HEADLINE, emit, summarize
-from bench._procs import bench_key, compute_spans, even_spans, free_port, ring_route, workers
+from bench._procs import add_split_options, bench_key, free_port, ring_route, ring_spans, workers
 from bench.eval.prompts import english_prompts
 from worker import codec
 from worker.config import WorkerConfig
@@ -144,10 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", default="1,4,16,64", help="comma-separated concurrent session counts")
     ap.add_argument("--unbatched", default="16", help="levels also run through unbatched stages ('' for none)")
     ap.add_argument("--tokens", type=int, default=32, help="new tokens per session")
-    ap.add_argument("--stages", type=int, default=3)
-    ap.add_argument("--split", choices=("even", "compute"), default="even",
-                    help="even: the same number of blocks per stage; compute: the same per-token compute "
-                         "(bench._procs.compute_spans: the tail's output layer counts)")
+    add_split_options(ap)
     ap.add_argument("--codec", default="int8-outlier", help="activation codec name or id")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per ring process; monolithic gets "
                     "stages x threads")
@@ -170,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype)
     prompts, pad = prompt_ids(model_dir, max(levels), args.prompt_ids)
     mono = Monolithic(model_dir, args.device, dtype)
-    spans = even_spans(n, args.stages) if args.split == "even" else compute_spans(model_dir, args.stages)
+    spans = ring_spans(model_dir, n, args.stages, args.split)
     ports = [0] + [free_port() for _ in spans[1:]]
     ports_u = [0] + [free_port() for _ in spans[1:]]
     jobs = plan_jobs(levels, args.repeats)

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from bench._out import HEADLINE, emit
-from bench._procs import bench_key, compute_spans, even_spans, free_port, ring_route, workers
+from bench._procs import add_split_options, bench_key, free_port, ring_route, ring_spans, workers
 from bench._sysload import CpuSampler
 from bench.concurrency import Ring, plan_jobs, prompt_ids, stage_flags
 from proto.tessera.v1 import worker_pb2 as pb
@@ -120,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="smollm2-135m", help="stored model name or directory")
     ap.add_argument("--sessions", default="1,16", help="comma-separated concurrent session counts")
     ap.add_argument("--tokens", type=int, default=16, help="new tokens per session")
-    ap.add_argument("--stages", type=int, default=3)
-    ap.add_argument("--split", choices=("even", "compute"), default="even",
-                    help="even: the same number of blocks per stage; compute: the same per-token compute "
-                         "(bench._procs.compute_spans: the tail's output layer counts)")
+    add_split_options(ap)
     ap.add_argument("--codec", default="int8-outlier", help="activation codec name or id")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per ring process")
     ap.add_argument("--device", default="cpu")
@@ -141,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     n, name = load_manifest(model_dir).num_blocks, load_manifest(model_dir).name
     cid, dtype = codec.codec_id(args.codec), getattr(torch, args.dtype)
     prompts, _ = prompt_ids(model_dir, max(levels), args.prompt_ids)
-    spans = even_spans(n, args.stages) if args.split == "even" else compute_spans(model_dir, args.stages)
+    spans = ring_spans(model_dir, n, args.stages, args.split)
     ports = [0] + [free_port() for _ in spans[1:]]
     jobs = plan_jobs(levels, args.repeats)
     params = GenParams(max_tokens=args.tokens, codec=cid)
