@@ -346,13 +346,14 @@ _STEP_SLACK = np.float32(0.5 + 1e-4)  # half a code step, and float32 rounding o
 _REL_SLACK = np.float32(1e-6)  # float32 rounding of decoded values
 
 
-def error_bound(enc: Encoded) -> np.ndarray:
-    """Per value of ``decode(enc)`` (flat float32): how far any tensor that encodes to ``enc`` can be from
-    it. A receiver compares what its sender claims to have sent against what it decoded with this
-    (``worker.verify.received``): a difference beyond it is no rounding of the codec's."""
+def error_bound(enc: Encoded, decoded: torch.Tensor | None = None) -> np.ndarray:
+    """Per value of ``decode(enc)`` (flat float32; pass it as ``decoded`` if already at hand): how far any
+    tensor that encodes to ``enc`` can be from it. A receiver compares what its sender claims to have sent
+    against what it decoded with this (``worker.verify.received``): a difference beyond it is no rounding
+    of the codec's."""
     n = math.prod(enc.shape)
     c, d = enc.codec, enc.data
-    flat = _unpack(enc, n)
+    flat = _unpack(enc, n) if decoded is None else decoded.reshape(-1).numpy()
     mag = np.abs(flat)
     if c == FP32:
         return mag * _REL_SLACK

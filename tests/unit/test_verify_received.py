@@ -17,7 +17,7 @@ STEPS = 40  # the prefill chunk, a full chunk of 32 decode steps, and 7 more
 
 def _outputs(seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    out = [torch.randn(1, 5, 576, generator=g) * 3] + [torch.randn(1, 1, 576, generator=g) * 3 for _ in range(STEPS - 1)]
+    out = [torch.randn(1, 5 if step == 0 else 1, 576, generator=g) * 3 for step in range(STEPS)]
     for y in out:
         y[0, :, 507] *= 20  # a massive feature, as SmolLM2's residual stream has
     return out
@@ -28,7 +28,8 @@ def _run(cid: int, sent=lambda step, y: y):
     rec, got, tokens = ReceiptRecorder(JobId(7), 1, 0, NODE, 0, 10), ReceivedCheck(JobId(7), 1, 0), []
     for step, y in enumerate(_outputs()):
         rec.add(step, y)
-        got.add(step, codec.encode(sent(step, y), cid, 64))
+        enc = codec.encode(sent(step, y), cid, 64)
+        got.add(step, enc, codec.decode(enc))
         tokens.append(100 + step)
         rec.seal(tokens)
         got.seal(tokens)

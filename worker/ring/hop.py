@@ -163,7 +163,7 @@ class HopRuntime:
             t0 = time.perf_counter()
             x = payload_of(msg, self.config.max_payload_bytes)
             t1 = time.perf_counter()
-            pipe.note_input(msg.step, encoded(msg.payload))
+            pipe.note_input(msg.step, encoded(msg.payload), x)
             times.add("decode", t1 - t0)
             times.add("receipt", time.perf_counter() - t1)
             self.sessions.reserve(s, s.held_bytes + self._step_bytes(pipe, x))

@@ -123,10 +123,11 @@ class Pipeline:
         """Whether an input of ``n_rows`` rows is verified while the stage runs (else before)."""
         return n_rows <= self.overlap_rows
 
-    def note_input(self, step: int, payload: codec.Encoded) -> None:
-        """Keep ``step``'s payload as the hop before this one sent it (checked against its receipt at CLOSE)."""
+    def note_input(self, step: int, payload: codec.Encoded, x: torch.Tensor) -> None:
+        """Keep ``step``'s payload as the hop before this one sent it and ``x``, what it decoded to
+        (checked against its receipt at CLOSE)."""
         if self.received is not None:
-            self.received.add(step, payload)
+            self.received.add(step, payload, x)
 
     def forward(self, x: Activation, step: int, check: PendingCheck | None = None) -> Activation:
         """Run the stage on ``x``, the input of ``step``, while ``check`` runs (before, for a large

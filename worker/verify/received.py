@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from proto.errors import ProtocolError
 from proto.types import JobId
@@ -39,8 +40,8 @@ class Sampled:
 class ReceivedCheck:
     """The inputs hop ``hop + 1`` received from hop ``hop`` of ``replica`` of ``job_id``, chunk by chunk.
 
-    ``add(step, enc)`` takes each step's payload as it arrived (already decoded once and
-    accepted); ``seal(tokens)`` samples every finished chunk at the positions the sender's
+    ``add(step, enc, x)`` takes each step's payload as it arrived and ``x``, what it decoded to
+    (already accepted); ``seal(tokens)`` samples every finished chunk at the positions the sender's
     receipt will use (same seed: job, replica, the sender's hop index, chunk, tokens);
     ``check(receipt, tokens)`` raises :class:`ProtocolError` if the receipt's values are
     farther from what arrived than the codec can explain.
@@ -49,15 +50,17 @@ class ReceivedCheck:
     def __init__(self, job_id: JobId, replica: int, hop: int, k: int = K):
         self.job_id, self.replica, self.hop, self.k = job_id, replica, hop, k
         self.chunks: list[Sampled] = []
-        self._steps: list[codec.Encoded] = []  # payloads of the open chunk
+        self._steps: list[tuple[np.ndarray, np.ndarray]] = []  # the open chunk's steps: (values, bounds), (rows, C)
         self._next = 0
 
-    def add(self, step: int, enc: codec.Encoded) -> None:
+    def add(self, step: int, enc: codec.Encoded, x: torch.Tensor) -> None:
         if step != self._next:
             raise ProtocolError(f"input of hop {self.hop + 1} expected step {self._next}, got {step}")
         if chunk_of(step) != len(self.chunks):
             raise ProtocolError(f"step {step} arrived before chunk {len(self.chunks)} of its inputs was sealed")
-        self._steps.append(enc)
+        cols = enc.shape[-1]
+        # a copy: the stage may run on (and a later step replace) the tensor the hop decoded
+        self._steps.append((x.numpy().reshape(-1, cols).copy(), codec.error_bound(enc, x).reshape(-1, cols)))
         self._next += 1
 
     def seal(self, tokens: Sequence[int]) -> None:
@@ -81,21 +84,21 @@ class ReceivedCheck:
             if (fp.rows, fp.cols, fp.k) != (got.rows, got.cols, self.k):
                 raise ProtocolError(f"{who}'s receipt chunk {c} covers {fp.rows} x {fp.cols} values ({fp.k} "
                                     f"sampled); it sent {got.rows} x {got.cols}")
-            off = np.abs(fp.decoded() - got.values) - got.bounds
+            claimed = fp.decoded()
+            off = np.abs(claimed - got.values) - got.bounds
             if (off > 0).any():
                 j = int(np.argmax(off))
                 raise ProtocolError(f"{who} sent activations its receipt does not describe: chunk {c}, "
                                     f"{int((off > 0).sum())} of {self.k} sampled values beyond the codec's "
-                                    f"rounding (worst: claimed {fp.decoded()[j]:.6g}, sent {got.values[j]:.6g}, "
+                                    f"rounding (worst: claimed {claimed[j]:.6g}, sent {got.values[j]:.6g}, "
                                     f"bound {got.bounds[j]:.3g}); refusing to pass its receipt on")
 
     def _close(self, tokens: Sequence[int]) -> None:
         c = len(self.chunks)
         lo = 0 if c == 0 else 1 + (c - 1) * CHUNK_STEPS
-        cols = self._steps[0].shape[-1]
-        values = np.concatenate([codec.decode(e).numpy().reshape(-1, cols) for e in self._steps])
-        bounds = np.concatenate([codec.error_bound(e).reshape(-1, cols) for e in self._steps])
+        values = np.concatenate([v for v, _ in self._steps])
+        bounds = np.concatenate([b for _, b in self._steps])
         seed = chunk_seed(self.job_id, self.replica, self.hop, c, tokens[lo : self._next])
         r, col = positions(seed, *values.shape, self.k)
-        self.chunks.append(Sampled(values.shape[0], cols, values[r, col].copy(), bounds[r, col].copy()))
+        self.chunks.append(Sampled(*values.shape, values[r, col].copy(), bounds[r, col].copy()))
         self._steps = []
