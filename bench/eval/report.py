@@ -24,7 +24,7 @@ from bench.eval.report_provenance import (
     stale_note,
 )
 from bench.eval.report_scale import scale_bullets, scale_section
-from bench.eval.report_verify import GOAL_RATIO, verify_section
+from bench.eval.report_verify import GOAL_RATIO, honest_only, verify_section
 from bench.provenance import describe
 
 
@@ -259,7 +259,7 @@ def summary(res: dict) -> str:
     if v:
         ratios = ", ".join(f"{c['ratio_median']} at {k} tokens" for k, c in v["cost"].items())
         ok = all(c["ratio_median"] is not None and c["ratio_median"] <= GOAL_RATIO for c in v["cost"].values())
-        wide = [r for k, r in res.items() if k.startswith("verify-") and r.get("honest_only")]
+        wide = honest_only(res).values()
         fp = v["false_penalties"] + sum(r["false_penalties"] for r in wide)
         n = v["honest_runs"] + sum(r["honest_runs"] for r in wide)
         out.append(f"- Verification by re-execution: {fp}/{n} honest runs penalised "
@@ -294,8 +294,7 @@ def render(res: dict, figs: list, root: Path) -> str:
         parts.append("## 6. Honest disagreement\n\n" + _missing("disagree-cpu"))
     parts.append(models_section(res))
     parts += [scale_section(res), figs_for("scale")]
-    wide = {k: r for k, r in res.items() if k.startswith("verify-") and r.get("honest_only")}
-    parts.append((verify_section(res["verify"], wide) + figs_for("verify")) if "verify" in res
+    parts.append((verify_section(res["verify"], honest_only(res)) + figs_for("verify")) if "verify" in res
                  else "## 9. Verification by re-execution\n\n" + _missing("verify"))
     if not any("gpu" in k for k in res):
         parts.append("## GPU\n\n_No GPU results yet: `bash bench/gpu/run.sh` (or `python -m bench.all --device cuda`) "

@@ -86,6 +86,11 @@ def _below(rows: list[dict]) -> str:
             f"output) and {wrong} were blamed on another hop.")
 
 
+def honest_only(res: dict) -> dict:
+    """The honest-only verify results among ``res`` (file stem -> result), by stem."""
+    return {k: r for k, r in res.items() if k.startswith("verify-") and r.get("honest_only")}
+
+
 def wide_section(stem: str, w: dict) -> list[str]:
     """Lines for an honest-only run (``bench.verify --honest-only``: more prompts, other machines)."""
     m, p = w["meta"], w["prompts"]["report"]
