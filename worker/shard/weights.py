@@ -9,6 +9,7 @@ Both a single ``model.safetensors`` and a sharded checkpoint with
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -48,12 +49,7 @@ def tensor_numels(model_dir: Path, keys: Iterable[str]) -> dict[str, int]:
         by_file.setdefault(files[k], []).append(k)
     for path, ks in by_file.items():
         with safe_open(path, framework="pt") as f:
-            for k in ks:
-                shape = f.get_slice(k).get_shape()
-                n = 1
-                for d in shape:
-                    n *= int(d)
-                out[k] = n
+            out.update({k: math.prod(f.get_slice(k).get_shape()) for k in ks})
     return out
 
 
