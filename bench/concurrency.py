@@ -41,7 +41,7 @@ from worker.config import WorkerConfig
 from worker.planview import GenParams, JobRoute
 from worker.ring import Channels, run_replica
 from worker.scheduler import scheduler_for
-from worker.server import quick_handoffs
+from worker.server import set_gil_switch
 from worker.shard import load_full, load_stage
 from worker.signing import Signer
 from worker.store import load_manifest, resolve
@@ -83,7 +83,7 @@ class Ring:
 
     def __init__(self, stage, routes: dict[int, JobRoute], config: WorkerConfig):
         self.stage, self.routes, self.config = stage, routes, config
-        quick_handoffs()  # as in a worker daemon, where heads run
+        set_gil_switch()  # as in a worker daemon, where heads run
         self.signer, self.channels = Signer(bench_key(0)), Channels()
 
     def run(self, jobs: list[int], prompts: list[list[int]]) -> tuple[float, list[list[int]]]:

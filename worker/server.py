@@ -76,8 +76,8 @@ REFUSALS_LOGGED_PER_S = 10  # refusal log lines per second at most; the rest are
 GIL_SWITCH_S = float(os.environ.get("TESSERA_GIL_SWITCH_S", "0.005"))
 
 
-def quick_handoffs() -> None:
-    """Let a waiting thread (a message that arrived, a finished forward) take the GIL within ``GIL_SWITCH_S``."""
+def set_gil_switch() -> None:
+    """Set the interpreter's GIL switch interval to ``GIL_SWITCH_S`` (Python's default unless overridden)."""
     sys.setswitchinterval(GIL_SWITCH_S)
 
 
@@ -193,7 +193,7 @@ def start(config: WorkerConfig, stage: Stage, planview: PlanView, on_output: OnO
     ``limits``: the model's context length and width, enforced on every session.
     """
     signer = signer or load_key(config.key_file, config.private_key)
-    quick_handoffs()
+    set_gil_switch()
     runtime = HopRuntime(config, stage, planview, signer, on_output, loader=loader, limits=limits)
     streams = StreamBook(config.max_idle_streams, config.max_idle_streams_per_peer, config.stream_idle_s,
                          config.session_ttl_s)
