@@ -7,8 +7,8 @@ stage batches the decode steps of the sessions it holds (``worker.scheduler``).
 The baseline is transformers' ``generate`` on the unsplit model with the same
 prompts as one left-padded batch, in this process. Thread budget: each ring
 process gets ``--threads`` torch threads; the monolithic model gets the ring's
-total (stages x threads). Tokens/s = sessions x new tokens / wall time of the
-whole generation (prompts included) on both sides. Each level runs ``--repeats``
+total (stages x threads), capped at the machine's cores. Tokens/s = sessions x
+new tokens / wall time of the whole generation (prompts included) on both sides. Each level runs ``--repeats``
 times, ring and monolithic alternating so that load from other programs hits
 both alike; every run is kept and each field reports the median. With
 ``--unbatched`` the levels named there also run through a second ring whose
@@ -121,6 +121,12 @@ def stage_flags(sessions: int, window_ms: float, dtype: str) -> tuple[str, ...]:
             "--max-idle-streams-per-peer", str(max(16, 2 * sessions)), "--max-idle-streams", str(max(64, 2 * sessions)))
 
 
+def monolithic_threads(threads: int, stages: int, cores: int | None = None) -> int:
+    """The monolithic model's torch threads: the ring's total, but no more than the machine's cores
+    (more would only oversubscribe them, as the ring's processes, one stage at a time, do not) (pure)."""
+    return max(1, min(threads * stages, cores or os.cpu_count() or 1))
+
+
 def agreement(a: list[list[int]], b: list[list[int]]) -> float:
     """Share of positions where two sets of token sequences agree (pure)."""
     pairs = [(x, y) for ra, rb in zip(a, b) for x, y in zip(ra, rb)]
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     add_split_options(ap)
     ap.add_argument("--codec", default="int8-outlier", help="activation codec name or id")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per ring process; monolithic gets "
-                    "stages x threads")
+                    "stages x threads, at most the machine's cores")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", help="float32, bfloat16, float16")
     ap.add_argument("--window-ms", type=float, default=WorkerConfig().batch_window_ms, help="batch window")
@@ -180,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     routes.update(warm)
     head = load_stage(model_dir, *spans[0], device=args.device, dtype=dtype)
     flags = stage_flags(max(levels), args.window_ms, args.dtype)
+    mono_threads = monolithic_threads(args.threads, args.stages)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         (Path(tmp) / "b").mkdir()
@@ -202,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             if level in unbatched:
                 runs |= {"unbatched_tokens_per_s": [], "batched_vs_unbatched": []}
             for r in range(args.repeats):
-                torch.set_num_threads(args.threads * args.stages)
+                torch.set_num_threads(mono_threads)
                 t_mono, mono_ids = mono.run(prompts[:level], args.tokens, pad)
                 torch.set_num_threads(args.threads)
                 sched = scheduler_for(head)
@@ -229,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
               "codec": codec.NAMES[cid], "stages": args.stages, "spans": spans, "tokens": args.tokens, "repeats": args.repeats,
               "headline": HEADLINE, "batch_window_ms": args.window_ms,
               "thread_budget": f"{args.threads} torch thread(s) per ring process ({args.stages} processes); "
-                               f"monolithic: {args.threads * args.stages} in one process",
+                               f"monolithic: {mono_threads} in one process (the ring's total, at most the "
+                               f"machine's {os.cpu_count()} cores)",
               "load_before": [round(v, 2) for v in load_start], "sessions": rows,
               "target": f"ring >= {TARGET} of monolithic batched at {TARGET_SESSIONS} sessions"}
     if str(TARGET_SESSIONS) in rows:

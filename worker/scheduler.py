@@ -12,7 +12,12 @@ while some session open on this stage is missing and the sessions the oldest
 request last ran with (its group) are not all in: with several groups going
 round the ring, each runs as soon as its own members are in, in the order it
 ran last time (so the stage can keep its batch cache), and a group whose
-members are elsewhere in the ring is not waited for. Each
+members are elsewhere in the ring is not waited for. A group's own missing
+members, and sessions that joined but have not run a step here yet, are
+waited for up to the cap (``MAX_WAIT_WINDOWS`` windows) even when they come
+further apart than a window: a split batch stays split for the rest of the
+sessions, and on a memory- or launch-bound stage two half batches cost nearly
+twice one whole. Each
 session's output goes back to its own thread, which checks its message's
 signature before anything derived from it leaves the node, as before.
 Sessions join with :meth:`StepScheduler.join` when they open and leave with
@@ -42,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 IDLE_S = 30.0  # the stage's thread ends after this long without a request, seconds
 MAX_WAIT_WINDOWS = 10  # a step waits for company at most this many windows in all
+PROMPT_WAIT_WINDOWS = 40  # a prompt waits this long for sessions that opened with it (their OPENs take turns)
 
 
 class StageBusy(TesseraError):
@@ -72,6 +78,7 @@ class StepScheduler:
         self._queue: deque[_Request] = deque()
         self._open: set[int] = set()  # ids of the caches of sessions open on this stage
         self._groups: dict[int, tuple[int, ...]] = {}  # cache id -> the ids of the batch it last ran in, in order
+        self._stepped: set[int] = set()  # ids of the open sessions' caches that have run a step here
         self._thread: threading.Thread | None = None
         self.steps = 0  # requests run, count
         self.batches = 0  # forwards of more than one request, count
@@ -87,6 +94,7 @@ class StepScheduler:
         """The session of ``cache`` ended: no batch waits for it any more."""
         with self._cv:
             self._open.discard(id(cache))
+            self._stepped.discard(id(cache))
             self._groups.pop(id(cache), None)
             self._cv.notify_all()
             ended = not self._open
@@ -160,10 +168,17 @@ class StepScheduler:
             everyone = self._open <= here
             group_in = bool(group) and all(c in here for c in group  # members since gone or regrouped: not waited for
                                            if c in self._open and self._groups.get(c) == group)
-            left = min(gap_end, start + MAX_WAIT_WINDOWS * self.window_s) - now
+            # a group's missing members, and (for prompts) sessions that opened but have not stepped here yet,
+            # are on their way: waited for up to the cap however far apart they come (a burst from upstream has gaps while
+            # the sender's threads take turns); otherwise a batch closes one window after the last arrival
+            fresh_missing = first.kind == "prompt" and bool(self._open - self._stepped - here)
+            coming = (bool(group) and not group_in) or fresh_missing
+            cap = start + (PROMPT_WAIT_WINDOWS if fresh_missing else MAX_WAIT_WINDOWS) * self.window_s
+            left = (cap if coming else min(gap_end, cap)) - now
             if len(batch) >= self.max_batch or everyone or group_in or left <= 0:
                 break
             self._cv.wait(left)
+        self._stepped.update(id(r.cache) for r in batch)
         if len(batch) > 1:
             order = {c: i for i, c in enumerate(group)}
             batch.sort(key=lambda r: order.get(id(r.cache), len(order)))  # the group's order: its cache reused

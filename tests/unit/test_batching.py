@@ -259,3 +259,75 @@ def test_a_group_runs_as_soon_as_its_own_members_are_in_and_in_its_own_order():
     queued = [burst([0, 1]), burst([2, 3]), burst([1, 0])]
     assert stage.batches[2:] == [stage.batches[0], stage.batches[1], stage.batches[0]]  # each group keeps its order
     assert max(queued) < window / 2  # the old rule waited a whole window for the group that ran last
+
+
+def _staggered(sched, caches, members, gap_s):
+    """Steps of ``members`` handed to ``sched`` ``gap_s`` apart (as a sender's threads taking turns
+    put them on the wire); returns once all ran."""
+    threads = []
+    for j in members:
+        t = threading.Thread(target=sched.run, args=(torch.zeros(1, 1, 2), caches[j]), kwargs={"timeout_s": 10})
+        t.start()
+        threads.append(t)
+        threading.Event().wait(gap_s)
+    for t in threads:
+        t.join(10)
+
+
+class _Prompts(_Recording):
+    """Every step is a prompt into an empty cache."""
+
+    def cache_len(self, cache):
+        return 0
+
+
+def test_a_group_whose_steps_come_further_apart_than_the_window_still_runs_whole():
+    """A group that ran together waits for its members up to the cap (MAX_WAIT_WINDOWS windows),
+    not just one window after the last arrival: a burst from upstream with gaps (its sender's
+    threads taking turns) is not split, which would halve every later batch of the ring."""
+    stage = _Recording()
+    window = 0.05
+    sched = StepScheduler(stage, window_s=window, max_batch=8)
+    caches = [{"n": j} for j in range(4)]
+    for c in caches:
+        sched.join(c)
+    _staggered(sched, caches, [0, 1, 2, 3], 0.0)  # the group forms
+    assert stage.batches == [(0, 1, 2, 3)]
+    _staggered(sched, caches, [0, 1, 2, 3], 2 * window)  # the next step's burst, with gaps of two windows
+    assert stage.batches[1] == (0, 1, 2, 3)  # the old rule ran (0,) after one window, then the rest
+
+
+def test_sessions_that_just_opened_are_waited_for_so_the_first_batch_holds_them_all():
+    """Sessions that joined but have not run a step yet (their prompts are on their way) are waited
+    for up to the cap: the first batch, which every later one follows, is not cut at one window."""
+    stage = _Prompts()
+    window = 0.05
+    sched = StepScheduler(stage, window_s=window, max_batch=8)
+    caches = [{"n": j} for j in range(3)]
+    for c in caches:
+        sched.join(c)
+    _staggered(sched, caches, [0, 1, 2], 2 * window)
+    assert stage.batches == [(0, 1, 2)]
+
+
+def test_a_missing_member_is_waited_for_at_most_the_cap():
+    """A member that does not come (stalled elsewhere) holds its group back at most MAX_WAIT_WINDOWS
+    windows; then the others run without it."""
+    from worker.scheduler import MAX_WAIT_WINDOWS
+
+    stage = _Recording()
+    window = 0.02
+    sched = StepScheduler(stage, window_s=window, max_batch=8)
+    caches = [{"n": j} for j in range(3)]
+    for c in caches:
+        sched.join(c)
+    _staggered(sched, caches, [0, 1, 2], 0.0)
+    times = [StepTimes() for _ in range(2)]
+    threads = [threading.Thread(target=sched.run, args=(torch.zeros(1, 1, 2), caches[j]),
+                                kwargs={"timeout_s": 10, "times": t}) for j, t in zip((0, 1), times)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert stage.batches[1] == (0, 1)
+    assert max(t.cur["queue"] for t in times) < (MAX_WAIT_WINDOWS + 3) * window

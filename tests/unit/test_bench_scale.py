@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from bench._sysload import TICK, machine_ticks, process_cpu_s
-from bench.concurrency import agreement, plan_jobs
+from bench.concurrency import agreement, monolithic_threads, plan_jobs
 from bench.eval.report_scale import goal
 from bench.load import schedule
 from bench.load_report import percentile
@@ -42,6 +42,14 @@ def test_cpu_seconds_from_proc_stat_lines():
 def test_agreement_counts_equal_positions():
     assert agreement([[1, 2, 3], [4, 5]], [[1, 2, 0], [4, 5]]) == 0.8
     assert agreement([], []) == 0.0
+
+
+def test_monolithic_gets_the_rings_threads_but_never_more_than_the_cores():
+    """3 ring processes of 1 thread on 2 cores: the monolithic model gets 2 threads, not 3, which
+    oversubscribed it (its throughput swung 50-90 tokens/s between runs)."""
+    assert monolithic_threads(1, 3, cores=2) == 2
+    assert monolithic_threads(2, 3, cores=16) == 6
+    assert monolithic_threads(1, 1, cores=1) == 1
 
 
 def test_job_ids_of_every_level_and_repeat_are_distinct():
