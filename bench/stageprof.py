@@ -1,7 +1,7 @@
 """Where a stage's forward spends a single-session decode step, against the unsplit model's, in one process.
 
 The ring's hop profile (``bench.hopprofile``) shows each stage's forward as one
-number; this benchmark opens it. One session, one process, no gRPC: the unsplit
+number; this benchmark opens it. One session (or ``--batch`` sessions), one process, no gRPC: the unsplit
 model (transformers' forward with a ``DynamicCache``, what ``generate`` runs per
 token) and each of ``--stages`` even stages (``worker.shard.load_stage``, the
 worker's own code path) decode ``--tokens`` steps after a short prompt; each
@@ -46,7 +46,8 @@ def _timed(fn, device: str) -> float:
 
 
 def unsplit_steps(model, prompt: torch.Tensor, tokens: int, device: str) -> list[float]:
-    """Seconds of each decode step of the unsplit model (greedy, its own cache)."""
+    """Seconds of each decode step of the unsplit model (greedy, its own cache; ``prompt`` ``(B, T)``:
+    B sessions of the same prompt as one batch)."""
     from transformers import DynamicCache  # lazy: only this benchmark needs it
 
     cache, times = DynamicCache(), []
@@ -62,14 +63,23 @@ def unsplit_steps(model, prompt: torch.Tensor, tokens: int, device: str) -> list
     return times
 
 
-def stage_steps(stages, prompt: torch.Tensor, tokens: int, device: str, prof: cProfile.Profile | None):
-    """Seconds of each decode step of each stage (chained in-process), per stage."""
-    caches = [s.new_cache() for s in stages]
+def stage_steps(stages, prompt: torch.Tensor, tokens: int, device: str, prof: cProfile.Profile | None,
+                batch: int = 1):
+    """Seconds of each decode step of each stage (chained in-process), per stage. ``batch`` > 1: that
+    many sessions of ``prompt``, each with its own cache, run as the worker's scheduler runs them
+    (``stage.forward_batch``)."""
+    caches = [[s.new_cache() for _ in range(batch)] for s in stages]
     times = [[] for _ in stages]
+
+    def run(s, x, c, last):
+        if batch == 1:
+            return s.forward(x, c[0], last=last)
+        return torch.cat(s.forward_batch(list(x.split(1)), c, last=last))
+
     with torch.inference_mode():
-        h = prompt
+        h = prompt.expand(batch, -1)
         for s, c in zip(stages, caches):
-            h = s.forward(h, c, last=s is stages[-1])
+            h = run(s, h, c, s is stages[-1])
         nxt = h[:, -1:].argmax(-1)
         for _ in range(tokens):
             h = nxt
@@ -78,7 +88,7 @@ def stage_steps(stages, prompt: torch.Tensor, tokens: int, device: str, prof: cP
                 out = {}
 
                 def step(s=s, c=c, x=x, last=last, out=out):
-                    out["y"] = s.forward(x, c, last=last)
+                    out["y"] = run(s, x, c, last)
                 if prof is not None:
                     prof.enable()
                 times[i].append(_timed(step, device))
@@ -105,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--batch", type=int, default=1, help="sessions decoding together (the stages batch them "
+                    "as the worker does; the unsplit model runs them as one batch)")
     ap.add_argument("--save")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
@@ -113,18 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     prompt = torch.tensor([[1, 791, 6864, 315, 9822, 374, 12366, 13, 9842, 264]], device=a.device)
     full = load_full(md, device=a.device, dtype=dt)
     spans = even_spans(full.config.num_hidden_layers, a.stages)
+    prompt = prompt.expand(a.batch, -1).contiguous()
     unsplit_steps(full, prompt, 4, a.device)  # warm-up
     mono = unsplit_steps(full, prompt, a.tokens, a.device)
     del full
     stages = [load_stage(md, s, e, a.device, dt) for s, e in spans]
-    stage_steps(stages, prompt, 4, a.device, None)  # warm-up
-    per = stage_steps(stages, prompt, a.tokens, a.device, None)
+    stage_steps(stages, prompt[:1], 4, a.device, None, a.batch)  # warm-up
+    per = stage_steps(stages, prompt[:1], a.tokens, a.device, None, a.batch)
     prof = cProfile.Profile()
-    stage_steps(stages, prompt, a.tokens, a.device, prof)
+    stage_steps(stages, prompt[:1], a.tokens, a.device, prof, a.batch)
     med = [round(1e3 * statistics.median(t), 3) for t in per]
     result = {
         "bench": "stageprof", "model": a.model, "device": a.device, "dtype": a.dtype, "spans": spans,
-        "tokens": a.tokens, "threads": a.threads, "headline": HEADLINE,  # of the decode steps, every step kept in runs
+        "tokens": a.tokens, "threads": a.threads, "batch": a.batch, "headline": HEADLINE,  # of the decode steps, every step kept in runs
         "unsplit_ms_per_step": round(1e3 * statistics.median(mono), 3),
         "stage_ms_per_step": med, "stages_sum_ms_per_step": round(sum(med), 3),
         "stages_sum_vs_unsplit": round(sum(med) / (1e3 * statistics.median(mono)), 3),

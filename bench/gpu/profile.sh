@@ -11,8 +11,9 @@
 # (the shallow clone makes the results' provenance the committed HEAD, clean). Writes under $OUT:
 # hopprofile-gpu-<card>-1b-bf16.json and hopprofile-gpu-<card>-1b-bf16-mps.json, stageprof-gpu-<card>-1b-bf16.json
 # (bench.stageprof: a stage's forward opened up), hopprofile-gpu-<card>-1b-bf16-gil1ms.json (a 1 ms GIL switch
-# interval in every process instead of Python's 5 ms), and their logs. PROFILE_ONLY=stageprof or =gil runs only
-# that part. (The committed hopprofile-gpu-nvidia-h200-1b-bf16.json and -mps.json were made at 9ee073c, when the
+# interval in every process instead of Python's 5 ms), stageprof-gpu-<card>-1b-bf16-b16.json (the same at 16
+# sessions batched), and their logs. PROFILE_ONLY=stageprof or =gil runs only that part; =batch the plain hop
+# profile and the two stage profiles. (The committed hopprofile-gpu-nvidia-h200-1b-bf16.json and -mps.json were made at 9ee073c, when the
 # workers used 1 ms; -gil5ms.json at b6714e6 with 5 ms set here, which is now the default.)
 # Seen 2026-12-02 (commit 9ee073c): 207 s on a warm H200.
 set -uo pipefail
@@ -42,6 +43,16 @@ if [ "${PROFILE_ONLY:-}" = gil ] || [ -z "${PROFILE_ONLY:-}" ]; then
   grep "tok/s" "$OUT/hopprofile-gil1ms.log"
   [ "${PROFILE_ONLY:-}" = gil ] && exit 0
 fi
+# the ring as is (PROFILE_ONLY=batch: with the batch stage profile below, without MPS and GIL variants)
+if [ "${PROFILE_ONLY:-}" = batch ]; then
+  timeout 220 python3 -m bench.hopprofile --model /tmp/m/llama-1b --device cuda --dtype bfloat16 --sessions 1,16 \
+    --tokens 32 --repeats 2 --json --save "$OUT/hopprofile-gpu-$card-1b-bf16.json" 2> "$OUT/hopprofile.log" >/dev/null
+  grep "tok/s" "$OUT/hopprofile.log"
+fi
 # inside a stage's forward, one session, one process: the stages against the unsplit model, and a cProfile
 timeout 120 python3 -m bench.stageprof --model /tmp/m/llama-1b --device cuda --dtype bfloat16 --tokens 32 --json \
   --save "$OUT/stageprof-gpu-$card-1b-bf16.json" > /dev/null 2> "$OUT/stageprof.log" || tail -5 "$OUT/stageprof.log"
+# the same with 16 sessions batched as the worker batches them, against the unsplit model at batch 16
+timeout 120 python3 -m bench.stageprof --model /tmp/m/llama-1b --device cuda --dtype bfloat16 --tokens 32 --batch 16 \
+  --json --save "$OUT/stageprof-gpu-$card-1b-bf16-b16.json" > /dev/null 2> "$OUT/stageprof-b16.log" \
+  || tail -5 "$OUT/stageprof-b16.log"
