@@ -197,21 +197,31 @@ class StepScheduler:
         t0, started = time.thread_time(), time.perf_counter()
         with torch.inference_mode():
             if len(batch) == 1:
-                r = batch[0]
-                r.out = stage.forward(r.x, r.cache, last=r.last)
+                outs = [stage.forward(batch[0].x, batch[0].cache, last=batch[0].last)]
             else:
                 outs = stage.forward_batch([r.x for r in batch], [r.cache for r in batch], last=batch[0].last)
-                for r, y in zip(batch, outs):
-                    r.out = y
                 self.batches += 1
                 self.batched_steps += len(batch)
-            if torch.device(stage.device).type == "cuda":
-                torch.cuda.synchronize(stage.device)  # the forward's time, not its launch's (encode waits anyway)
+            if torch.device(stage.device).type != "cpu":
+                outs = to_host(outs)  # one copy for the batch (it also waits for the forward to end)
+        for r, y in zip(batch, outs):
+            r.out = y
         ended = time.perf_counter()
         for r in batch:
             r.started, r.ended, r.size = started, ended, len(batch)
         self.steps += len(batch)
         self.cpu_s += time.thread_time() - t0
+
+
+def to_host(outs: list) -> list:
+    """A stage's outputs on an accelerator as float32 CPU tensors (tuples element-wise), moved in one
+    copy when they are rows of the same shape (a decode batch). Everything a step's output feeds (its
+    receipt, the codec, sampling) reads it on the CPU in float32: without this each session's thread
+    made two or three synchronising copies of its own row, one after another."""
+    if all(isinstance(y, torch.Tensor) for y in outs) and len({tuple(y.shape[1:]) for y in outs}) == 1:
+        return list(torch.cat(outs).to(torch.float32).cpu().split([y.shape[0] for y in outs]))
+    return [tuple(t.to(torch.float32).cpu() for t in y) if isinstance(y, tuple) else y.to(torch.float32).cpu()
+            for y in outs]
 
 
 _SCHEDULERS: "weakref.WeakKeyDictionary[Any, StepScheduler]" = weakref.WeakKeyDictionary()

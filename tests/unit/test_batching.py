@@ -331,3 +331,48 @@ def test_a_missing_member_is_waited_for_at_most_the_cap():
         t.join(10)
     assert stage.batches[1] == (0, 1)
     assert max(t.cur["queue"] for t in times) < (MAX_WAIT_WINDOWS + 3) * window
+
+
+def test_to_host_moves_a_decode_batch_as_rows_of_float32_and_keeps_other_shapes_apart():
+    from worker.scheduler import to_host
+
+    rows = [torch.full((1, 1, 4), float(j), dtype=torch.bfloat16) + 0.5 for j in range(3)]
+    out = to_host(rows)
+    assert [tuple(y.shape) for y in out] == [(1, 1, 4)] * 3
+    assert all(y.dtype == torch.float32 for y in out)
+    assert [float(y[0, 0, 0]) for y in out] == [0.5, 1.5, 2.5]
+    mixed = to_host([torch.ones(1, 2, 4, dtype=torch.bfloat16), (torch.ones(1, 3, 4), torch.zeros(1, 1))])
+    assert tuple(mixed[0].shape) == (1, 2, 4) and isinstance(mixed[1], tuple) and mixed[1][1].dtype == torch.float32
+
+
+class _OnAccelerator(_Recording):
+    """A stage that says it runs on a GPU and returns its rows in bfloat16."""
+
+    device = "cuda:0"
+
+    def forward_batch(self, xs, caches, *, last=False):
+        self.batches.append(tuple(c["n"] for c in caches))
+        return [torch.full((1, 1, 2), c["n"] + 0.25, dtype=torch.bfloat16) for c in caches]
+
+
+def test_each_session_gets_its_own_row_of_an_accelerator_stage_on_the_cpu_in_float32():
+    """A GPU stage's batch output reaches every session's thread already on the CPU (one copy for
+    the batch), in float32, each its own row: its receipt, the codec and sampling read it there."""
+    stage = _OnAccelerator()
+    sched = StepScheduler(stage, window_s=0.5, max_batch=8)  # all three are open: they end the wait early
+    caches = [{"n": j} for j in range(3)]
+    for c in caches:
+        sched.join(c)
+    got = {}
+
+    def run(j):
+        got[j] = sched.run(torch.zeros(1, 1, 2), caches[j], timeout_s=10)
+
+    threads = [threading.Thread(target=run, args=(j,)) for j in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert stage.batches == [(0, 1, 2)]
+    assert all(got[j].device.type == "cpu" and got[j].dtype == torch.float32 for j in range(3))
+    assert [float(got[j][0, 0, 0]) for j in range(3)] == [0.25, 1.25, 2.25]
