@@ -13,9 +13,10 @@
 # (bench.stageprof: a stage's forward opened up), hopprofile-gpu-<card>-1b-bf16-gil1ms.json (a 1 ms GIL switch
 # interval in every process instead of Python's 5 ms), stageprof-gpu-<card>-1b-bf16-b16.json (the same at 16
 # sessions batched), and their logs. PROFILE_ONLY=stageprof or =gil runs only that part; =batch the plain hop
-# profile and the two stage profiles. (The committed hopprofile-gpu-nvidia-h200-1b-bf16.json and -mps.json were made at 9ee073c, when the
-# workers used 1 ms; -gil5ms.json at b6714e6 with 5 ms set here, which is now the default.)
-# Seen 2026-12-02 (commit 9ee073c): 207 s on a warm H200.
+# profile and the two stage profiles. (The committed -mps.json was made at 9ee073c, when the workers used 1 ms;
+# -gil5ms.json at b6714e6 with 5 ms set here, which is now the default; the plain hop profile and the stage
+# profiles at dbc6395 with PROFILE_ONLY=batch, whose 2 runs include a cold first one: read its runs, not the median.)
+# Seen 2026-12-02 (commit 9ee073c): 207 s on a warm H200; PROFILE_ONLY=batch 125 s.
 set -uo pipefail
 WHEELS=${WHEELS:-$PWD/.whl}
 cd "$(dirname "$0")/../.."
