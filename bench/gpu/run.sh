@@ -17,13 +17,14 @@
 # Settings (environment, defaults in brackets): SIZES [1b,3b], DTYPES [float32,bfloat16],
 # CONC_DTYPE [bfloat16], TOKENS [64], CONC_TOKENS [32], SESSIONS [16], REPEATS [3], DEVICE [cuda], PROFILE [0],
 # OUT [$OUT, else bench/results], MODELS [/tmp/tessera-gpu-models], STEP_TIMEOUT [180 s per benchmark],
-# WINDOW_MS [5: the workers' batch window; with 2 the scheduler's cap, 10 windows, split 16 sessions into groups].
+# WINDOW_MS [5: the workers' batch window; with 2 the scheduler's cap, 10 windows, split 16 sessions into groups],
+# PIPELINE [1; 0 leaves out the pipeline benchmark].
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 SIZES=${SIZES:-1b,3b} DTYPES=${DTYPES:-float32,bfloat16} CONC_DTYPE=${CONC_DTYPE:-bfloat16}
 TOKENS=${TOKENS:-64} CONC_TOKENS=${CONC_TOKENS:-32} SESSIONS=${SESSIONS:-16} REPEATS=${REPEATS:-3}
 DEVICE=${DEVICE:-cuda} PROFILE=${PROFILE:-0} OUT=${OUT:-bench/results} MODELS=${MODELS:-/tmp/tessera-gpu-models}
-STEP_TIMEOUT=${STEP_TIMEOUT:-180} WINDOW_MS=${WINDOW_MS:-5}
+STEP_TIMEOUT=${STEP_TIMEOUT:-180} WINDOW_MS=${WINDOW_MS:-5} PIPELINE=${PIPELINE:-1}
 mkdir -p "$OUT"
 LOG="$OUT/gpu-run.log"
 started=$(date +%s)
@@ -48,6 +49,7 @@ short() { case "$1" in float32) echo fp32;; bfloat16) echo bf16;; float16) echo 
 failed=0
 for size in ${SIZES//,/ }; do
   for dtype in ${DTYPES//,/ }; do
+    [ "$PIPELINE" = 1 ] || continue
     out="$OUT/pipeline-gpu-$card-$size-$(short "$dtype").json"
     timeout "$STEP_TIMEOUT" python3 -m bench.pipeline --model "$MODELS/llama-$size" --device "$DEVICE" --dtype "$dtype" \
       --stages 3 --tokens "$TOKENS" --repeats "$REPEATS" --prompt-ids 128000,791,6864,315,9822,374,12366,13,9842,264 \
