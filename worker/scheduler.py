@@ -10,16 +10,14 @@ keep arriving less than ``window_s`` apart (the steps an upstream batch sends
 out arrive as such a burst), at most ``MAX_WAIT_WINDOWS`` windows, and only
 while some session open on this stage is missing and the sessions the oldest
 request last ran with (its group) are not all in: with several groups going
-round the ring, each runs as soon as its own members (and those trailing
-it, below) are in, in the order it ran last time (so the stage can keep its batch cache), and a group whose
-members ran ahead of it is not waited for. A group's own missing members,
-the sessions that trail it (as many steps run here, their last one a little
-after its last one: they are due soon), and sessions that joined but have
-not run a step here yet are waited for up to the cap (``MAX_WAIT_WINDOWS``
-windows) even when they come further apart than a window. So a batch is not
-split by a burst with gaps, and two groups that did split (a member held up
-past the cap) merge again in the next round: on a memory- or launch-bound
-stage two half batches cost nearly twice one whole. Each
+round the ring, each runs as soon as its own members are in, in the order it
+ran last time (so the stage can keep its batch cache), and a group whose
+members are elsewhere in the ring is not waited for. A group's own missing
+members, and sessions that joined but have not run a step here yet, are
+waited for up to the cap (``MAX_WAIT_WINDOWS`` windows) even when they come
+further apart than a window: a split batch stays split for the rest of the
+sessions, and on a memory- or launch-bound stage two half batches cost nearly
+twice one whole. Each
 session's output goes back to its own thread, which checks its message's
 signature before anything derived from it leaves the node, as before.
 Sessions join with :meth:`StepScheduler.join` when they open and leave with
@@ -50,7 +48,6 @@ logger = logging.getLogger(__name__)
 IDLE_S = 30.0  # the stage's thread ends after this long without a request, seconds
 MAX_WAIT_WINDOWS = 10  # a step waits for company at most this many windows in all
 PROMPT_WAIT_WINDOWS = 40  # a prompt waits this long for sessions that opened with it (their OPENs take turns)
-TRAIL_WINDOWS = 40  # a group waits (up to the cap) for sessions that trailed it by at most this much last step
 
 
 class StageBusy(TesseraError):
@@ -82,8 +79,6 @@ class StepScheduler:
         self._open: set[int] = set()  # ids of the caches of sessions open on this stage
         self._groups: dict[int, tuple[int, ...]] = {}  # cache id -> the ids of the batch it last ran in, in order
         self._stepped: set[int] = set()  # ids of the open sessions' caches that have run a step here
-        self._runs: dict[int, int] = {}  # cache id -> steps it has run here
-        self._arrived: dict[int, float] = {}  # cache id -> when its last step was handed in (perf_counter)
         self._thread: threading.Thread | None = None
         self.steps = 0  # requests run, count
         self.batches = 0  # forwards of more than one request, count
@@ -100,8 +95,6 @@ class StepScheduler:
         with self._cv:
             self._open.discard(id(cache))
             self._stepped.discard(id(cache))
-            self._runs.pop(id(cache), None)
-            self._arrived.pop(id(cache), None)
             self._groups.pop(id(cache), None)
             self._cv.notify_all()
             ended = not self._open
@@ -158,11 +151,9 @@ class StepScheduler:
 
     def _gather(self, first: _Request) -> list[_Request]:
         """``first`` and the waiting steps that can run with it (lock held): waits up to the window
-        while an open session is missing, until ``first``'s group is complete (and the sessions that
-        trail it are in), at most the cap."""
+        while an open session is missing, until ``first``'s group is complete."""
         batch = [first]
         group = self._groups.get(id(first.cache), ())
-        behind = self._trailing(first)
         start = time.monotonic()
         gap_end = start + self.window_s
         while True:
@@ -177,42 +168,23 @@ class StepScheduler:
             everyone = self._open <= here
             group_in = bool(group) and all(c in here for c in group  # members since gone or regrouped: not waited for
                                            if c in self._open and self._groups.get(c) == group)
-            # on their way, so waited for up to the cap however far apart they come (a burst from upstream
-            # has gaps while the sender's threads take turns): a group's missing members, sessions that trail
-            # it, and (for prompts) sessions that opened but have not stepped here yet; otherwise a batch
-            # closes one window after the last arrival
+            # a group's missing members, and (for prompts) sessions that opened but have not stepped here yet,
+            # are on their way: waited for up to the cap however far apart they come (a burst from upstream has gaps while
+            # the sender's threads take turns); otherwise a batch closes one window after the last arrival
             fresh_missing = first.kind == "prompt" and bool(self._open - self._stepped - here)
-            trailing = bool(behind - here - {id(r.cache) for r in self._queue})  # queued ones do not fit
-            coming = (bool(group) and not group_in) or fresh_missing or trailing
+            coming = (bool(group) and not group_in) or fresh_missing
             cap = start + (PROMPT_WAIT_WINDOWS if fresh_missing else MAX_WAIT_WINDOWS) * self.window_s
             left = (cap if coming else min(gap_end, cap)) - now
-            if len(batch) >= self.max_batch or everyone or (group_in and not trailing) or left <= 0:
+            if len(batch) >= self.max_batch or everyone or group_in or left <= 0:
                 break
             self._cv.wait(left)
         self._stepped.update(id(r.cache) for r in batch)
-        for r in batch:
-            self._runs[id(r.cache)] = self._runs.get(id(r.cache), 0) + 1
-            self._arrived[id(r.cache)] = r.queued
         if len(batch) > 1:
             order = {c: i for i, c in enumerate(group)}
             batch.sort(key=lambda r: order.get(id(r.cache), len(order)))  # the group's order: its cache reused
             ids = tuple(id(r.cache) for r in batch)
             self._groups.update(dict.fromkeys(ids, ids))
         return batch
-
-    def _trailing(self, first: _Request) -> set[int]:
-        """Open sessions that trail ``first``'s (lock held): they have run as many steps here as it has
-        and their last step came after its last one, by at most ``TRAIL_WINDOWS`` windows. They are
-        due a little after it this round too: waiting for them (up to the cap) merges two groups
-        going round the ring into one batch for good, where a group that ran ahead is never waited
-        for (it comes next round) and neither is a session of another cadence once it drifts away."""
-        me = id(first.cache)
-        prev = self._arrived.get(me)
-        if first.kind != "decode" or prev is None:
-            return set()
-        n, horizon = self._runs.get(me, 0), TRAIL_WINDOWS * self.window_s
-        return {c for c in self._open if c != me and self._runs.get(c) == n
-                and 0.0 < self._arrived.get(c, prev) - prev <= horizon}
 
     def _fits(self, first: _Request, r: _Request) -> bool:
         return (r.kind == first.kind and r.last == first.last and r.x.dtype == first.x.dtype
