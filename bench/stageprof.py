@@ -125,19 +125,20 @@ def main(argv: list[str] | None = None) -> int:
     prompt = torch.tensor([[1, 791, 6864, 315, 9822, 374, 12366, 13, 9842, 264]], device=a.device)
     full = load_full(md, device=a.device, dtype=dt)
     spans = even_spans(full.config.num_hidden_layers, a.stages)
-    prompt = prompt.expand(a.batch, -1).contiguous()
-    unsplit_steps(full, prompt, 4, a.device)  # warm-up
-    mono = unsplit_steps(full, prompt, a.tokens, a.device)
+    batch = prompt.expand(a.batch, -1).contiguous()  # the unsplit model runs the sessions as one batch
+    unsplit_steps(full, batch, 4, a.device)  # warm-up
+    mono = unsplit_steps(full, batch, a.tokens, a.device)
     del full
     stages = [load_stage(md, s, e, a.device, dt) for s, e in spans]
-    stage_steps(stages, prompt[:1], 4, a.device, None, a.batch)  # warm-up
-    per = stage_steps(stages, prompt[:1], a.tokens, a.device, None, a.batch)
+    stage_steps(stages, prompt, 4, a.device, None, a.batch)  # warm-up
+    per = stage_steps(stages, prompt, a.tokens, a.device, None, a.batch)
     prof = cProfile.Profile()
-    stage_steps(stages, prompt[:1], a.tokens, a.device, prof, a.batch)
+    stage_steps(stages, prompt, a.tokens, a.device, prof, a.batch)
     med = [round(1e3 * statistics.median(t), 3) for t in per]
     result = {
         "bench": "stageprof", "model": a.model, "device": a.device, "dtype": a.dtype, "spans": spans,
-        "tokens": a.tokens, "threads": a.threads, "batch": a.batch, "headline": HEADLINE,  # of the decode steps, every step kept in runs
+        "tokens": a.tokens, "threads": a.threads, "batch": a.batch,
+        "headline": HEADLINE,  # of the decode steps, every step kept in runs
         "unsplit_ms_per_step": round(1e3 * statistics.median(mono), 3),
         "stage_ms_per_step": med, "stages_sum_ms_per_step": round(sum(med), 3),
         "stages_sum_vs_unsplit": round(sum(med) / (1e3 * statistics.median(mono)), 3),

@@ -168,9 +168,10 @@ class StepScheduler:
             everyone = self._open <= here
             group_in = bool(group) and all(c in here for c in group  # members since gone or regrouped: not waited for
                                            if c in self._open and self._groups.get(c) == group)
-            # a group's missing members, and (for prompts) sessions that opened but have not stepped here yet,
-            # are on their way: waited for up to the cap however far apart they come (a burst from upstream has gaps while
-            # the sender's threads take turns); otherwise a batch closes one window after the last arrival
+            # a group's missing members, and (for prompts) sessions that opened but have not stepped here
+            # yet, are on their way: waited for up to the cap however far apart they come (a burst from
+            # upstream has gaps while the sender's threads take turns); otherwise a batch closes one window
+            # after the last arrival
             fresh_missing = first.kind == "prompt" and bool(self._open - self._stepped - here)
             coming = (bool(group) and not group_in) or fresh_missing
             cap = start + (PROMPT_WAIT_WINDOWS if fresh_missing else MAX_WAIT_WINDOWS) * self.window_s

@@ -235,6 +235,22 @@ class _Recording:
         return torch.zeros(1, 1, 2)
 
 
+def _staggered(sched, caches, members, gap_s):
+    """Steps of ``members`` handed to ``sched`` ``gap_s`` apart (as a sender's threads taking turns
+    put them on the wire); returns each step's StepTimes once all ran."""
+    times, threads = [], []
+    for j in members:
+        times.append(StepTimes())
+        t = threading.Thread(target=sched.run, args=(torch.zeros(1, 1, 2), caches[j]),
+                             kwargs={"timeout_s": 10, "times": times[-1]})
+        t.start()
+        threads.append(t)
+        threading.Event().wait(gap_s)
+    for t in threads:
+        t.join(10)
+    return times
+
+
 def test_a_group_runs_as_soon_as_its_own_members_are_in_and_in_its_own_order():
     """With two groups going round, a group does not wait out the batch window for the other one."""
     stage = _Recording()
@@ -245,33 +261,13 @@ def test_a_group_runs_as_soon_as_its_own_members_are_in_and_in_its_own_order():
         sched.join(c)
 
     def burst(members):
-        times = [StepTimes() for _ in members]
-        threads = [threading.Thread(target=sched.run, args=(torch.zeros(1, 1, 2), caches[j]),
-                                    kwargs={"timeout_s": 10, "times": t}) for j, t in zip(members, times)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
-        return max(t.cur["queue"] for t in times)
+        return max(t.cur["queue"] for t in _staggered(sched, caches, members, 0.0))
 
     burst([1, 0])  # first steps: the groups form (each waits out its window: the others are missing)
     burst([3, 2])
     queued = [burst([0, 1]), burst([2, 3]), burst([1, 0])]
     assert stage.batches[2:] == [stage.batches[0], stage.batches[1], stage.batches[0]]  # each group keeps its order
     assert max(queued) < window / 2  # the old rule waited a whole window for the group that ran last
-
-
-def _staggered(sched, caches, members, gap_s):
-    """Steps of ``members`` handed to ``sched`` ``gap_s`` apart (as a sender's threads taking turns
-    put them on the wire); returns once all ran."""
-    threads = []
-    for j in members:
-        t = threading.Thread(target=sched.run, args=(torch.zeros(1, 1, 2), caches[j]), kwargs={"timeout_s": 10})
-        t.start()
-        threads.append(t)
-        threading.Event().wait(gap_s)
-    for t in threads:
-        t.join(10)
 
 
 class _Prompts(_Recording):
@@ -322,13 +318,7 @@ def test_a_missing_member_is_waited_for_at_most_the_cap():
     for c in caches:
         sched.join(c)
     _staggered(sched, caches, [0, 1, 2], 0.0)
-    times = [StepTimes() for _ in range(2)]
-    threads = [threading.Thread(target=sched.run, args=(torch.zeros(1, 1, 2), caches[j]),
-                                kwargs={"timeout_s": 10, "times": t}) for j, t in zip((0, 1), times)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    times = _staggered(sched, caches, [0, 1], 0.0)  # 2 never comes
     assert stage.batches[1] == (0, 1)
     assert max(t.cur["queue"] for t in times) < (MAX_WAIT_WINDOWS + 3) * window
 
