@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", help="float32, bfloat16, float16")
     ap.add_argument("--window-ms", type=float, default=WorkerConfig().batch_window_ms, help="batch window")
+    ap.add_argument("--max-batch", type=int, default=WorkerConfig().max_batch,
+                    help="sessions in one forward at most, on every stage (fewer: several groups in the ring at once)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per level; the median counts")
     ap.add_argument("--prompt-ids", help="comma-separated prompt token ids, the same for every session (default: "
                     "English prompts, or seeded random ids for a model without a tokenizer)")
@@ -185,14 +187,14 @@ def main(argv: list[str] | None = None) -> int:
             for j in (1, 2)}
     routes.update(warm)
     head = load_stage(model_dir, *spans[0], device=args.device, dtype=dtype)
-    flags = stage_flags(max(levels), args.window_ms, args.dtype)
+    flags = (*stage_flags(max(levels), args.window_ms, args.dtype), "--max-batch", str(args.max_batch))
     mono_threads = monolithic_threads(args.threads, args.stages)
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         (Path(tmp) / "b").mkdir()
         stack.enter_context(workers(model_dir, spans, ports, list(routes.values()), Path(tmp) / "b", args.threads,
                                     args.device, flags))
-        batched = Ring(head, routes, WorkerConfig(batch_window_ms=args.window_ms))
+        batched = Ring(head, routes, WorkerConfig(batch_window_ms=args.window_ms, max_batch=args.max_batch))
         unb = None
         if unbatched:
             (Path(tmp) / "u").mkdir()

@@ -55,10 +55,14 @@ class StageBusy(TesseraError):
 
 
 class _Request:
-    __slots__ = ("cache", "done", "error", "kind", "last", "out", "x", "queued", "started", "ended", "size")
+    __slots__ = ("cache", "done", "error", "kind", "last", "out", "x", "queued", "started", "ended", "size", "tag",
+                 "batch", "peers")
 
-    def __init__(self, x: torch.Tensor, cache: Any, last: bool, kind: str | None):
+    def __init__(self, x: torch.Tensor, cache: Any, last: bool, kind: str | None, tag: Any = None):
         self.x, self.cache, self.last, self.kind = x, cache, last, kind  # kind: "decode", "prompt" or None
+        self.tag = tag  # where its output goes next (the next hop's endpoint), or None
+        self.batch = 0  # the forward it ran in (a number unique to this scheduler)
+        self.peers = 1  # requests of that forward with the same (non-None) tag, itself included
         self.done = threading.Event()
         self.out: torch.Tensor | None = None
         self.error: BaseException | None = None
@@ -81,6 +85,7 @@ class StepScheduler:
         self._stepped: set[int] = set()  # ids of the open sessions' caches that have run a step here
         self._thread: threading.Thread | None = None
         self.steps = 0  # requests run, count
+        self.forwards = 0  # forwards run, count (numbers them: _Request.batch)
         self.batches = 0  # forwards of more than one request, count
         self.batched_steps = 0  # requests run inside those, count
         self.cpu_s = 0.0  # CPU time of the stage's thread in forwards, seconds
@@ -107,13 +112,29 @@ class StepScheduler:
         """``stage.forward(x, cache, last=last)``, run on the stage's thread (batched with other sessions'
         steps when it can); StageBusy if it has not run within ``timeout_s``. ``times`` hears how long
         the step queued, how long its forward ran and in how large a batch."""
-        req = _Request(x, cache, last, self._kind(x, cache))
+        return self.wait(self.submit(x, cache, last), timeout_s, times)
+
+    def submit(self, x: torch.Tensor, cache: Any, last: bool = False, tag: Any = None) -> _Request:
+        """Hand in one step without waiting for it (:meth:`wait` does); ``tag``: where its output goes
+        next, so that the request learns how many of its forward's requests go there too (``peers``)."""
+        return self.submit_many([(x, cache)], last, [tag])[0]
+
+    def submit_many(self, steps: list[tuple[torch.Tensor, Any]], last: bool = False,
+                    tags: list[Any] | None = None) -> list[_Request]:
+        """Hand in several sessions' steps at once (a batch that arrived in one message): they are
+        queued together, so the stage's thread finds them all when it gathers a batch."""
+        reqs = [_Request(x, cache, last, self._kind(x, cache), tags[i] if tags else None)
+                for i, (x, cache) in enumerate(steps)]
         with self._cv:
-            self._queue.append(req)
+            self._queue.extend(reqs)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="stage-steps", daemon=True)
                 self._thread.start()
             self._cv.notify_all()
+        return reqs
+
+    def wait(self, req: _Request, timeout_s: float = 60.0, times: StepTimes | None = None) -> torch.Tensor:
+        """The output of a submitted step once it ran; StageBusy if it has not run within ``timeout_s``."""
         if not req.done.wait(timeout_s):
             raise StageBusy(f"the stage did not run this step within {timeout_s:g} s; it is overloaded, retry later")
         if req.error is not None:
@@ -208,8 +229,13 @@ class StepScheduler:
         for r, y in zip(batch, outs):
             r.out = y
         ended = time.perf_counter()
+        self.forwards += 1
+        tags: dict[Any, int] = {}
         for r in batch:
-            r.started, r.ended, r.size = started, ended, len(batch)
+            tags[r.tag] = tags.get(r.tag, 0) + 1
+        for r in batch:
+            r.started, r.ended, r.size, r.batch = started, ended, len(batch), self.forwards
+            r.peers = tags[r.tag] if r.tag is not None else 1
         self.steps += len(batch)
         self.cpu_s += time.thread_time() - t0
 

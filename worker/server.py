@@ -105,6 +105,8 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
             for msg in request_iterator:
                 self.streams.begin(entry)
                 resp = self.runtime.handle(msg, stream)
+                if stream.session is not None and stream.session.touch is None:  # its steps may come in batches
+                    stream.session.touch = functools.partial(self.streams.touch, entry)
                 self.streams.done(entry, stream.session is not None)
                 yield resp
         except TesseraError as exc:
@@ -120,6 +122,46 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         finally:
             self.runtime.end_stream(stream)
             self.streams.leave(entry)
+
+    def ForwardBatch(self, request_iterator, context):
+        # A batch stream carries no session of its own: it stays in the idle class of StreamBook (capped per
+        # peer, ended when quiet), and the sessions its steps belong to are kept alive through their streams.
+        entry = self.streams.enter(peer_host(context.peer()), context.cancel)
+        try:
+            for batch in request_iterator:
+                self.streams.begin(entry)
+                if len(batch.codes):
+                    raise MessageError("a batch request carries no codes; those are for answers")
+                answers = self.runtime.handle_batch(batch.messages)
+                self.streams.done(entry, False)
+                yield self._batch_answer(batch.messages, answers)
+        except TesseraError as exc:
+            code = next(c for cls, c in _STATUS if isinstance(exc, cls))
+            context.abort(code, safe(exc, 500))
+        except grpc.RpcError:  # cancelled: by its peer, or ended here for idleness
+            pass
+        finally:
+            self.streams.leave(entry)
+
+    def _batch_answer(self, msgs, answers) -> pb.HopBatch:
+        out = pb.HopBatch()
+        for msg, a in zip(msgs, answers):
+            if isinstance(a, pb.HopMessage):
+                out.messages.append(a)
+                out.codes.append(0)
+                continue
+            if isinstance(a, TesseraError):
+                code = next(c for cls, c in _STATUS if isinstance(a, cls))
+                self._log_refusal(msg, a)
+                text = safe(a, 500)
+            else:  # a bug fails its own session, not the server or the rest of the batch
+                logger.error("internal error on job %s step %s", safe(msg.job_id, 40), msg.step,
+                             exc_info=(type(a), a, a.__traceback__))
+                code, text = grpc.StatusCode.INTERNAL, f"internal error: {safe(f'{type(a).__name__}: {a}', 300)}"
+            out.messages.append(pb.HopMessage(job_id=safe(msg.job_id, 80), replica=msg.replica, step=msg.step,
+                                              kind=msg.kind, session=msg.session[:64], upstream=True, error=text))
+            out.codes.append(code.value[0])
+        return out
 
     def _log_refusal(self, msg: pb.HopMessage, exc: TesseraError) -> None:
         with self._log_lock:
@@ -141,7 +183,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                                node=rt.signer.address, sessions=len(rt.sessions),
                                free_cache_bytes=max(0, rt.config.session_max_bytes - rt.sessions.used_bytes()),
                                tokens_per_second=rt.tokens_per_second, version=_version(),
-                               device=str(rt.stage.device), codecs=_codecs())
+                               device=str(rt.stage.device), codecs=_codecs(), batched_steps=rt.batched_steps)
 
     def Ping(self, request, context):
         return pb.PingResponse(sent_unix_ns=request.sent_unix_ns, received_unix_ns=time.time_ns())

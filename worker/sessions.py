@@ -47,6 +47,7 @@ class Session:
     busy: bool = False  # a message of it is being handled; never expired meanwhile
     dropped: bool = False  # left the table while busy: its pipeline closes when the message ends
     busy_s: float = 0.0  # time handling steps (decode, compute, encode, sign, wait), seconds
+    touch: Any = None  # called when a step of it came in a batch (its own stream is quiet meanwhile)
 
     @property
     def charged(self) -> int:
@@ -107,6 +108,9 @@ class SessionTable:
                 if self._clock() > s.expires_at:
                     self._drop_locked(s)
                     raise SessionError(f"job {s.key[0]} replica {s.key[1]} is past its deadline")
+                if s.busy:  # its stream and a batch, or two batches, at once: only one runs
+                    raise SessionError(f"a message of job {s.key[0]} replica {s.key[1]} is already being "
+                                       "handled; send its next one after the answer")
                 s.busy = True
         finally:
             self._flush()
@@ -158,6 +162,12 @@ class SessionTable:
             n = self._expire_locked()
         self._flush()
         return n
+
+    def find(self, key: SessionKey, nonce: bytes) -> Session | None:
+        """The open session of ``key`` if its nonce is ``nonce`` (a batched step names its session so)."""
+        with self._lock:
+            s = self._sessions.get(key)
+        return s if s is not None and s.nonce == nonce else None
 
     def is_current(self, s: Session) -> bool:
         """Whether ``s`` is still the open session of its key."""

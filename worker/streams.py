@@ -70,6 +70,11 @@ class StreamBook:
         with self._lock:
             e.busy, e.last = True, self._clock()
 
+    def touch(self, e: StreamEntry) -> None:
+        """``e``'s session made progress elsewhere (a step of it came in a batch): it is not quiet."""
+        with self._lock:
+            e.last = self._clock()
+
     def done(self, e: StreamEntry, live: bool) -> None:
         """``e``'s message was handled; ``live``: the stream now carries a live session."""
         with self._lock:

@@ -16,12 +16,13 @@ large one's before, and either is joined before anything leaves the node.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Callable, Sequence
 
 import torch
 
-from proto.errors import CodecError, JobInputError, ProtocolError
+from proto.errors import CodecError, JobInputError, ProtocolError, TesseraError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.types import JobId
 from worker import wire
@@ -29,9 +30,9 @@ from worker.config import WorkerConfig
 from worker.limits import ModelLimits
 from worker.planview import JobRoute, PlanView
 from worker.ring.link import Channels, encoded, message, payload_of
-from worker.ring.pipeline import OnOutput, Pipeline
+from worker.ring.pipeline import OnOutput, Pipeline, forward_many
 from worker.sessions import OpenGuard, Session, SessionTable
-from worker.signing import PendingCheck, Signer, recover_sender
+from worker.signing import PendingCheck, Signer, recover_sender, verify
 from worker.stage import Activation, Stage, tensors, to_stage
 from worker.stagepool import Loader, StagePool
 from worker.verify.signed import SignedReceipt
@@ -68,6 +69,7 @@ class HopRuntime:
         self.tokens_per_second = 0.0  # moving average over decode steps
         self._direct = Stream()  # the stream of direct calls (tests)
         self.receipts: ReceiptsSource | None = None  # where committed replicas' receipts are kept (the daemon)
+        self.batched_steps = 0  # STEPs answered that came in batches (handle_batch), count
 
     # ------------------------------------------------------------------ entry
     def handle(self, msg: pb.HopMessage, stream: Stream | None = None) -> pb.HopMessage:
@@ -151,22 +153,12 @@ class HopRuntime:
     def _step(self, msg: pb.HopMessage, s: Session) -> pb.HopMessage:
         t_in = time.perf_counter()
         pipe = s.pipe
-        if msg.step != s.next_step:
-            raise ProtocolError(f"expected step {s.next_step} of job {pipe.job}, got step {msg.step} "
-                                "(replayed or out of order)")
         times = pipe.times
         check = PendingCheck(msg, pipe.route.hop(pipe.replica, pipe.pos - 1).node, pipe.route.domain)
         try:
             if not pipe.overlaps(wire.rows(msg.payload.shape)):
                 check.result()  # a large input is verified before it costs a decode or a prefill
-            self._admit(pipe, msg)
-            t0 = time.perf_counter()
-            x = payload_of(msg, self.config.max_payload_bytes)
-            t1 = time.perf_counter()
-            pipe.note_input(msg.step, encoded(msg.payload), x)
-            times.add("decode", t1 - t0)
-            times.add("receipt", time.perf_counter() - t1)
-            self.sessions.reserve(s, s.held_bytes + self._step_bytes(pipe, x))
+            x = self._before(msg, s)
             before = pipe.compute_s
             y = pipe.forward(to_stage(x, pipe.stage.device, pipe.stage.dtype), msg.step, check)
         except BaseException:
@@ -183,6 +175,119 @@ class HopRuntime:
         s.busy_s += t_out - t_in
         return answer
 
+    # ------------------------------------------------------------------ batches
+    def handle_batch(self, msgs: Sequence[pb.HopMessage]) -> list[pb.HopMessage | BaseException]:
+        """Answer a ``ForwardBatch`` request: STEPs of sessions opened on Forward streams to this node,
+        run as one batch (worker.ring.batch). Per message: its signed answer, or the error that refused
+        it. A message is first bounded and its signature checked against its session's planned
+        predecessor: one that fails that is refused and its session left alone; after that, a refusal
+        ends the session, as on its own stream. MessageError if the batch itself is too large."""
+        cap = max(self.config.max_batch, 1)
+        if len(msgs) > cap:
+            raise wire.MessageError(f"a batch of {len(msgs)} steps; this node takes at most {cap} (max_batch)")
+        t_in = time.perf_counter()
+        out: list[pb.HopMessage | BaseException | None] = [None] * len(msgs)
+        begun: list[Session] = []
+        ready: list[tuple[int, Session, Activation]] = []  # (index, session, decoded input)
+        seen: set[int] = set()
+        try:
+            for i, msg in enumerate(msgs):
+                try:
+                    s = self._batched_session(msg, seen)
+                    self.sessions.begin(s)
+                except TesseraError as exc:
+                    out[i] = exc
+                    continue
+                begun.append(s)
+                try:
+                    t0 = time.perf_counter()
+                    x = self._before(msg, s)
+                    s.pipe.times.add("decode", time.perf_counter() - t0)
+                    ready.append((i, s, x))
+                except BaseException as exc:  # noqa: BLE001 - this session's refusal
+                    out[i] = self._fail(s, exc)
+            ys = forward_many([s.pipe for _, s, _ in ready], [x for _, _, x in ready])
+            sends: dict[tuple[str, str], list[tuple[int, Session, pb.HopMessage]]] = {}
+            for (i, s, x), y in zip(ready, ys):
+                msg, pipe = msgs[i], s.pipe
+                try:
+                    if isinstance(y, BaseException):
+                        raise y
+                    self._measure(x, pipe.times.cur.get("forward", 0.0))
+                    s.next_step += 1
+                    y = pipe.record(y, msg.step)
+                    if pipe.link is None:
+                        ids, output = pipe.choose(y, msg.step)
+                        pipe.seal()
+                        out[i] = self._answer(msg, pipe.pos, pipe.route, ids=ids, output=output)
+                    else:
+                        sends.setdefault((pipe.endpoint, pipe.link.peer), []).append((i, s, pipe.outgoing(y, msg.step)))
+                except BaseException as exc:  # noqa: BLE001
+                    out[i] = self._fail(s, exc)
+            self._exchange_all(msgs, sends, out)
+            self.batched_steps += sum(isinstance(a, pb.HopMessage) for a in out)
+        finally:
+            t_out = time.perf_counter()
+            for s in begun:
+                pipe = s.pipe
+                if pipe is not None:
+                    pipe.times.end_step(s.next_step - 1, t_out - t_in)
+                    s.busy_s += t_out - t_in
+                if s.touch is not None:
+                    s.touch()
+                self.sessions.end(s, pipe.stage.cache_bytes(pipe.cache) if pipe is not None and pipe.cache is not None
+                                  else None)
+        return out
+
+    def _batched_session(self, msg: pb.HopMessage, seen: set[int]) -> Session:
+        """The session a batched message belongs to, once its bounds and signature are checked."""
+        job = wire.check_request(msg, self.config.max_payload_bytes)
+        if msg.kind != pb.KIND_STEP:
+            raise ProtocolError(f"a batch carries STEP messages only, not kind {msg.kind}; OPEN and CLOSE go on "
+                                "the session's own Forward stream")
+        s = self.sessions.find((job, msg.replica), msg.session)
+        if s is None or s.pipe is None:
+            raise ProtocolError(f"job {job} replica {msg.replica} has no session open here with that nonce")
+        if id(s) in seen:
+            raise ProtocolError(f"the batch carries two steps of job {job} replica {msg.replica}")
+        pipe = s.pipe
+        verify(msg, pipe.route.hop(pipe.replica, pipe.pos - 1).node, pipe.route.domain)
+        seen.add(id(s))
+        return s
+
+    def _fail(self, s: Session, exc: BaseException) -> BaseException:
+        """``s``'s message was refused: its session ends, as on its own stream."""
+        self.sessions.close(s)
+        return exc
+
+    def _exchange_all(self, msgs: Sequence[pb.HopMessage],
+                      sends: dict[tuple[str, str], list[tuple[int, Session, pb.HopMessage]]],
+                      out: list) -> None:
+        """Send each next hop its messages as one batch (several next hops at once), then answer."""
+        def one(key, items):
+            t0 = time.perf_counter()
+            answers = self.channels.coalescer(*key).link.exchange([m for _, _, m in items],
+                                                                  self.config.hop_timeout_s)
+            for n, (i, s, m) in enumerate(items):
+                try:
+                    a = answers[n] if answers is not None else s.pipe.link.exchange(m)  # all batch streams busy
+                    if isinstance(a, BaseException):
+                        raise a
+                    s.pipe.times.add("next_hop", time.perf_counter() - t0)
+                    out[i] = self._answer(msgs[i], s.pipe.pos, s.pipe.route, *s.pipe.accept(a))
+                    s.pipe.seal()
+                except BaseException as exc:  # noqa: BLE001
+                    out[i] = self._fail(s, exc)
+
+        groups = list(sends.items())
+        threads = [threading.Thread(target=one, args=g, name="batch-send", daemon=True) for g in groups[1:]]
+        for t in threads:
+            t.start()
+        if groups:
+            one(*groups[0])
+        for t in threads:
+            t.join()
+
     def _close(self, msg: pb.HopMessage, s: Session) -> pb.HopMessage:
         pipe = s.pipe
         PendingCheck(msg, pipe.route.hop(pipe.replica, pipe.pos - 1).node, pipe.route.domain).result()
@@ -193,6 +298,22 @@ class HopRuntime:
                     pipe.replica, pipe.pos, s.next_step, pipe.times.summary())
         self.sessions.close(s)
         return self._answer(msg, pipe.pos, pipe.route)
+
+    def _before(self, msg: pb.HopMessage, s: Session) -> Activation:
+        """What a STEP does before its forward: order and plan checks, decode, receipt, memory."""
+        pipe, times = s.pipe, s.pipe.times
+        if msg.step != s.next_step:
+            raise ProtocolError(f"expected step {s.next_step} of job {pipe.job}, got step {msg.step} "
+                                "(replayed or out of order)")
+        self._admit(pipe, msg)
+        t0 = time.perf_counter()
+        x = payload_of(msg, self.config.max_payload_bytes)
+        t1 = time.perf_counter()
+        pipe.note_input(msg.step, encoded(msg.payload), x)
+        times.add("decode", t1 - t0)
+        times.add("receipt", time.perf_counter() - t1)
+        self.sessions.reserve(s, s.held_bytes + self._step_bytes(pipe, x))
+        return x
 
     # ------------------------------------------------------------------ checks
     def _admit(self, pipe: Pipeline, msg: pb.HopMessage) -> None:

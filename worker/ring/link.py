@@ -14,7 +14,6 @@ import queue
 import struct
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 
 import grpc
@@ -26,6 +25,8 @@ from proto.errors import JobInputError, ProtocolError, TesseraError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
 from worker import codec, wire
+from worker.ring.batch import BatchLink, Coalescer
+from worker.ring.watch import PeerTimeout, _watchdog
 from worker.signing import verify
 from worker.stage import Activation
 
@@ -33,13 +34,8 @@ logger = logging.getLogger(__name__)
 
 _END = object()
 EXTRAS_TAG = b"tessera.v1.extras"  # domain of the payload hash of a step that carries extra activations
-WATCH_PERIOD_S = 0.1  # how often the watchdog looks for overdue answers, seconds
 KEEPALIVE = [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
              ("grpc.http2.max_pings_without_data", 0)]  # ping a quiet connection every 20 s; 10 s to answer
-
-
-class PeerTimeout(TesseraError):
-    """The next hop did not answer in time (a stalled or vanished peer)."""
 
 
 class Channels:
@@ -54,16 +50,33 @@ class Channels:
         self._lock = threading.Lock()
         self._stubs: dict[str, pb_grpc.WorkerServiceStub] = {}
         self._channels: list[grpc.Channel] = []
+        self._coalescers: dict[tuple[str, str], Coalescer] = {}  # (endpoint, node) -> its batches
 
     def stub(self, endpoint: str) -> pb_grpc.WorkerServiceStub:
         with self._lock:
-            if endpoint not in self._stubs:
-                ch = open_channel(endpoint, self._opts)  # plaintext, or TLS pinned to the registered cert
-                self._channels.append(ch)
-                self._stubs[endpoint] = pb_grpc.WorkerServiceStub(ch)
-            return self._stubs[endpoint]
+            return self._stub_locked(endpoint)
+
+    def _stub_locked(self, endpoint: str) -> pb_grpc.WorkerServiceStub:
+        if endpoint not in self._stubs:
+            ch = open_channel(endpoint, self._opts)  # plaintext, or TLS pinned to the registered cert
+            self._channels.append(ch)
+            self._stubs[endpoint] = pb_grpc.WorkerServiceStub(ch)
+        return self._stubs[endpoint]
+
+    def coalescer(self, endpoint: str, node: str) -> Coalescer:
+        """The batches of this process to ``node`` at ``endpoint`` (:class:`worker.ring.batch.Coalescer`)."""
+        with self._lock:
+            c = self._coalescers.get((endpoint, node))
+            if c is None:
+                c = self._coalescers[(endpoint, node)] = Coalescer(BatchLink(self._stub_locked(endpoint), node))
+            return c
 
     def close(self) -> None:
+        with self._lock:
+            coalescers = list(self._coalescers.values())
+            self._coalescers.clear()
+        for c in coalescers:
+            c.link.close()
         with self._lock:
             for ch in self._channels:
                 ch.close()
@@ -161,40 +174,6 @@ class Link:
             pass
         finally:
             self._due = None
-
-
-class _Watchdog:
-    """One thread per process that cancels the streams of next hops that stay silent past their due time."""
-
-    def __init__(self):
-        self._links: weakref.WeakSet[Link] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._loop, name="link-watchdog", daemon=True).start()
-
-    def watch(self, link: Link) -> None:
-        with self._lock:
-            self._links.add(link)
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(WATCH_PERIOD_S)
-            with self._lock:
-                links = list(self._links)
-            now = time.monotonic()
-            for link in links:
-                link.expire_if_overdue(now)
-
-
-_WATCHDOG: _Watchdog | None = None
-_WATCHDOG_LOCK = threading.Lock()
-
-
-def _watchdog() -> _Watchdog:
-    global _WATCHDOG
-    with _WATCHDOG_LOCK:
-        if _WATCHDOG is None:
-            _WATCHDOG = _Watchdog()
-        return _WATCHDOG
 
 
 def message(job_id: int, replica: int, hop: int, step: int, kind: int, *, upstream: bool = False,

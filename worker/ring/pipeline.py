@@ -44,7 +44,7 @@ from worker.ring.link import Channels, Link, corrupt, encode_activation, message
 from worker.sampling import argmax_classes, sample
 from worker.scheduler import scheduler_for
 from worker.signing import PendingCheck, Signer, verify
-from worker.stage import Activation, Stage, tensors
+from worker.stage import Activation, Stage, tensors, to_stage
 from worker.steptimes import StepTimes
 from worker.verify.receipt import ReceiptRecorder
 from worker.verify.received import ReceivedCheck
@@ -65,7 +65,8 @@ class Pipeline:
 
     __slots__ = ("route", "job", "replica", "pos", "stage", "cache", "runner", "signer", "config", "link", "last",
                  "defer", "overlap_rows", "pending", "on_output", "tokens", "finished", "positions", "compute_s",
-                 "wait_s", "mask", "closed", "recorder", "received", "output", "times")
+                 "wait_s", "mask", "closed", "recorder", "received", "output", "times", "channels", "endpoint",
+                 "batch")
 
     def __init__(self, route: JobRoute, replica: int, pos: int, stage: Stage, signer: Signer,
                  config: WorkerConfig, channels: Channels, *, defer_answer_check: bool = False,
@@ -93,6 +94,11 @@ class Pipeline:
         self.wait_s = 0.0  # time waiting for the next hop's answers, seconds
         self.times = StepTimes()  # where each decode step's time goes (the caller closes each step)
         self.link: Link | None = None  # the stream to the next hop; None on the tail
+        self.channels = channels
+        self.endpoint: str | None = None  # the next hop's endpoint; None on the tail
+        # (forward, sessions of it bound for the same next hop) of the last decode step, when it ran with
+        # others bound there: its message then goes out in one batch with theirs (worker.ring.batch)
+        self.batch: tuple[tuple[int, int], int] | None = None
         self.closed = False  # the next hop answered this session's CLOSE
         me = route.hop(replica, pos)
         self.recorder = (ReceiptRecorder(route.job_id, replica, pos, signer.address, me.start, me.end)
@@ -102,6 +108,7 @@ class Pipeline:
                          if self.recorder is not None and pos > 0 else None)
         if not tail:
             nxt = route.hop(replica, pos + 1)
+            self.endpoint = nxt.endpoint
             self.link = Link(channels.stub(nxt.endpoint), nxt.node, config.hop_timeout_s, route.domain,
                              route.deadline)
 
@@ -145,8 +152,12 @@ class Pipeline:
             else:
                 check.result()
         t0 = time.perf_counter()
+        self.batch = None
         if self.runner is not None:
-            y = self.runner.run(x, self.cache, self.last, timeout_s=self.config.hop_timeout_s, times=times)
+            req = self.runner.submit(x, self.cache, self.last, tag=self.endpoint)
+            y = self.runner.wait(req, timeout_s=self.config.hop_timeout_s, times=times)
+            if req.kind == "decode" and req.peers > 1 and self.link is not None:
+                self.batch = ((id(self.runner), req.batch), req.peers)
         else:
             with torch.inference_mode():
                 y = self.stage.forward(x, self.cache, last=self.last)
@@ -165,34 +176,36 @@ class Pipeline:
     def send(self, y: Activation, step: int) -> tuple[Sequence[int], bytes]:
         """Pass ``step``'s output ``y`` on; return the ids the tail chose for it and the
         tail's output (empty until the replica is finished)."""
+        y = self.record(y, step)
+        if self.link is None:
+            ids, output = self.choose(y, step)
+        else:
+            ids, output = self.accept(self.exchange(self.outgoing(y, step)))
+        self.seal()
+        return ids, output
+
+    def record(self, y: Activation, step: int) -> Activation:
+        """Add ``step``'s output to this hop's receipt; return what is passed on (the same, unless the
+        node is a byzantine test node)."""
         if self.config.byzantine and not self.config.byzantine_frame:
             y = corrupt(y, self.config.byzantine_noise, step)
-        times = self.times
         t0 = time.perf_counter()
         if self.recorder is not None:
             self.recorder.add(step, y)  # what leaves this node is what its receipt claims
-        times.add("receipt", time.perf_counter() - t0)
+        self.times.add("receipt", time.perf_counter() - t0)
         if self.config.byzantine and self.config.byzantine_frame:  # the framing attack: send what it did not sign
             y = corrupt(y, self.config.byzantine_noise, step)
-        if self.link is None:
-            t1 = time.perf_counter()
-            ids, output = self._choose(y, step)
-            times.add("sample", time.perf_counter() - t1)
-        else:
-            ids, output = self._exchange(y, step)
-            self.tokens.extend(ids)
-            self.output = output or self.output
-        if self.recorder is not None:
-            t2 = time.perf_counter()
-            self.recorder.seal(self.tokens)
-            times.add("receipt", time.perf_counter() - t2)
-        if self.received is not None:
-            t3 = time.perf_counter()
-            self.received.seal(self.tokens)
-            times.add("receipt", time.perf_counter() - t3)
+        return y
+
+    def choose(self, y: Activation, step: int) -> tuple[list[int], bytes]:
+        """The tail's ids for ``step`` from its output ``y``, and its output once finished."""
+        t1 = time.perf_counter()
+        ids, output = self._choose(y, step)
+        self.times.add("sample", time.perf_counter() - t1)
         return ids, output
 
-    def _exchange(self, y: torch.Tensor, step: int) -> tuple[Sequence[int], bytes]:
+    def outgoing(self, y: Activation, step: int) -> pb.HopMessage:
+        """The signed STEP message that carries ``y`` to the next hop."""
         p, times = self.route.params, self.times
         t0 = time.perf_counter()
         payload, extras = encode_activation(y, p.codec, p.block)
@@ -201,19 +214,48 @@ class Pipeline:
                       session=self.link.nonce)
         t2 = time.perf_counter()
         self.signer.sign(msg, self.route.domain)
-        t3 = time.perf_counter()
-        resp = self.link.exchange(msg)
-        t4 = time.perf_counter()
-        self.wait_s += t4 - t3
+        times.add("encode", t1 - t0)
+        times.add("message", t2 - t1)
+        times.add("sign", time.perf_counter() - t2)
+        return msg
+
+    def exchange(self, msg: pb.HopMessage) -> pb.HopMessage:
+        """Send ``msg`` to the next hop and wait for its answer (signature not yet checked): in one batch
+        with the other sessions of its forward bound there when there are any, else on this session's
+        stream."""
+        t0 = time.perf_counter()
+        resp = None
+        if self.batch is not None:
+            resp = self.channels.coalescer(self.endpoint, self.link.peer).exchange(
+                self.batch[0], self.batch[1], msg, self.config.hop_timeout_s)
+        if resp is None:
+            resp = self.link.exchange(msg)
+        dt = time.perf_counter() - t0
+        self.wait_s += dt
+        self.times.add("next_hop", dt)
+        return resp
+
+    def accept(self, resp: pb.HopMessage) -> tuple[Sequence[int], bytes]:
+        """Take the next hop's answer to this session's step: check its signature (or, on the head,
+        start the check, joined by the next step), keep its ids; return them and the tail's output."""
+        t0 = time.perf_counter()
         if self.defer:
             self.pending = PendingCheck(resp, self.link.peer, self.route.domain)
         else:
             verify(resp, self.link.peer, self.route.domain)
-        t5 = time.perf_counter()
-        for phase, dt in (("encode", t1 - t0), ("message", t2 - t1), ("sign", t3 - t2), ("next_hop", t4 - t3),
-                          ("answer_check", t5 - t4)):
-            times.add(phase, dt)
+        self.times.add("answer_check", time.perf_counter() - t0)
+        self.tokens.extend(resp.ids)
+        self.output = resp.output or self.output
         return resp.ids, resp.output
+
+    def seal(self) -> None:
+        """Seal the receipt chunks (this hop's, and what it received) whose tokens are all known."""
+        t0 = time.perf_counter()
+        if self.recorder is not None:
+            self.recorder.seal(self.tokens)
+        if self.received is not None:
+            self.received.seal(self.tokens)
+        self.times.add("receipt", time.perf_counter() - t0)
 
     def step(self, x: Activation, step: int) -> tuple[Sequence[int], bytes]:
         """:meth:`forward` then :meth:`send` (the head's step)."""
@@ -277,3 +319,42 @@ def tail_choose(route: JobRoute, y: torch.Tensor, step: int, history: Sequence[i
     tok = sample(y[0, -1], p.temperature_milli, p.seed, step, top_k=p.top_k, top_p_milli=p.top_p_milli,
                  repetition_penalty_milli=p.repetition_penalty_milli, history=history)
     return [tok], len(history) + 1 >= p.max_tokens or tok in p.eos_token_ids
+
+
+def forward_many(pipes: Sequence[Pipeline], xs: Sequence[Activation]) -> list[Activation | BaseException]:
+    """Each pipeline's stage on its input (already verified: a batch's messages are checked before),
+    handed to the stages' schedulers together so that they run as one batch; per pipeline its output
+    or the error that stopped it. Every pipeline's times hear its queue, forward and handoff."""
+    out: list[Activation | BaseException | None] = [None] * len(pipes)
+    t0 = time.perf_counter()
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for i, p in enumerate(pipes):
+        if p.finished:
+            out[i] = ProtocolError(f"job {p.job} is finished; no step is past the end")
+        elif p.runner is not None:
+            groups.setdefault((id(p.runner), p.last), []).append(i)
+    reqs = {}
+    for idx in groups.values():
+        runner, last = pipes[idx[0]].runner, pipes[idx[0]].last
+        steps = [(to_stage(xs[i], pipes[i].stage.device, pipes[i].stage.dtype), pipes[i].cache) for i in idx]
+        reqs.update(zip(idx, runner.submit_many(steps, last, [pipes[i].endpoint for i in idx])))
+    for i, p in enumerate(pipes):
+        if out[i] is not None:
+            continue
+        try:
+            if p.runner is not None:
+                out[i] = p.runner.wait(reqs[i], timeout_s=p.config.hop_timeout_s, times=p.times)
+            else:
+                t1 = time.perf_counter()
+                with torch.inference_mode():
+                    out[i] = p.stage.forward(to_stage(xs[i], p.stage.device, p.stage.dtype), p.cache, last=p.last)
+                p.times.ran(0.0, time.perf_counter() - t1, 1)
+        except BaseException as exc:  # noqa: BLE001 - this pipeline's error; the others go on
+            out[i] = exc
+            continue
+        dt = time.perf_counter() - t0
+        p.compute_s += dt
+        p.times.add("handoff", max(dt - p.times.cur.get("queue", 0.0) - p.times.cur.get("forward", 0.0), 0.0))
+        first = tensors(xs[i])[0]
+        p.positions += first.shape[1] if first.dim() > 1 else 1
+    return out

@@ -24,33 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dproto/tessera/v1/worker.proto\x12\ntessera.v1\"C\n\x06Tensor\x12\r\n\x05\x63odec\x18\x01 \x01(\r\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\r\n\x05\x62lock\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x8b\x03\n\nHopMessage\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07replica\x18\x02 \x01(\r\x12\x0b\n\x03hop\x18\x03 \x01(\r\x12\x0c\n\x04step\x18\x04 \x01(\r\x12\x1e\n\x04kind\x18\x05 \x01(\x0e\x32\x10.tessera.v1.Kind\x12#\n\x07payload\x18\x06 \x01(\x0b\x32\x12.tessera.v1.Tensor\x12\x14\n\x0cpayload_hash\x18\x07 \x01(\x0c\x12\x0b\n\x03ids\x18\x08 \x03(\r\x12\x0e\n\x06output\x18\t \x01(\x0c\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0e\n\x06sender\x18\x0b \x01(\t\x12\x11\n\tsignature\x18\x0c \x01(\x0c\x12\x10\n\x08upstream\x18\r \x01(\x08\x12\x0f\n\x07session\x18\x0e \x01(\x0c\x12\x14\n\x0csent_unix_ms\x18\x0f \x01(\x04\x12\"\n\x06\x65xtras\x18\x14 \x03(\x0b\x32\x12.tessera.v1.Tensor\x12\r\n\x05route\x18\x16 \x01(\x04\x12+\n\x08receipts\x18\x10 \x03(\x0b\x32\x19.tessera.v1.SignedReceipt\"3\n\rSignedReceipt\x12\x0f\n\x07receipt\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"2\n\x0fReceiptsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07replica\x18\x02 \x01(\r\"?\n\x10ReceiptsResponse\x12+\n\x08receipts\x18\x01 \x03(\x0b\x32\x19.tessera.v1.SignedReceipt\"\r\n\x0bInfoRequest\"\xd3\x01\n\x0cInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nnum_blocks\x18\x02 \x01(\r\x12\r\n\x05start\x18\x03 \x01(\r\x12\x0b\n\x03\x65nd\x18\x04 \x01(\r\x12\x0c\n\x04node\x18\x05 \x01(\t\x12\x18\n\x10\x66ree_cache_bytes\x18\x06 \x01(\x04\x12\x10\n\x08sessions\x18\x07 \x01(\r\x12\x19\n\x11tokens_per_second\x18\x08 \x01(\x01\x12\x0f\n\x07version\x18\t \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x0e\n\x06\x63odecs\x18\x0b \x03(\r\"#\n\x0bPingRequest\x12\x14\n\x0csent_unix_ns\x18\x01 \x01(\x04\">\n\x0cPingResponse\x12\x14\n\x0csent_unix_ns\x18\x01 \x01(\x04\x12\x18\n\x10received_unix_ns\x18\x02 \x01(\x04*J\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tKIND_OPEN\x10\x01\x12\r\n\tKIND_STEP\x10\x02\x12\x0e\n\nKIND_CLOSE\x10\x03\x32\x8e\x02\n\rWorkerService\x12=\n\x07\x46orward\x12\x16.tessera.v1.HopMessage\x1a\x16.tessera.v1.HopMessage(\x01\x30\x01\x12\x39\n\x04Info\x12\x17.tessera.v1.InfoRequest\x1a\x18.tessera.v1.InfoResponse\x12\x39\n\x04Ping\x12\x17.tessera.v1.PingRequest\x1a\x18.tessera.v1.PingResponse\x12H\n\x0bGetReceipts\x12\x1b.tessera.v1.ReceiptsRequest\x1a\x1c.tessera.v1.ReceiptsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dproto/tessera/v1/worker.proto\x12\ntessera.v1\"C\n\x06Tensor\x12\r\n\x05\x63odec\x18\x01 \x01(\r\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\r\n\x05\x62lock\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x8b\x03\n\nHopMessage\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07replica\x18\x02 \x01(\r\x12\x0b\n\x03hop\x18\x03 \x01(\r\x12\x0c\n\x04step\x18\x04 \x01(\r\x12\x1e\n\x04kind\x18\x05 \x01(\x0e\x32\x10.tessera.v1.Kind\x12#\n\x07payload\x18\x06 \x01(\x0b\x32\x12.tessera.v1.Tensor\x12\x14\n\x0cpayload_hash\x18\x07 \x01(\x0c\x12\x0b\n\x03ids\x18\x08 \x03(\r\x12\x0e\n\x06output\x18\t \x01(\x0c\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0e\n\x06sender\x18\x0b \x01(\t\x12\x11\n\tsignature\x18\x0c \x01(\x0c\x12\x10\n\x08upstream\x18\r \x01(\x08\x12\x0f\n\x07session\x18\x0e \x01(\x0c\x12\x14\n\x0csent_unix_ms\x18\x0f \x01(\x04\x12\"\n\x06\x65xtras\x18\x14 \x03(\x0b\x32\x12.tessera.v1.Tensor\x12\r\n\x05route\x18\x16 \x01(\x04\x12+\n\x08receipts\x18\x10 \x03(\x0b\x32\x19.tessera.v1.SignedReceipt\"C\n\x08HopBatch\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.tessera.v1.HopMessage\x12\r\n\x05\x63odes\x18\x02 \x03(\r\"3\n\rSignedReceipt\x12\x0f\n\x07receipt\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"2\n\x0fReceiptsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07replica\x18\x02 \x01(\r\"?\n\x10ReceiptsResponse\x12+\n\x08receipts\x18\x01 \x03(\x0b\x32\x19.tessera.v1.SignedReceipt\"\r\n\x0bInfoRequest\"\xea\x01\n\x0cInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nnum_blocks\x18\x02 \x01(\r\x12\r\n\x05start\x18\x03 \x01(\r\x12\x0b\n\x03\x65nd\x18\x04 \x01(\r\x12\x0c\n\x04node\x18\x05 \x01(\t\x12\x18\n\x10\x66ree_cache_bytes\x18\x06 \x01(\x04\x12\x10\n\x08sessions\x18\x07 \x01(\r\x12\x19\n\x11tokens_per_second\x18\x08 \x01(\x01\x12\x0f\n\x07version\x18\t \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x0e\n\x06\x63odecs\x18\x0b \x03(\r\x12\x15\n\rbatched_steps\x18\x0c \x01(\x04\"#\n\x0bPingRequest\x12\x14\n\x0csent_unix_ns\x18\x01 \x01(\x04\">\n\x0cPingResponse\x12\x14\n\x0csent_unix_ns\x18\x01 \x01(\x04\x12\x18\n\x10received_unix_ns\x18\x02 \x01(\x04*J\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\r\n\tKIND_OPEN\x10\x01\x12\r\n\tKIND_STEP\x10\x02\x12\x0e\n\nKIND_CLOSE\x10\x03\x32\xce\x02\n\rWorkerService\x12=\n\x07\x46orward\x12\x16.tessera.v1.HopMessage\x1a\x16.tessera.v1.HopMessage(\x01\x30\x01\x12>\n\x0c\x46orwardBatch\x12\x14.tessera.v1.HopBatch\x1a\x14.tessera.v1.HopBatch(\x01\x30\x01\x12\x39\n\x04Info\x12\x17.tessera.v1.InfoRequest\x1a\x18.tessera.v1.InfoResponse\x12\x39\n\x04Ping\x12\x17.tessera.v1.PingRequest\x1a\x18.tessera.v1.PingResponse\x12H\n\x0bGetReceipts\x12\x1b.tessera.v1.ReceiptsRequest\x1a\x1c.tessera.v1.ReceiptsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.tessera.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KIND']._serialized_start=1012
-  _globals['_KIND']._serialized_end=1086
+  _globals['_KIND']._serialized_start=1104
+  _globals['_KIND']._serialized_end=1178
   _globals['_TENSOR']._serialized_start=45
   _globals['_TENSOR']._serialized_end=112
   _globals['_HOPMESSAGE']._serialized_start=115
   _globals['_HOPMESSAGE']._serialized_end=510
-  _globals['_SIGNEDRECEIPT']._serialized_start=512
-  _globals['_SIGNEDRECEIPT']._serialized_end=563
-  _globals['_RECEIPTSREQUEST']._serialized_start=565
-  _globals['_RECEIPTSREQUEST']._serialized_end=615
-  _globals['_RECEIPTSRESPONSE']._serialized_start=617
-  _globals['_RECEIPTSRESPONSE']._serialized_end=680
-  _globals['_INFOREQUEST']._serialized_start=682
-  _globals['_INFOREQUEST']._serialized_end=695
-  _globals['_INFORESPONSE']._serialized_start=698
-  _globals['_INFORESPONSE']._serialized_end=909
-  _globals['_PINGREQUEST']._serialized_start=911
-  _globals['_PINGREQUEST']._serialized_end=946
-  _globals['_PINGRESPONSE']._serialized_start=948
-  _globals['_PINGRESPONSE']._serialized_end=1010
-  _globals['_WORKERSERVICE']._serialized_start=1089
-  _globals['_WORKERSERVICE']._serialized_end=1359
+  _globals['_HOPBATCH']._serialized_start=512
+  _globals['_HOPBATCH']._serialized_end=579
+  _globals['_SIGNEDRECEIPT']._serialized_start=581
+  _globals['_SIGNEDRECEIPT']._serialized_end=632
+  _globals['_RECEIPTSREQUEST']._serialized_start=634
+  _globals['_RECEIPTSREQUEST']._serialized_end=684
+  _globals['_RECEIPTSRESPONSE']._serialized_start=686
+  _globals['_RECEIPTSRESPONSE']._serialized_end=749
+  _globals['_INFOREQUEST']._serialized_start=751
+  _globals['_INFOREQUEST']._serialized_end=764
+  _globals['_INFORESPONSE']._serialized_start=767
+  _globals['_INFORESPONSE']._serialized_end=1001
+  _globals['_PINGREQUEST']._serialized_start=1003
+  _globals['_PINGREQUEST']._serialized_end=1038
+  _globals['_PINGRESPONSE']._serialized_start=1040
+  _globals['_PINGRESPONSE']._serialized_end=1102
+  _globals['_WORKERSERVICE']._serialized_start=1181
+  _globals['_WORKERSERVICE']._serialized_end=1515
 # @@protoc_insertion_point(module_scope)

@@ -70,6 +70,14 @@ class HopMessage(_message.Message):
     receipts: _containers.RepeatedCompositeFieldContainer[SignedReceipt]
     def __init__(self, job_id: _Optional[str] = ..., replica: _Optional[int] = ..., hop: _Optional[int] = ..., step: _Optional[int] = ..., kind: _Optional[_Union[Kind, str]] = ..., payload: _Optional[_Union[Tensor, _Mapping]] = ..., payload_hash: _Optional[bytes] = ..., ids: _Optional[_Iterable[int]] = ..., output: _Optional[bytes] = ..., error: _Optional[str] = ..., sender: _Optional[str] = ..., signature: _Optional[bytes] = ..., upstream: _Optional[bool] = ..., session: _Optional[bytes] = ..., sent_unix_ms: _Optional[int] = ..., extras: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., route: _Optional[int] = ..., receipts: _Optional[_Iterable[_Union[SignedReceipt, _Mapping]]] = ...) -> None: ...
 
+class HopBatch(_message.Message):
+    __slots__ = ("messages", "codes")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    CODES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[HopMessage]
+    codes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, messages: _Optional[_Iterable[_Union[HopMessage, _Mapping]]] = ..., codes: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class SignedReceipt(_message.Message):
     __slots__ = ("receipt", "signature")
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
@@ -97,7 +105,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model", "num_blocks", "start", "end", "node", "free_cache_bytes", "sessions", "tokens_per_second", "version", "device", "codecs")
+    __slots__ = ("model", "num_blocks", "start", "end", "node", "free_cache_bytes", "sessions", "tokens_per_second", "version", "device", "codecs", "batched_steps")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +117,7 @@ class InfoResponse(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     CODECS_FIELD_NUMBER: _ClassVar[int]
+    BATCHED_STEPS_FIELD_NUMBER: _ClassVar[int]
     model: str
     num_blocks: int
     start: int
@@ -120,7 +129,8 @@ class InfoResponse(_message.Message):
     version: str
     device: str
     codecs: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, model: _Optional[str] = ..., num_blocks: _Optional[int] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., node: _Optional[str] = ..., free_cache_bytes: _Optional[int] = ..., sessions: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., version: _Optional[str] = ..., device: _Optional[str] = ..., codecs: _Optional[_Iterable[int]] = ...) -> None: ...
+    batched_steps: int
+    def __init__(self, model: _Optional[str] = ..., num_blocks: _Optional[int] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., node: _Optional[str] = ..., free_cache_bytes: _Optional[int] = ..., sessions: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., version: _Optional[str] = ..., device: _Optional[str] = ..., codecs: _Optional[_Iterable[int]] = ..., batched_steps: _Optional[int] = ...) -> None: ...
 
 class PingRequest(_message.Message):
     __slots__ = ("sent_unix_ns",)

@@ -39,6 +39,11 @@ class WorkerServiceStub:
                 request_serializer=proto_dot_tessera_dot_v1_dot_worker__pb2.HopMessage.SerializeToString,
                 response_deserializer=proto_dot_tessera_dot_v1_dot_worker__pb2.HopMessage.FromString,
                 _registered_method=True)
+        self.ForwardBatch = channel.stream_stream(
+                '/tessera.v1.WorkerService/ForwardBatch',
+                request_serializer=proto_dot_tessera_dot_v1_dot_worker__pb2.HopBatch.SerializeToString,
+                response_deserializer=proto_dot_tessera_dot_v1_dot_worker__pb2.HopBatch.FromString,
+                _registered_method=True)
         self.Info = channel.unary_unary(
                 '/tessera.v1.WorkerService/Info',
                 request_serializer=proto_dot_tessera_dot_v1_dot_worker__pb2.InfoRequest.SerializeToString,
@@ -63,6 +68,16 @@ class WorkerServiceServicer:
         """One bidirectional stream per session: OPEN, then STEP 0..n-1, then CLOSE.
         Each request gets exactly one response, in order. A stream carries one
         session; the receiver ends streams that stay idle (see WorkerConfig).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForwardBatch(self, request_iterator, context):
+        """Decode steps of several sessions in one message: STEPs of sessions that were OPENed on Forward
+        streams to this node, whose forward ran as one batch at the sender. Each HopBatch request gets
+        exactly one HopBatch response, in order, with one answer per message in the same order (see
+        worker/ring/batch.py). A refused message fails its own session only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,6 +111,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.Forward,
                     request_deserializer=proto_dot_tessera_dot_v1_dot_worker__pb2.HopMessage.FromString,
                     response_serializer=proto_dot_tessera_dot_v1_dot_worker__pb2.HopMessage.SerializeToString,
+            ),
+            'ForwardBatch': grpc.stream_stream_rpc_method_handler(
+                    servicer.ForwardBatch,
+                    request_deserializer=proto_dot_tessera_dot_v1_dot_worker__pb2.HopBatch.FromString,
+                    response_serializer=proto_dot_tessera_dot_v1_dot_worker__pb2.HopBatch.SerializeToString,
             ),
             'Info': grpc.unary_unary_rpc_method_handler(
                     servicer.Info,
@@ -140,6 +160,33 @@ class WorkerService:
             '/tessera.v1.WorkerService/Forward',
             proto_dot_tessera_dot_v1_dot_worker__pb2.HopMessage.SerializeToString,
             proto_dot_tessera_dot_v1_dot_worker__pb2.HopMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForwardBatch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tessera.v1.WorkerService/ForwardBatch',
+            proto_dot_tessera_dot_v1_dot_worker__pb2.HopBatch.SerializeToString,
+            proto_dot_tessera_dot_v1_dot_worker__pb2.HopBatch.FromString,
             options,
             channel_credentials,
             insecure,

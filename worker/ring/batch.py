@@ -1,0 +1,255 @@
+"""Several sessions' decode steps in one message to the next hop (``ForwardBatch``).
+
+Each session still opens, prefills and closes on its own ``Forward`` stream
+(:class:`worker.ring.link.Link`). When a stage's forward ran several sessions'
+decode steps as one batch, the messages those sessions send on to the same next
+hop travel as one :class:`HopBatch` and their answers come back as one: the
+next hop decodes, checks and runs them as a batch on one thread
+(:meth:`worker.ring.hop.HopRuntime.handle_batch`), instead of one handler thread
+per session waking in turn, and one gRPC message crosses each hop per batch
+instead of one per session. Every message inside is signed and bound to its
+session exactly as on its own stream, and answered or refused on its own.
+
+* :class:`BatchLink`: the ``ForwardBatch`` streams of this process to one
+  endpoint. A stream carries one batch at a time (request, then its answer);
+  idle ones are reused, and a batch finds one free or opens one, at most
+  :data:`MAX_STREAMS` at once (past that the caller sends on the sessions' own
+  streams). Every answer is awaited at most the hop timeout.
+* :class:`Coalescer`: the sessions of one forward bound for one endpoint each
+  hand in their message from their own thread (the head's, one per job); the
+  last one in sends them all. The first waits at most :data:`COALESCE_S` for
+  the rest, then sends what has come.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from proto.errors import JobInputError, ProtocolError, TesseraError
+from proto.tessera.v1 import worker_pb2 as pb
+from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
+from worker import wire
+from worker.ring.watch import PeerTimeout, _watchdog
+
+MAX_STREAMS = 8  # ForwardBatch streams open to one endpoint at once (batches in flight to it)
+IDLE_S = 4.0  # an idle stream quiet this long is closed instead of reused, seconds (a node ends batch
+# streams quiet for WorkerConfig.stream_idle_s, 10 s by default)
+COALESCE_S = 0.02  # the first message of a forward's batch waits this long at most for the rest, seconds
+
+_END = object()
+
+
+class BatchStream:
+    """One ``ForwardBatch`` stream: one batch in flight at a time, each answered within ``timeout_s``."""
+
+    def __init__(self, stub: pb_grpc.WorkerServiceStub, peer: str, timeout_s: float):
+        self.peer, self.timeout_s = peer, timeout_s
+        self._q: queue.Queue = queue.Queue()
+        self._due: float | None = None
+        self._timed_out = False
+        self.used = time.monotonic()
+        self._responses = stub.ForwardBatch(self._requests())
+        _watchdog().watch(self)
+
+    def _requests(self):
+        while True:
+            item = self._q.get()
+            if item is _END:
+                return
+            yield item
+
+    def exchange(self, batch: pb.HopBatch) -> pb.HopBatch:
+        self._q.put(batch)
+        self._due = time.monotonic() + self.timeout_s
+        try:
+            return next(self._responses)
+        finally:
+            self._due = None
+            self.used = time.monotonic()
+
+    def expire_if_overdue(self, now: float) -> None:
+        """Cancel the stream if its answer is overdue (called by the link watchdog)."""
+        due = self._due
+        if due is not None and now > due:
+            self._timed_out = True
+            self._responses.cancel()
+
+    def refusal(self, exc: grpc.RpcError | StopIteration, step: int) -> TesseraError:
+        if isinstance(exc, StopIteration):
+            return ProtocolError(f"next hop {self.peer} closed its batch stream")
+        if self._timed_out:
+            return PeerTimeout(f"next hop {self.peer} did not answer step {step} within {self.timeout_s:g} s")
+        return refusal(exc.code(), exc.details() or "", self.peer, step)
+
+    def close(self) -> None:
+        self._q.put(_END)
+        self._responses.cancel()
+
+
+def refusal(code: grpc.StatusCode, details: str, peer: str, step: int) -> TesseraError:
+    """The error a session's step hears when the next hop refused it with ``code`` (as on its own stream)."""
+    details = wire.safe(details, 300)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return PeerTimeout(f"next hop {peer} did not finish before the job's deadline (step {step})")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:  # deterministic: the job's input can never run there
+        return JobInputError(f"next hop {peer} refused step {step} as invalid: {details}")
+    return ProtocolError(f"next hop {peer} refused step {step}: {code.name} {details}")
+
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+class BatchLink:
+    """This process's ``ForwardBatch`` streams to one endpoint (``peer``: the node there, for messages)."""
+
+    def __init__(self, stub: pb_grpc.WorkerServiceStub, peer: str):
+        self.stub, self.peer = stub, peer
+        self._lock = threading.Lock()
+        self._idle: list[BatchStream] = []
+        self._open = 0  # streams open (idle or carrying a batch)
+
+    def exchange(self, msgs: Sequence[pb.HopMessage], timeout_s: float) -> list[pb.HopMessage | TesseraError] | None:
+        """Send ``msgs`` (signed STEP requests) as one batch; per message, its answer (checked like a
+        :class:`Link`'s, signature aside: the caller checks it) or the error its session hears. None
+        when :data:`MAX_STREAMS` batches are in flight already: send them on their own streams."""
+        stream = self._take(timeout_s)
+        if stream is None:
+            return None
+        ok = False
+        try:
+            answer = stream.exchange(pb.HopBatch(messages=list(msgs)))
+        except (grpc.RpcError, StopIteration) as exc:
+            err = stream.refusal(exc, msgs[0].step)
+            return [err] * len(msgs)
+        else:
+            out = self._answers(msgs, answer)
+            ok = all(not isinstance(a, TesseraError) for a in out)
+            return out
+        finally:
+            self._give_back(stream, ok)
+
+    def _answers(self, msgs: Sequence[pb.HopMessage], answer: pb.HopBatch) -> list[pb.HopMessage | TesseraError]:
+        if len(answer.messages) != len(msgs) or len(answer.codes) not in (0, len(msgs)):
+            err = ProtocolError(f"next hop {self.peer} answered a batch of {len(msgs)} steps with "
+                                f"{len(answer.messages)} answers and {len(answer.codes)} codes")
+            return [err] * len(msgs)
+        codes = list(answer.codes) or [0] * len(msgs)
+        out: list[pb.HopMessage | TesseraError] = []
+        for msg, resp, code in zip(msgs, answer.messages, codes):
+            try:
+                if code:
+                    status = _CODES.get(code)
+                    if status is None or status == grpc.StatusCode.OK:
+                        raise ProtocolError(f"next hop {self.peer} refused step {msg.step} with an unknown "
+                                            f"status code {code}")
+                    if len(resp.error) > wire.MAX_ERROR_CHARS:
+                        raise wire.MessageError(f"refusal of step {msg.step} is too long")
+                    out.append(refusal(status, resp.error, self.peer, msg.step))
+                    continue
+                wire.check_answer(resp)
+                if not resp.upstream or resp.job_id != msg.job_id or resp.replica != msg.replica \
+                        or resp.step != msg.step or resp.kind != msg.kind or resp.session != msg.session:
+                    raise ProtocolError(f"next hop {self.peer} answered step {resp.step} kind {resp.kind} "
+                                        f"to step {msg.step} kind {msg.kind} of another session or order")
+                if resp.error:
+                    raise ProtocolError(f"next hop {self.peer} failed: {wire.safe(resp.error, 200)}")
+                out.append(resp)
+            except TesseraError as exc:
+                out.append(exc)
+        return out
+
+    def _take(self, timeout_s: float) -> BatchStream | None:
+        now, stale = time.monotonic(), []
+        with self._lock:
+            while self._idle:
+                s = self._idle.pop()
+                if now - s.used < IDLE_S:
+                    s.timeout_s = timeout_s
+                    return s
+                stale.append(s)
+                self._open -= 1
+            full = self._open >= MAX_STREAMS
+            if not full:
+                self._open += 1
+        for s in stale:
+            s.close()
+        if full:
+            return None
+        try:
+            return BatchStream(self.stub, self.peer, timeout_s)
+        except BaseException:
+            with self._lock:
+                self._open -= 1
+            raise
+
+    def _give_back(self, stream: BatchStream, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self._idle.append(stream)
+                return
+            self._open -= 1
+        stream.close()  # a stream that saw a refusal or an error is not trusted with the next batch
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+        for s in idle:
+            s.close()
+
+
+class _Slot:
+    __slots__ = ("answer", "done", "msg")
+
+    def __init__(self, msg: pb.HopMessage):
+        self.msg = msg
+        self.done = threading.Event()
+        self.answer: pb.HopMessage | TesseraError | None = None
+
+
+class Coalescer:
+    """Gathers, per forward, the messages its sessions send to :attr:`link`'s endpoint into one batch."""
+
+    def __init__(self, link: BatchLink):
+        self.link = link
+        self._lock = threading.Lock()
+        self._groups: dict[Any, list[_Slot]] = {}
+
+    def exchange(self, key: Any, expected: int, msg: pb.HopMessage, timeout_s: float) -> pb.HopMessage | None:
+        """Send ``msg``, one of ``expected`` messages of the forward ``key``, in one batch with the others;
+        its answer (signature not checked), or None if it must go on its session's own stream."""
+        slot = _Slot(msg)
+        with self._lock:
+            group = self._groups.setdefault(key, [])
+            group.append(slot)
+            full = len(group) >= expected
+            if full:
+                del self._groups[key]
+        if not full and not slot.done.wait(COALESCE_S):
+            with self._lock:  # the rest are late: send what came (unless the last one in just took it)
+                full = self._groups.get(key) is group
+                if full:
+                    del self._groups[key]
+        if full:
+            self._send(group, timeout_s)
+        elif not slot.done.wait(timeout_s + COALESCE_S):
+            raise PeerTimeout(f"next hop {self.link.peer} did not answer step {msg.step} within {timeout_s:g} s")
+        if isinstance(slot.answer, TesseraError):
+            raise slot.answer
+        return slot.answer
+
+    def _send(self, group: list[_Slot], timeout_s: float) -> None:
+        try:
+            answers = self.link.exchange([s.msg for s in group], timeout_s)
+        except BaseException as exc:  # noqa: BLE001 - every member hears of it
+            answers = [exc if isinstance(exc, TesseraError) else ProtocolError(f"batch send failed: {exc}")] \
+                * len(group)
+        for s, a in zip(group, answers or [None] * len(group)):
+            s.answer = a
+            s.done.set()
