@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             unb.channels.close()
     result = {"bench": "concurrency", "model": args.model, "device": args.device, "dtype": args.dtype,
               "codec": codec.NAMES[cid], "stages": args.stages, "spans": spans, "tokens": args.tokens, "repeats": args.repeats,
-              "headline": HEADLINE, "batch_window_ms": args.window_ms,
+              "headline": HEADLINE, "batch_window_ms": args.window_ms, "max_batch": args.max_batch,
               "thread_budget": f"{args.threads} torch thread(s) per ring process ({args.stages} processes); "
                                f"monolithic: {mono_threads} in one process (the ring's total, at most the "
                                f"machine's {os.cpu_count()} cores)",

@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", help="float32, bfloat16, float16")
     ap.add_argument("--window-ms", type=float, default=WorkerConfig().batch_window_ms, help="batch window")
+    ap.add_argument("--max-batch", type=int, default=WorkerConfig().max_batch,
+                    help="sessions in one forward at most, on every stage (fewer: several groups in the ring at once)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per level; the median counts")
     ap.add_argument("--prompt-ids", help="comma-separated prompt token ids, the same for every session")
     ap.add_argument("--save", help="also write the JSON result to this file")
@@ -154,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[int, list[dict]] = {lv: [] for lv in levels}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         procs = stack.enter_context(workers(model_dir, spans, ports, list(routes.values()), Path(tmp), args.threads,
-                                            args.device, stage_flags(max(levels), args.window_ms, args.dtype)))
-        ring = Ring(head, routes, WorkerConfig(batch_window_ms=args.window_ms))
+                                            args.device, (*stage_flags(max(levels), args.window_ms, args.dtype),
+                                                          "--max-batch", str(args.max_batch))))
+        ring = Ring(head, routes, WorkerConfig(batch_window_ms=args.window_ms, max_batch=args.max_batch))
         ring.run([1], prompts[:1])  # warm-up: connections, first-call costs
         pids = {"stage0": os.getpid(), **{f"stage{i + 1}": p.pid for i, p in enumerate(procs)}}
         for r in range(args.repeats):
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         y = head.forward(torch.tensor([prompts[0]]), head.new_cache())[:, -1:]
     result = {"bench": "hopprofile", "model": args.model, "device": args.device, "dtype": args.dtype,
               "codec": codec.NAMES[cid], "stages": args.stages, "spans": spans, "tokens": args.tokens,
-              "repeats": args.repeats, "headline": HEADLINE, "batch_window_ms": args.window_ms,
+              "repeats": args.repeats, "headline": HEADLINE, "batch_window_ms": args.window_ms, "max_batch": args.max_batch,
               "threads": args.threads, "load_before": [round(v, 2) for v in load_start],
               "load_after": [round(v, 2) for v in os.getloadavg()],
               "levels": {str(lv): median_run(rs) for lv, rs in runs.items()},

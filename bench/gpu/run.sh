@@ -18,13 +18,15 @@
 # CONC_DTYPE [bfloat16], TOKENS [64], CONC_TOKENS [32], SESSIONS [16], REPEATS [3], DEVICE [cuda], PROFILE [0],
 # OUT [$OUT, else bench/results], MODELS [/tmp/tessera-gpu-models], STEP_TIMEOUT [180 s per benchmark],
 # WINDOW_MS [5: the workers' batch window; with 2 the scheduler's cap, 10 windows, split 16 sessions into groups],
-# PIPELINE [1; 0 leaves out the pipeline benchmark].
+# PIPELINE [1; 0 leaves out the pipeline benchmark], MAX_BATCH [64: sessions in one forward at most; fewer
+# keep several groups in the ring at once], TAG [none; names the result files ...-TAG.json].
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 SIZES=${SIZES:-1b,3b} DTYPES=${DTYPES:-float32,bfloat16} CONC_DTYPE=${CONC_DTYPE:-bfloat16}
 TOKENS=${TOKENS:-64} CONC_TOKENS=${CONC_TOKENS:-32} SESSIONS=${SESSIONS:-16} REPEATS=${REPEATS:-3}
 DEVICE=${DEVICE:-cuda} PROFILE=${PROFILE:-0} OUT=${OUT:-bench/results} MODELS=${MODELS:-/tmp/tessera-gpu-models}
-STEP_TIMEOUT=${STEP_TIMEOUT:-180} WINDOW_MS=${WINDOW_MS:-5} PIPELINE=${PIPELINE:-1}
+STEP_TIMEOUT=${STEP_TIMEOUT:-180} WINDOW_MS=${WINDOW_MS:-5} PIPELINE=${PIPELINE:-1} MAX_BATCH=${MAX_BATCH:-64}
+TAG=${TAG:+-$TAG}
 mkdir -p "$OUT"
 LOG="$OUT/gpu-run.log"
 started=$(date +%s)
@@ -55,14 +57,15 @@ for size in ${SIZES//,/ }; do
       --stages 3 --tokens "$TOKENS" --repeats "$REPEATS" --prompt-ids 128000,791,6864,315,9822,374,12366,13,9842,264 \
       --json --save "$out" >/dev/null 2>>"$LOG" && say "wrote $out" || { say "pipeline $size $dtype failed"; failed=1; }
   done
-  out="$OUT/concurrency-gpu-$card-$size-$(short "$CONC_DTYPE").json"
+  out="$OUT/concurrency-gpu-$card-$size-$(short "$CONC_DTYPE")$TAG.json"
   timeout "$STEP_TIMEOUT" python3 -m bench.concurrency --model "$MODELS/llama-$size" --device "$DEVICE" \
     --dtype "$CONC_DTYPE" --sessions "1,$SESSIONS" --unbatched "" --tokens "$CONC_TOKENS" --repeats "$REPEATS" \
-    --window-ms "$WINDOW_MS" --json --save "$out" >/dev/null 2>>"$LOG" && say "wrote $out" || { say "concurrency $size failed"; failed=1; }
+    --window-ms "$WINDOW_MS" --max-batch "$MAX_BATCH" --json --save "$out" >/dev/null 2>>"$LOG" && say "wrote $out" || { say "concurrency $size failed"; failed=1; }
   if [ "$PROFILE" = 1 ]; then
-    out="$OUT/hopprofile-gpu-$card-$size-$(short "$CONC_DTYPE").json"
+    out="$OUT/hopprofile-gpu-$card-$size-$(short "$CONC_DTYPE")$TAG.json"
     timeout "$STEP_TIMEOUT" python3 -m bench.hopprofile --model "$MODELS/llama-$size" --device "$DEVICE" \
       --dtype "$CONC_DTYPE" --sessions "1,$SESSIONS" --tokens "$CONC_TOKENS" --repeats "$REPEATS" --window-ms "$WINDOW_MS" \
+      --max-batch "$MAX_BATCH" \
       --json --save "$out" >/dev/null 2>>"$LOG" && say "wrote $out" || { say "hopprofile $size failed"; failed=1; }
   fi
 done
