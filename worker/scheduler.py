@@ -178,7 +178,7 @@ class StepScheduler:
         start = time.monotonic()
         gap_end = start + self.window_s
         while True:
-            took = [r for r in self._queue if len(batch) < self.max_batch and self._fits(first, r)]
+            took = [r for r in self._queue if self._fits(first, r)][: self.max_batch - len(batch)]
             for r in took:
                 self._queue.remove(r)
                 batch.append(r)

@@ -323,6 +323,38 @@ def test_a_missing_member_is_waited_for_at_most_the_cap():
     assert max(t.cur["queue"] for t in times) < (MAX_WAIT_WINDOWS + 3) * window
 
 
+def test_steps_queued_all_at_once_never_make_a_batch_past_max_batch():
+    """Steps handed in together (a batch that came in one message, or a burst that queued while the
+    stage ran) are cut at max_batch: the old gather took every fitting step it found at once, and a
+    head with max_batch 8 sent a batch of 13 that its next hop (max_batch 8) refused."""
+    stage = _Recording()
+    sched = StepScheduler(stage, window_s=0.05, max_batch=3)
+    caches = [{"n": j} for j in range(7)]
+    for c in caches:
+        sched.join(c)
+    reqs = sched.submit_many([(torch.zeros(1, 1, 2), c) for c in caches])
+    for r in reqs:
+        sched.wait(r, 10)
+    assert sorted(len(b) for b in stage.batches) == [1, 3, 3]
+    assert sorted(n for b in stage.batches for n in b) == list(range(7))
+    assert all(r.peers == 1 and r.size == len(b) for r in reqs for b in stage.batches if r.cache["n"] in b)
+
+
+def test_a_request_learns_how_many_of_its_forward_go_where_it_goes():
+    """``peers``: the requests of its forward with the same tag (next hop), which the head's batch
+    to that hop waits for; untagged requests (the tail's) go nowhere together."""
+    stage = _Recording()
+    sched = StepScheduler(stage, window_s=0.05, max_batch=8)
+    caches = [{"n": j} for j in range(5)]
+    for c in caches:
+        sched.join(c)
+    reqs = sched.submit_many([(torch.zeros(1, 1, 2), c) for c in caches], tags=["a", "b", "a", "a", None])
+    for r in reqs:
+        sched.wait(r, 10)
+    assert [r.peers for r in reqs] == [3, 1, 3, 3, 1]
+    assert len({r.batch for r in reqs}) == 1 and len(stage.batches) == 1
+
+
 def test_to_host_moves_a_decode_batch_as_rows_of_float32_and_keeps_other_shapes_apart():
     from worker.scheduler import to_host
 
