@@ -5,6 +5,8 @@ fails only the messages that are wrong, each on its own."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -12,14 +14,16 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
+from eth_account import Account
 from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench._procs import bench_key, free_port, ring_route, workers  # noqa: E402
 from proto.tessera.v1 import worker_pb2 as pb  # noqa: E402
-from proto.types import JobId  # noqa: E402
+from proto.types import JobId, NodeId  # noqa: E402
 from worker import codec  # noqa: E402
-from worker.planview import GenParams, StaticPlanView  # noqa: E402
+from worker.config import WorkerConfig  # noqa: E402
+from worker.planview import GenParams, HopRoute, JobRoute, StaticPlanView  # noqa: E402
 from worker.ring import Channels, run_replica  # noqa: E402
 from worker.shard import load_stage  # noqa: E402
 from worker.shard.tiny import save_tiny_model  # noqa: E402
@@ -139,3 +143,53 @@ def test_a_batch_larger_than_the_node_takes_ends_its_stream_and_the_node_serves_
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most" in err.value.details()
     assert list(_batch(ring["ports"][2], [a.step(1, _token(1))]).codes) == [0]  # nothing of it ran
     assert stub(ring["ports"][2]).Ping(pb.PingRequest(), timeout=5).received_unix_ns > 0
+
+
+FAILOVER_SPANS = [(0, 1), (1, 3), (1, 3), (3, 4)]  # head, middle, the middle's standby, tail
+FAILOVER_SESSIONS, FAILOVER_TOKENS = 4, 12
+
+
+def test_sessions_decoding_in_batches_all_fail_over_when_the_middle_hop_stalls(tmp_path):
+    """The middle hop stops answering while 4 sessions decode in batches through it: every session's
+    batch wait ends at the hop timeout, each continues on the middle's standby, batches form there
+    again, and every session ends with the tokens it would have had without the fault."""
+    d = save_tiny_model("llama", tmp_path / "llama")
+    ports = [0] + [free_port() for _ in FAILOVER_SPANS[1:]]
+    hops = [HopRoute(NodeId(Account.from_key(bench_key(i)).address), f"127.0.0.1:{p}", a, b)
+            for i, ((a, b), p) in enumerate(zip(FAILOVER_SPANS, ports))]
+    params = GenParams(max_tokens=FAILOVER_TOKENS, codec=codec.FP32)
+    routes = [JobRoute(JobId(70 + j), "llama", 4, ((hops[0], hops[1], hops[3]),), params, standbys=((hops[2],),))
+              for j in range(FAILOVER_SESSIONS)]
+    channels = Channels()
+    out: list[list[int]] = [[] for _ in range(FAILOVER_SESSIONS)]
+    with workers(d, FAILOVER_SPANS, ports, routes, tmp_path) as procs:
+        middle = procs[0]
+        view, head = StaticPlanView(routes), load_stage(d, *FAILOVER_SPANS[0])
+        go = threading.Barrier(FAILOVER_SESSIONS)
+
+        def stall(step, _ids):
+            if step == 4:
+                os.kill(middle.pid, signal.SIGSTOP)
+
+        def one(j):
+            go.wait()
+            out[j] = run_replica(head, view.route(JobId(70 + j)), 0, _prompt(j), Signer(bench_key(0)),
+                                 config=WorkerConfig(hop_timeout_s=2.0), channels=channels,
+                                 on_token=stall if j == 0 else None)
+
+        threads = [threading.Thread(target=one, args=(j,)) for j in range(FAILOVER_SESSIONS)]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(180)
+            standby_batched = _batched(ports[2])
+        finally:
+            os.kill(middle.pid, signal.SIGCONT)
+            channels.close()
+    full = AutoModelForCausalLM.from_pretrained(d).eval()
+    for j in range(FAILOVER_SESSIONS):
+        want = full.generate(torch.tensor([_prompt(j)]), max_new_tokens=FAILOVER_TOKENS, do_sample=False,
+                             pad_token_id=0, eos_token_id=None)
+        assert out[j] == want[0, 3 + j:].tolist(), f"session {j}"
+    assert standby_batched > 0  # the sessions batched again on the standby
