@@ -11,6 +11,12 @@ context length) and memory for it is reserved before the stage runs. The step
 itself is the session's :class:`worker.ring.pipeline.Pipeline`, the code the
 head runs too: a small step's signature is checked while the stage runs, a
 large one's before, and either is joined before anything leaves the node.
+
+Decode steps of sessions that ran in one forward upstream may come as one
+``ForwardBatch`` message instead (``HopRuntime.handle_batch``, see
+:mod:`worker.ring.batch`): each is bounded and its signature checked first, then
+the batch is decoded, run and passed on together on one thread, with the same
+checks per message as on its own stream, and answered or refused per message.
 """
 
 from __future__ import annotations
