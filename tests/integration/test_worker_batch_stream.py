@@ -37,7 +37,8 @@ SPANS = [(0, 1), (1, 3), (3, 4)]
 SESSIONS = 5
 TOKENS = 40  # past the first receipt chunk (the prompt, then 32 steps a chunk)
 HOSTILE_JOBS = (60, 61, 62)  # sessions the hostile tests open on the tail themselves, as hop 1
-MAX_BATCH = 8
+MAX_BATCH = 4  # smaller than the sessions that batch upstream: the stage cuts its forwards, no batch is refused
+MAX_SESSIONS = 12
 
 
 def _prompt(j: int) -> list[int]:
@@ -52,7 +53,8 @@ def ring(tmp_path_factory):
     params = GenParams(max_tokens=TOKENS, codec=codec.FP32)
     routes = [ring_route(j + 1, "llama", 4, SPANS, ports, params) for j in range(SESSIONS)]
     routes += [ring_route(j, "llama", 4, SPANS, ports, params) for j in HOSTILE_JOBS]
-    with workers(d, SPANS, ports, routes, tmp, extra=("--max-batch", str(MAX_BATCH))):
+    with workers(d, SPANS, ports, routes, tmp, extra=("--max-batch", str(MAX_BATCH), "--max-sessions",
+                                                      str(MAX_SESSIONS))):
         yield {"dir": d, "ports": ports, "view": StaticPlanView(routes), "head": load_stage(d, *SPANS[0])}
 
 
@@ -139,7 +141,7 @@ def test_a_batch_refuses_two_steps_of_one_session_and_any_message_but_a_step(rin
 def test_a_batch_larger_than_the_node_takes_ends_its_stream_and_the_node_serves_on(ring):
     a, _ = _open(ring, HOSTILE_JOBS[1])
     with pytest.raises(grpc.RpcError) as err:
-        _batch(ring["ports"][2], [a.step(1 + i, _token(i)) for i in range(MAX_BATCH + 1)])
+        _batch(ring["ports"][2], [a.step(1 + i, _token(i)) for i in range(MAX_SESSIONS + 1)])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most" in err.value.details()
     assert list(_batch(ring["ports"][2], [a.step(1, _token(1))]).codes) == [0]  # nothing of it ran
     assert stub(ring["ports"][2]).Ping(pb.PingRequest(), timeout=5).received_unix_ns > 0

@@ -146,3 +146,18 @@ def test_a_stream_that_saw_a_refusal_is_not_reused():
         assert isinstance(link.exchange([_request(1)], 5)[0], ProtocolError)
         assert isinstance(link.exchange([_request(2)], 5)[0], pb.HopMessage)
         assert link._open == 1  # the refused stream was closed; the second batch's is open, idle
+
+
+def test_a_node_without_batches_gets_each_session_on_its_own_stream():
+    """An older node answers UNIMPLEMENTED: nothing of the batch ran, so its sessions go on their own
+    streams (exchange says None), now and for every later batch to it."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_WorkerServiceServicer_to_server(pb_grpc.WorkerServiceServicer(), server)  # no method implemented
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        link = BatchLink(pb_grpc.WorkerServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}")), NEXT.address)
+        assert link.exchange([_request(1), _request(2)], 5) is None
+        assert link.unsupported and link.exchange([_request(3)], 5) is None
+    finally:
+        server.stop(0)

@@ -113,18 +113,23 @@ class BatchLink:
         self._lock = threading.Lock()
         self._idle: list[BatchStream] = []
         self._open = 0  # streams open (idle or carrying a batch)
+        self.unsupported = False  # the node answered UNIMPLEMENTED (an older version): its sessions' own streams
 
     def exchange(self, msgs: Sequence[pb.HopMessage], timeout_s: float) -> list[pb.HopMessage | TesseraError] | None:
         """Send ``msgs`` (signed STEP requests) as one batch; per message, its answer (checked like a
         :class:`Link`'s, signature aside: the caller checks it) or the error its session hears. None
-        when :data:`MAX_STREAMS` batches are in flight already: send them on their own streams."""
-        stream = self._take(timeout_s)
+        when :data:`MAX_STREAMS` batches are in flight already, or the node does not take batches (it
+        answered UNIMPLEMENTED: nothing of the batch ran): send them on their own streams."""
+        stream = None if self.unsupported else self._take(timeout_s)
         if stream is None:
             return None
         ok = False
         try:
             answer = stream.exchange(pb.HopBatch(messages=list(msgs)))
         except (grpc.RpcError, StopIteration) as exc:
+            if isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self.unsupported = True
+                return None
             err = stream.refusal(exc, msgs[0].step)
             return [err] * len(msgs)
         else:

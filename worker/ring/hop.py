@@ -187,10 +187,13 @@ class HopRuntime:
         run as one batch (worker.ring.batch). Per message: its signed answer, or the error that refused
         it. A message is first bounded and its signature checked against its session's planned
         predecessor: one that fails that is refused and its session left alone; after that, a refusal
-        ends the session, as on its own stream. MessageError if the batch itself is too large."""
-        cap = max(self.config.max_batch, 1)
+        ends the session, as on its own stream. MessageError if the batch has more messages than this
+        node can have sessions (each must be a different open session); the stage's scheduler cuts
+        the forwards at ``max_batch``, whatever the sender's own limit."""
+        cap = self.config.max_sessions
         if len(msgs) > cap:
-            raise wire.MessageError(f"a batch of {len(msgs)} steps; this node takes at most {cap} (max_batch)")
+            raise wire.MessageError(f"a batch of {len(msgs)} steps; this node holds at most {cap} sessions "
+                                    "(max_sessions), each message must be a different one")
         t_in = time.perf_counter()
         out: list[pb.HopMessage | BaseException | None] = [None] * len(msgs)
         begun: list[Session] = []
