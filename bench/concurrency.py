@@ -10,7 +10,9 @@ process gets ``--threads`` torch threads; the monolithic model gets the ring's
 total (stages x threads), capped at the machine's cores. Tokens/s = sessions x
 new tokens / wall time of the whole generation (prompts included) on both sides. Each level runs ``--repeats``
 times, ring and monolithic alternating so that load from other programs hits
-both alike; every run is kept and each field reports the median. With
+both alike; every run is kept and each field reports the median. On an
+accelerator each level first runs ``--warmup`` untimed rounds of both sides (its
+first run at a new batch size is cold), kept apart as ``warmup_runs``. With
 ``--unbatched`` the levels named there also run through a second ring whose
 stages run each session's steps on its own thread (``max_batch = 1``): what
 batching buys.
@@ -160,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, default=WorkerConfig().max_batch,
                     help="sessions in one forward at most, on every stage (fewer: several groups in the ring at once)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per level; the median counts")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="untimed runs of both sides before each level's timed ones, kept in the file apart "
+                         "(default: 1 on an accelerator, whose first run at a new batch size is cold; 0 on the CPU)")
     ap.add_argument("--prompt-ids", help="comma-separated prompt token ids, the same for every session (default: "
                     "English prompts, or seeded random ids for a model without a tokenizer)")
     ap.add_argument("--save", help="also write the JSON result to this file")
@@ -178,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     spans = ring_spans(model_dir, n, args.stages, args.split)
     ports = [0] + [free_port() for _ in spans[1:]]
     ports_u = [0] + [free_port() for _ in spans[1:]]
-    jobs = plan_jobs(levels, args.repeats)
+    warmup = args.warmup if args.warmup is not None else int(args.device != "cpu")
+    jobs = plan_jobs(levels, warmup + args.repeats)
     params = GenParams(max_tokens=args.tokens, codec=cid)
     name = load_manifest(model_dir).name
     routes = {j: ring_route(j, name, n, spans, ports if kind == "batched" else ports_u, params)
@@ -210,7 +216,16 @@ def main(argv: list[str] | None = None) -> int:
                                      "same_tokens_as_monolithic": [], "mean_batch_at_head": []}
             if level in unbatched:
                 runs |= {"unbatched_tokens_per_s": [], "batched_vs_unbatched": []}
-            for r in range(args.repeats):
+            cold: dict[str, list] = {"tokens_per_s": [], "monolithic_tokens_per_s": []}
+            for r in range(warmup):  # not timed into the median: first calls at this batch size on both sides
+                total = level * args.tokens
+                torch.set_num_threads(mono_threads)
+                t_mono, _ = mono.run(prompts[:level], args.tokens, pad)
+                torch.set_num_threads(args.threads)
+                t_ring, _ = batched.run(jobs[("batched", level, r)], prompts[:level])
+                cold["tokens_per_s"].append(round(total / t_ring, 2))
+                cold["monolithic_tokens_per_s"].append(round(total / t_mono, 2))
+            for r in range(warmup, warmup + args.repeats):
                 torch.set_num_threads(mono_threads)
                 t_mono, mono_ids = mono.run(prompts[:level], args.tokens, pad)
                 torch.set_num_threads(args.threads)
@@ -228,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                     runs["unbatched_tokens_per_s"].append(round(total / t_u, 2))
                     runs["batched_vs_unbatched"].append(round(t_u / t_ring, 3))
             rows[str(level)] = row = summarize(runs)
+            if warmup:
+                row["warmup_runs"] = cold
             print(f"{level} session(s): ring {row['tokens_per_s']:.1f} tok/s, monolithic batched "
                   f"{row['monolithic_tokens_per_s']:.1f} ({row['vs_monolithic']:.2f}), tokens agree "
                   f"{row['same_tokens_as_monolithic']:.0%}", file=sys.stderr)
@@ -235,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         if unb is not None:
             unb.channels.close()
     result = {"bench": "concurrency", "model": args.model, "device": args.device, "dtype": args.dtype,
-              "codec": codec.NAMES[cid], "stages": args.stages, "spans": spans, "tokens": args.tokens, "repeats": args.repeats,
+              "codec": codec.NAMES[cid], "stages": args.stages, "spans": spans, "tokens": args.tokens, "repeats": args.repeats, "warmup": warmup,
               "headline": HEADLINE, "batch_window_ms": args.window_ms, "max_batch": args.max_batch,
               "thread_budget": f"{args.threads} torch thread(s) per ring process ({args.stages} processes); "
                                f"monolithic: {mono_threads} in one process (the ring's total, at most the "
