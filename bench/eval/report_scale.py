@@ -27,11 +27,20 @@ def _met(ok: bool) -> str:
     return "**met**" if ok else "**MISSED**"
 
 
+def _max_batch(c: dict) -> str:
+    """Where a file cut its forwards below the default, say so (files before this field ran at 64)."""
+    return f", at most {c['max_batch']} sessions a forward" if c.get("max_batch", 64) != 64 else ""
+
+
+def _warmup(c: dict) -> str:
+    return f"{c['warmup']} untimed warm-up run(s) per level first (`warmup_runs`), then " if c.get("warmup") else ""
+
+
 def concurrency_part(stem: str, c: dict) -> str:
     spans = f" {c['spans']}" if c.get("spans") else ""
     out = [f"`{stem}`: {c['model']} on {c['device']} ({c['dtype']}), {c['stages']} stages{spans}, codec {c['codec']}, "
-           f"{c['tokens']} new tokens per session, {c['thread_budget']}, batch window {c['batch_window_ms']} ms; "
-           f"{c['repeats']} runs, {headline_note(stem, c)}; {load_note(c)}.\n"]
+           f"{c['tokens']} new tokens per session, {c['thread_budget']}, batch window {c['batch_window_ms']} ms"
+           f"{_max_batch(c)}; {_warmup(c)}{c['repeats']} runs, {headline_note(stem, c)}; {load_note(c)}.\n"]
     rows = []
     for s, r in sorted(c["sessions"].items(), key=lambda x: int(x[0])):
         per_run = ", ".join(f"{v:g}" for v in r["runs"]["vs_monolithic"])
