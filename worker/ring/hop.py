@@ -209,10 +209,7 @@ class HopRuntime:
                     continue
                 begun.append(s)
                 try:
-                    t0 = time.perf_counter()
-                    x = self._before(msg, s)
-                    s.pipe.times.add("decode", time.perf_counter() - t0)
-                    ready.append((i, s, x))
+                    ready.append((i, s, self._before(msg, s)))
                 except BaseException as exc:  # noqa: BLE001 - this session's refusal
                     out[i] = self._fail(s, exc)
             ys = forward_many([s.pipe for _, s, _ in ready], [x for _, _, x in ready])
