@@ -60,6 +60,13 @@ _STATUS = [(MessageError, grpc.StatusCode.INVALID_ARGUMENT), (CodecError, grpc.S
            (ProtocolError, grpc.StatusCode.PERMISSION_DENIED), (SessionError, grpc.StatusCode.RESOURCE_EXHAUSTED),
            (StageBusy, grpc.StatusCode.UNAVAILABLE),
            (TesseraError, grpc.StatusCode.FAILED_PRECONDITION)]
+
+
+def status_of(exc: TesseraError) -> grpc.StatusCode:
+    """The gRPC status a refusal of ``exc``'s kind is answered with."""
+    return next(c for cls, c in _STATUS if isinstance(exc, cls))
+
+
 SPARE_THREADS = 32  # handler threads beyond live sessions and idle streams: Ping, Info, refusals
 SWEEP_S = 0.25  # how often quiet streams and expired sessions are looked for, seconds
 RECEIPT_REQUESTS_PER_S = 20  # GetReceipts answered per second at most (each may carry MAX_RECEIPTS receipts)
@@ -110,7 +117,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 self.streams.done(entry, stream.session is not None)
                 yield resp
         except TesseraError as exc:
-            code = next(c for cls, c in _STATUS if isinstance(exc, cls))
+            code = status_of(exc)
             self._log_refusal(msg, exc)
             context.abort(code, safe(exc, 500))
         except grpc.RpcError:  # the stream was cancelled: by its peer, or ended here for idleness
@@ -136,7 +143,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 self.streams.done(entry, False)
                 yield self._batch_answer(batch.messages, answers)
         except TesseraError as exc:
-            code = next(c for cls, c in _STATUS if isinstance(exc, cls))
+            code = status_of(exc)
             context.abort(code, safe(exc, 500))
         except grpc.RpcError:  # cancelled: by its peer, or ended here for idleness
             pass
@@ -151,7 +158,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
                 out.codes.append(0)
                 continue
             if isinstance(a, TesseraError):
-                code = next(c for cls, c in _STATUS if isinstance(a, cls))
+                code = status_of(a)
                 self._log_refusal(msg, a)
                 text = safe(a, 500)
             else:  # a bug fails its own session, not the server or the rest of the batch
@@ -195,7 +202,7 @@ class WorkerServicer(pb_grpc.WorkerServiceServicer):
         try:
             signed = self.runtime.receipts_of(wire_job_id(request.job_id), request.replica)
         except TesseraError as exc:
-            code = next(c for cls, c in _STATUS if isinstance(exc, cls))
+            code = status_of(exc)
             context.abort(code, safe(exc, 500))
         logger.info("receipts of job %s replica %d handed to %s", request.job_id, request.replica,
                     safe(context.peer(), 60))

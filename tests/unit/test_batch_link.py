@@ -18,7 +18,7 @@ from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
 from worker.ring.batch import COALESCE_S, BatchLink, Coalescer
 from worker.ring.link import message
-from worker.ring.watch import PeerTimeout
+from worker.ring.outbound import PeerTimeout
 from worker.signing import Signer
 
 NEXT = Signer("0x" + "22" * 32)

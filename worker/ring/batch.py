@@ -23,7 +23,6 @@ session exactly as on its own stream, and answered or refused on its own.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -31,75 +30,35 @@ from typing import Any
 
 import grpc
 
-from proto.errors import JobInputError, ProtocolError, TesseraError
+from proto.errors import ProtocolError, TesseraError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
 from worker import wire
-from worker.ring.watch import PeerTimeout, _watchdog
+from worker.ring.outbound import Outbound, PeerTimeout, check_reply, refusal
 
 MAX_STREAMS = 8  # ForwardBatch streams open to one endpoint at once (batches in flight to it)
 IDLE_S = 4.0  # an idle stream quiet this long is closed instead of reused, seconds (a node ends batch
 # streams quiet for WorkerConfig.stream_idle_s, 10 s by default)
 COALESCE_S = 0.02  # the first message of a forward's batch waits this long at most for the rest, seconds
 
-_END = object()
 
-
-class BatchStream:
+class BatchStream(Outbound):
     """One ``ForwardBatch`` stream: one batch in flight at a time, each answered within ``timeout_s``."""
 
     def __init__(self, stub: pb_grpc.WorkerServiceStub, peer: str, timeout_s: float):
-        self.peer, self.timeout_s = peer, timeout_s
-        self._q: queue.Queue = queue.Queue()
-        self._due: float | None = None
-        self._timed_out = False
+        super().__init__(peer, timeout_s)
         self.used = time.monotonic()
-        self._responses = stub.ForwardBatch(self._requests())
-        _watchdog().watch(self)
-
-    def _requests(self):
-        while True:
-            item = self._q.get()
-            if item is _END:
-                return
-            yield item
+        self._start(stub.ForwardBatch(self._requests()))
 
     def exchange(self, batch: pb.HopBatch) -> pb.HopBatch:
-        self._q.put(batch)
-        self._due = time.monotonic() + self.timeout_s
         try:
-            return next(self._responses)
+            return self.send(batch)
         finally:
-            self._due = None
             self.used = time.monotonic()
 
-    def expire_if_overdue(self, now: float) -> None:
-        """Cancel the stream if its answer is overdue (called by the link watchdog)."""
-        due = self._due
-        if due is not None and now > due:
-            self._timed_out = True
-            self._responses.cancel()
-
-    def refusal(self, exc: grpc.RpcError | StopIteration, step: int) -> TesseraError:
-        if isinstance(exc, StopIteration):
-            return ProtocolError(f"next hop {self.peer} closed its batch stream")
-        if self._timed_out:
-            return PeerTimeout(f"next hop {self.peer} did not answer step {step} within {self.timeout_s:g} s")
-        return refusal(exc.code(), exc.details() or "", self.peer, step)
-
     def close(self) -> None:
-        self._q.put(_END)
+        self._end()
         self._responses.cancel()
-
-
-def refusal(code: grpc.StatusCode, details: str, peer: str, step: int) -> TesseraError:
-    """The error a session's step hears when the next hop refused it with ``code`` (as on its own stream)."""
-    details = wire.safe(details, 300)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return PeerTimeout(f"next hop {peer} did not finish before the job's deadline (step {step})")
-    if code == grpc.StatusCode.INVALID_ARGUMENT:  # deterministic: the job's input can never run there
-        return JobInputError(f"next hop {peer} refused step {step} as invalid: {details}")
-    return ProtocolError(f"next hop {peer} refused step {step}: {code.name} {details}")
 
 
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
@@ -130,7 +89,7 @@ class BatchLink:
             if isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 self.unsupported = True
                 return None
-            err = stream.refusal(exc, msgs[0].step)
+            err = stream.refused(exc, msgs[0].step)
             return [err] * len(msgs)
         else:
             out = self._answers(msgs, answer)
@@ -157,14 +116,7 @@ class BatchLink:
                         raise wire.MessageError(f"refusal of step {msg.step} is too long")
                     out.append(refusal(status, resp.error, self.peer, msg.step))
                     continue
-                wire.check_answer(resp)
-                if not resp.upstream or resp.job_id != msg.job_id or resp.replica != msg.replica \
-                        or resp.step != msg.step or resp.kind != msg.kind or resp.session != msg.session:
-                    raise ProtocolError(f"next hop {self.peer} answered step {resp.step} kind {resp.kind} "
-                                        f"to step {msg.step} kind {msg.kind} of another session or order")
-                if resp.error:
-                    raise ProtocolError(f"next hop {self.peer} failed: {wire.safe(resp.error, 200)}")
-                out.append(resp)
+                out.append(check_reply(resp, msg, self.peer, msg.session))
             except TesseraError as exc:
                 out.append(exc)
         return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import struct
 import threading
 import time
@@ -21,18 +20,17 @@ import torch
 from eth_hash.auto import keccak
 
 from proto.channel import open_channel
-from proto.errors import JobInputError, ProtocolError, TesseraError
+from proto.errors import ProtocolError
 from proto.tessera.v1 import worker_pb2 as pb
 from proto.tessera.v1 import worker_pb2_grpc as pb_grpc
 from worker import codec, wire
 from worker.ring.batch import BatchLink, Coalescer
-from worker.ring.watch import PeerTimeout, _watchdog
+from worker.ring.outbound import Outbound, PeerTimeout, check_reply
 from worker.signing import verify
 from worker.stage import Activation
 
 logger = logging.getLogger(__name__)
 
-_END = object()
 EXTRAS_TAG = b"tessera.v1.extras"  # domain of the payload hash of a step that carries extra activations
 KEEPALIVE = [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000),
              ("grpc.http2.max_pings_without_data", 0)]  # ping a quiet connection every 20 s; 10 s to answer
@@ -84,7 +82,7 @@ class Channels:
             self._stubs.clear()
 
 
-class Link:
+class Link(Outbound):
     """A Forward stream to the next hop, carrying one session; ``call`` sends one message and
     returns its answer.
 
@@ -95,23 +93,13 @@ class Link:
 
     def __init__(self, stub: pb_grpc.WorkerServiceStub, peer: str, timeout_s: float, domain: bytes,
                  deadline: float | None = None):
-        self.peer, self.timeout_s, self.domain = peer, timeout_s, domain
+        super().__init__(peer, timeout_s)
+        self.domain = domain
         self.nonce = os.urandom(wire.NONCE_BYTES)
-        self._q: queue.Queue = queue.Queue()
-        self._due: float | None = None  # monotonic time the pending answer is due by; None when none is
-        self._timed_out = False
         remaining = None if deadline is None else deadline - time.time()
         if remaining is not None and remaining <= 0:
             raise PeerTimeout(f"the job's deadline has passed; not opening a stream to {peer}")
-        self._responses = stub.Forward(self._requests(), timeout=remaining)
-        _watchdog().watch(self)
-
-    def _requests(self):
-        while True:
-            item = self._q.get()
-            if item is _END:
-                return
-            yield item
+        self._start(stub.Forward(self._requests(), timeout=remaining))
 
     def call(self, msg: pb.HopMessage) -> pb.HopMessage:
         """Send ``msg``; return the answer once its signature is checked."""
@@ -122,47 +110,17 @@ class Link:
     def exchange(self, msg: pb.HopMessage) -> pb.HopMessage:
         """Send ``msg``; return the answer with its signature NOT yet checked (the caller
         checks it, e.g. with a ``PendingCheck``), everything else checked."""
-        self._q.put(msg)
-        self._due = time.monotonic() + self.timeout_s
         try:
-            resp = next(self._responses)
-        except StopIteration:
-            raise ProtocolError(f"next hop {self.peer} closed the stream") from None
-        except grpc.RpcError as exc:
-            raise self._refusal(exc, msg.step) from None
-        finally:
-            self._due = None
-        wire.check_answer(resp)
-        if not resp.upstream or resp.job_id != msg.job_id or resp.replica != msg.replica \
-                or resp.step != msg.step or resp.kind != msg.kind or resp.session != self.nonce:
-            raise ProtocolError(f"next hop {self.peer} answered step {resp.step} kind {resp.kind} "
-                                f"to step {msg.step} kind {msg.kind} of another session or order")
-        if resp.error:
-            raise ProtocolError(f"next hop {self.peer} failed: {wire.safe(resp.error, 200)}")
-        return resp
-
-    def _refusal(self, exc: grpc.RpcError, step: int) -> TesseraError:
-        code, details = exc.code(), wire.safe(exc.details() or "", 300)
-        if self._timed_out:
-            return PeerTimeout(f"next hop {self.peer} did not answer step {step} within {self.timeout_s:g} s")
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return PeerTimeout(f"next hop {self.peer} did not finish before the job's deadline (step {step})")
-        if code == grpc.StatusCode.INVALID_ARGUMENT:  # deterministic: the job's input can never run there
-            return JobInputError(f"next hop {self.peer} refused step {step} as invalid: {details}")
-        return ProtocolError(f"next hop {self.peer} refused step {step}: {code.name} {details}")
-
-    def expire_if_overdue(self, now: float) -> None:
-        """Cancel the stream if an answer is overdue (called by the watchdog)."""
-        due = self._due
-        if due is not None and now > due:
-            self._timed_out = True
-            self._responses.cancel()
+            resp = self.send(msg)
+        except (grpc.RpcError, StopIteration) as exc:
+            raise self.refused(exc, msg.step) from None
+        return check_reply(resp, msg, self.peer, self.nonce)
 
     def close(self, wait: bool = True) -> None:
         """End the stream; waits at most ``timeout_s`` for the next hop to end it too. ``wait=False``
         (the session's CLOSE was answered: nothing more can come) cancels it instead, so a CLOSE
         costs one trip through the ring, not two more waits for each hop's stream to end."""
-        self._q.put(_END)
+        self._end()
         if not wait:
             self._responses.cancel()
             return

@@ -162,16 +162,21 @@ class Pipeline:
             with torch.inference_mode():
                 y = self.stage.forward(x, self.cache, last=self.last)
         t1 = time.perf_counter()
-        self.compute_s += t1 - t0
-        if self.runner is None:
-            times.ran(0.0, t1 - t0, 1)
-        times.add("handoff", t1 - t0 - times.cur.get("queue", 0.0) - times.cur.get("forward", 0.0))
-        self.positions += first.shape[1] if first.dim() > 1 else 1
+        self._ran(first, t1 - t0)
         if check is not None:
             check.result()  # before anything computed from x can leave this node
             times.add("verify_wait", time.perf_counter() - t1)
             times.checked(check.seconds)
         return y
+
+    def _ran(self, first: torch.Tensor, seconds: float) -> None:
+        """The stage ran ``first`` (the input's primary tensor) in ``seconds`` from hand-in to output:
+        count its positions and its time (what the scheduler's queue and forward leave is the handoff)."""
+        self.compute_s += seconds
+        if self.runner is None:
+            self.times.ran(0.0, seconds, 1)
+        self.times.add("handoff", seconds - self.times.cur.get("queue", 0.0) - self.times.cur.get("forward", 0.0))
+        self.positions += first.shape[1] if first.dim() > 1 else 1
 
     def send(self, y: Activation, step: int) -> tuple[Sequence[int], bytes]:
         """Pass ``step``'s output ``y`` on; return the ids the tail chose for it and the
@@ -341,20 +346,15 @@ def forward_many(pipes: Sequence[Pipeline], xs: Sequence[Activation]) -> list[Ac
     for i, p in enumerate(pipes):
         if out[i] is not None:
             continue
+        t1 = time.perf_counter()  # a stage without a scheduler runs its pipelines one after another
         try:
             if p.runner is not None:
                 out[i] = p.runner.wait(reqs[i], timeout_s=p.config.hop_timeout_s, times=p.times)
             else:
-                t1 = time.perf_counter()
                 with torch.inference_mode():
                     out[i] = p.stage.forward(to_stage(xs[i], p.stage.device, p.stage.dtype), p.cache, last=p.last)
-                p.times.ran(0.0, time.perf_counter() - t1, 1)
         except BaseException as exc:  # noqa: BLE001 - this pipeline's error; the others go on
             out[i] = exc
             continue
-        dt = time.perf_counter() - t0
-        p.compute_s += dt
-        p.times.add("handoff", max(dt - p.times.cur.get("queue", 0.0) - p.times.cur.get("forward", 0.0), 0.0))
-        first = tensors(xs[i])[0]
-        p.positions += first.shape[1] if first.dim() > 1 else 1
+        p._ran(tensors(xs[i])[0], time.perf_counter() - (t0 if p.runner is not None else t1))
     return out
