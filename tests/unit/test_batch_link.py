@@ -134,6 +134,43 @@ def test_the_coalescer_sends_a_forward_whole_and_what_came_when_a_member_never_c
         assert [len(b.messages) for b in seen] == [3, 1]
 
 
+def test_the_sending_thread_builds_every_members_message_and_a_failed_build_fails_only_its_own():
+    """Members hand in how to build their message; one thread builds them all (the head's job threads
+    do not take turns for the GIL around each receipt, encode and sign), sends the rest of the batch when
+    one build raises, and that member alone hears its error."""
+    with _next_hop(lambda b: pb.HopBatch(messages=[_answer(m) for m in b.messages],
+                                         codes=[0] * len(b.messages))) as (link, seen):
+        c = Coalescer(link)
+        msgs = [_request(j) for j in range(4)]
+        builders: list[int] = []
+
+        def build(j: int) -> pb.HopMessage:
+            builders.append(threading.get_ident())
+            if j == 2:
+                raise ProtocolError("receipt of hop 0 expected step 3, got 1")
+            return msgs[j]
+
+        got: dict[int, object] = {}
+
+        def member(j: int) -> None:
+            try:
+                got[j] = c.exchange_built(("f", 1), 4, lambda: build(j), 5)
+            except ProtocolError as exc:
+                got[j] = exc
+
+        threads = [threading.Thread(target=member, args=(j,)) for j in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert len(builders) == 4 and len(set(builders)) == 1  # every message built on one thread
+        assert [len(b.messages) for b in seen] == [3]  # the three built ones in one batch
+        assert isinstance(got[2], ProtocolError) and "expected step 3" in str(got[2])
+        for j in (0, 1, 3):
+            answer, built, seconds = got[j]
+            assert built is msgs[j] and answer.session == msgs[j].session and seconds >= 0
+
+
 def test_a_stream_that_saw_a_refusal_is_not_reused():
     codes = iter([[grpc.StatusCode.PERMISSION_DENIED.value[0]], [0]])
 

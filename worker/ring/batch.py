@@ -16,16 +16,18 @@ session exactly as on its own stream, and answered or refused on its own.
   :data:`MAX_STREAMS` at once (past that the caller sends on the sessions' own
   streams). Every answer is awaited at most the hop timeout.
 * :class:`Coalescer`: the sessions of one forward bound for one endpoint each
-  hand in their message from their own thread (the head's, one per job); the
-  last one in sends them all. The first waits at most :data:`COALESCE_S` for
-  the rest, then sends what has come.
+  hand in, from their own thread (the head's, one per job), how to build their
+  message; the last one in builds them all on its thread (receipt, encode,
+  sign: one thread instead of every session's taking turns for the GIL
+  around each small torch op) and sends them. The first waits at most
+  :data:`COALESCE_S` for the rest, then builds and sends what has come.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -162,12 +164,14 @@ class BatchLink:
 
 
 class _Slot:
-    __slots__ = ("answer", "done", "msg")
+    __slots__ = ("answer", "build", "done", "msg", "work_s")
 
-    def __init__(self, msg: pb.HopMessage):
-        self.msg = msg
+    def __init__(self, build: Callable[[], pb.HopMessage]):
+        self.build = build
+        self.msg: pb.HopMessage | None = None
         self.done = threading.Event()
-        self.answer: pb.HopMessage | TesseraError | None = None
+        self.answer: pb.HopMessage | BaseException | None = None
+        self.work_s = 0.0  # how long building the message took (on the sending thread), seconds
 
 
 class Coalescer:
@@ -181,7 +185,14 @@ class Coalescer:
     def exchange(self, key: Any, expected: int, msg: pb.HopMessage, timeout_s: float) -> pb.HopMessage | None:
         """Send ``msg``, one of ``expected`` messages of the forward ``key``, in one batch with the others;
         its answer (signature not checked), or None if it must go on its session's own stream."""
-        slot = _Slot(msg)
+        return self.exchange_built(key, expected, lambda: msg, timeout_s)[0]
+
+    def exchange_built(self, key: Any, expected: int, build: Callable[[], pb.HopMessage],
+                       timeout_s: float) -> tuple[pb.HopMessage | None, pb.HopMessage, float]:
+        """As :meth:`exchange` for the message ``build()`` makes, which the thread that sends the batch
+        calls (this one or another member's): (answer or None, the message, seconds ``build`` took).
+        What ``build`` raises is raised here, in its own session's thread; the others go on."""
+        slot = _Slot(build)
         with self._lock:
             group = self._groups.setdefault(key, [])
             group.append(slot)
@@ -196,17 +207,31 @@ class Coalescer:
         if full:
             self._send(group, timeout_s)
         elif not slot.done.wait(timeout_s + COALESCE_S):
-            raise PeerTimeout(f"next hop {self.link.peer} did not answer step {msg.step} within {timeout_s:g} s")
-        if isinstance(slot.answer, TesseraError):
+            raise PeerTimeout(f"next hop {self.link.peer} did not answer a step within {timeout_s:g} s")
+        if isinstance(slot.answer, BaseException):
             raise slot.answer
-        return slot.answer
+        return slot.answer, slot.msg, slot.work_s
 
     def _send(self, group: list[_Slot], timeout_s: float) -> None:
+        built: list[_Slot] = []
+        for s in group:
+            t0 = time.perf_counter()
+            try:
+                s.msg = s.build()
+            except BaseException as exc:  # noqa: BLE001 - its own session hears of it
+                s.answer = exc
+                s.done.set()
+                continue
+            finally:
+                s.work_s = time.perf_counter() - t0
+            built.append(s)
+        if not built:
+            return
         try:
-            answers = self.link.exchange([s.msg for s in group], timeout_s)
+            answers = self.link.exchange([s.msg for s in built], timeout_s)
         except BaseException as exc:  # noqa: BLE001 - every member hears of it
             answers = [exc if isinstance(exc, TesseraError) else ProtocolError(f"batch send failed: {exc}")] \
-                * len(group)
-        for s, a in zip(group, answers or [None] * len(group)):
+                * len(built)
+        for s, a in zip(built, answers or [None] * len(built)):
             s.answer = a
             s.done.set()

@@ -181,11 +181,12 @@ class Pipeline:
     def send(self, y: Activation, step: int) -> tuple[Sequence[int], bytes]:
         """Pass ``step``'s output ``y`` on; return the ids the tail chose for it and the
         tail's output (empty until the replica is finished)."""
-        y = self.record(y, step)
         if self.link is None:
-            ids, output = self.choose(y, step)
+            ids, output = self.choose(self.record(y, step), step)
+        elif self.batch is not None:
+            ids, output = self.accept(self._exchange_batched(y, step))
         else:
-            ids, output = self.accept(self.exchange(self.outgoing(y, step)))
+            ids, output = self.accept(self.exchange(self.outgoing(self.record(y, step), step)))
         self.seal()
         return ids, output
 
@@ -225,20 +226,29 @@ class Pipeline:
         return msg
 
     def exchange(self, msg: pb.HopMessage) -> pb.HopMessage:
-        """Send ``msg`` to the next hop and wait for its answer (signature not yet checked): in one batch
-        with the other sessions of its forward bound there when there are any, else on this session's
-        stream."""
+        """Send ``msg`` to the next hop on this session's stream and wait for its answer (signature not
+        yet checked)."""
         t0 = time.perf_counter()
-        resp = None
-        if self.batch is not None:
-            resp = self.channels.coalescer(self.endpoint, self.link.peer).exchange(
-                self.batch[0], self.batch[1], msg, self.config.hop_timeout_s)
+        resp = self.link.exchange(msg)
+        self._waited(time.perf_counter() - t0)
+        return resp
+
+    def _exchange_batched(self, y: Activation, step: int) -> pb.HopMessage:
+        """Pass ``step``'s output ``y`` on in one batch with the other sessions of its forward bound for
+        the same next hop (:class:`worker.ring.batch.Coalescer`): whichever of their threads sends the batch
+        records and builds every member's message (:meth:`record`, :meth:`outgoing`, so each pipeline's
+        times hear them) while the others wait; on this session's stream when the batch cannot go."""
+        t0 = time.perf_counter()
+        resp, msg, built_s = self.channels.coalescer(self.endpoint, self.link.peer).exchange_built(
+            self.batch[0], self.batch[1], lambda: self.outgoing(self.record(y, step), step), self.config.hop_timeout_s)
         if resp is None:
             resp = self.link.exchange(msg)
-        dt = time.perf_counter() - t0
-        self.wait_s += dt
-        self.times.add("next_hop", dt)
+        self._waited(time.perf_counter() - t0 - built_s)
         return resp
+
+    def _waited(self, seconds: float) -> None:
+        self.wait_s += seconds
+        self.times.add("next_hop", seconds)
 
     def accept(self, resp: pb.HopMessage) -> tuple[Sequence[int], bytes]:
         """Take the next hop's answer to this session's step: check its signature (or, on the head,
