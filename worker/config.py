@@ -96,6 +96,9 @@ class WorkerConfig(BaseModel):
                            "this many, count; 1: each session's steps run on its own thread, unbatched")
     batch_window_ms: float = Field(5.0, ge=0, description="how long a decode step waits for the rest of the "
                                    "sessions it ran with last time, milliseconds")
+    prompt_chunk_tokens: int = Field(128, ge=0, description="prompts bound for a next hop run in forwards of at "
+                                     "most this many positions together, so that the next stage starts on the first "
+                                     "while this one runs the rest, count; 0: every prompt waiting runs in one forward")
 
     # --- codec
     max_payload_bytes: int | None = Field(None, ge=1, description="largest accepted activation payload, bytes; "

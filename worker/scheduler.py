@@ -17,7 +17,14 @@ members, and sessions that joined but have not run a step here yet, are
 waited for up to the cap (``MAX_WAIT_WINDOWS`` windows) even when they come
 further apart than a window: a split batch stays split for the rest of the
 sessions, and on a memory- or launch-bound stage two half batches cost nearly
-twice one whole. Each
+twice one whole. Prompts bound for a next hop run in forwards of at most
+``prompt_chunk_tokens`` positions, so the next stage starts on the first chunk
+while this one runs the next (a stage-after-stage prefill leaves all but one
+stage idle); the sessions of those chunks come back for their first decode step
+a chunk apart and wait for one another (at most :data:`FIRST_DECODE_WAIT_S`), so
+they decode as one group again. Steps that came in one batch message
+(``submit_many(whole=True)``: the sender cut the batch there) wait for no other
+session. Each
 session's output goes back to its own thread, which checks its message's
 signature before anything derived from it leaves the node, as before.
 Sessions join with :meth:`StepScheduler.join` when they open and leave with
@@ -48,6 +55,8 @@ logger = logging.getLogger(__name__)
 IDLE_S = 30.0  # the stage's thread ends after this long without a request, seconds
 MAX_WAIT_WINDOWS = 10  # a step waits for company at most this many windows in all
 PROMPT_WAIT_WINDOWS = 40  # a prompt waits this long for sessions that opened with it (their OPENs take turns)
+FIRST_DECODE_WAIT_S = 0.5  # a first decode step waits at most this long for the sessions whose prompts were
+# cut from the same wave, seconds (they are still on their way round the ring)
 
 
 class StageBusy(TesseraError):
@@ -56,7 +65,7 @@ class StageBusy(TesseraError):
 
 class _Request:
     __slots__ = ("cache", "done", "error", "kind", "last", "out", "x", "queued", "started", "ended", "size", "tag",
-                 "batch", "peers")
+                 "batch", "peers", "whole")
 
     def __init__(self, x: torch.Tensor, cache: Any, last: bool, kind: str | None, tag: Any = None):
         self.x, self.cache, self.last, self.kind = x, cache, last, kind  # kind: "decode", "prompt" or None
@@ -69,14 +78,20 @@ class _Request:
         self.queued = time.perf_counter()  # when it was handed in, then when its forward started and ended
         self.started = self.ended = self.queued
         self.size = 1  # requests in the forward it ran in
+        self.whole = False  # handed in with others as one batch the sender cut: it waits for no one else
 
 
 class StepScheduler:
     """The one thread that runs ``stage``: concurrent sessions' steps batched, the rest alone."""
 
-    def __init__(self, stage: Stage, window_s: float = 0.005, max_batch: int = 64, idle_s: float = IDLE_S):
+    def __init__(self, stage: Stage, window_s: float = 0.005, max_batch: int = 64, idle_s: float = IDLE_S,
+                 prompt_chunk_tokens: int = 0):
         self._stage = weakref.ref(stage)  # a stage the node dropped is not kept alive by its scheduler
         self.window_s, self.max_batch, self.idle_s = window_s, max_batch, idle_s
+        self.prompt_chunk_tokens = prompt_chunk_tokens  # > 0: prompts bound for a next hop run in forwards of
+        # at most this many positions (a single longer prompt runs alone), so the next stage starts on the first
+        # while this one runs the rest; their sessions' first decode steps wait for one another here
+        self._wave: set[int] = set()  # ids of caches whose prompt ran here in such a cut and that have not decoded
         self._batchable = max_batch > 1 and bool(getattr(stage, "batchable", lambda: False)())
         self._cv = threading.Condition()
         self._queue: deque[_Request] = deque()
@@ -100,6 +115,7 @@ class StepScheduler:
         with self._cv:
             self._open.discard(id(cache))
             self._stepped.discard(id(cache))
+            self._wave.discard(id(cache))
             self._groups.pop(id(cache), None)
             self._cv.notify_all()
             ended = not self._open
@@ -120,11 +136,14 @@ class StepScheduler:
         return self.submit_many([(x, cache)], last, [tag])[0]
 
     def submit_many(self, steps: list[tuple[torch.Tensor, Any]], last: bool = False,
-                    tags: list[Any] | None = None) -> list[_Request]:
+                    tags: list[Any] | None = None, whole: bool = False) -> list[_Request]:
         """Hand in several sessions' steps at once (a batch that arrived in one message): they are
-        queued together, so the stage's thread finds them all when it gathers a batch."""
+        queued together, so the stage's thread finds them all when it gathers a batch. ``whole``: the
+        sender cut the batch there (it ran them as one forward), so it does not wait for other sessions."""
         reqs = [_Request(x, cache, last, self._kind(x, cache), tags[i] if tags else None)
                 for i, (x, cache) in enumerate(steps)]
+        for r in reqs:
+            r.whole = whole
         with self._cv:
             self._queue.extend(reqs)
             if self._thread is None:
@@ -177,8 +196,19 @@ class StepScheduler:
         group = self._groups.get(id(first.cache), ())
         start = time.monotonic()
         gap_end = start + self.window_s
+        chunk = self.prompt_chunk_tokens if first.kind == "prompt" and first.tag is not None else 0
+        positions = first.x.shape[1]
+        wave = first.kind == "decode" and id(first.cache) in self._wave  # a first decode after a cut prefill
         while True:
             took = [r for r in self._queue if self._fits(first, r)][: self.max_batch - len(batch)]
+            if chunk:  # prompts bound on: the chunk closes at its positions
+                kept = []
+                for r in took:
+                    if positions + r.x.shape[1] > chunk:
+                        break
+                    positions += r.x.shape[1]
+                    kept.append(r)
+                took = kept
             for r in took:
                 self._queue.remove(r)
                 batch.append(r)
@@ -189,18 +219,28 @@ class StepScheduler:
             everyone = self._open <= here
             group_in = bool(group) and all(c in here for c in group  # members since gone or regrouped: not waited for
                                            if c in self._open and self._groups.get(c) == group)
+            if wave:  # the sessions whose prompts this stage cut with first's: one group again from here on
+                group_in = not (self._wave & self._open) - here
             # a group's missing members, and (for prompts) sessions that opened but have not stepped here
             # yet, are on their way: waited for up to the cap however far apart they come (a burst from
             # upstream has gaps while the sender's threads take turns); otherwise a batch closes one window
-            # after the last arrival
-            fresh_missing = first.kind == "prompt" and bool(self._open - self._stepped - here)
-            coming = (bool(group) and not group_in) or fresh_missing
-            cap = start + (PROMPT_WAIT_WINDOWS if fresh_missing else MAX_WAIT_WINDOWS) * self.window_s
+            # after the last arrival. A batch the sender cut (``whole``) waits for no one.
+            fresh_missing = first.kind == "prompt" and not first.whole and bool(self._open - self._stepped - here)
+            coming = ((bool(group) or wave) and not group_in) or fresh_missing
+            if wave:
+                cap = start + FIRST_DECODE_WAIT_S
+            else:
+                cap = start + (PROMPT_WAIT_WINDOWS if fresh_missing else MAX_WAIT_WINDOWS) * self.window_s
             left = (cap if coming else min(gap_end, cap)) - now
-            if len(batch) >= self.max_batch or everyone or group_in or left <= 0:
+            if (len(batch) >= self.max_batch or everyone or group_in or left <= 0
+                    or (chunk and positions >= chunk) or (first.whole and not coming)):
                 break
             self._cv.wait(left)
         self._stepped.update(id(r.cache) for r in batch)
+        if first.kind == "decode":
+            self._wave.difference_update(here)
+        elif chunk:
+            self._wave.update(here)
         if len(batch) > 1:
             order = {c: i for i, c in enumerate(group)}
             batch.sort(key=lambda r: order.get(id(r.cache), len(order)))  # the group's order: its cache reused
@@ -255,10 +295,11 @@ _SCHEDULERS: "weakref.WeakKeyDictionary[Any, StepScheduler]" = weakref.WeakKeyDi
 _LOCK = threading.Lock()
 
 
-def scheduler_for(stage: Stage, window_s: float = 0.005, max_batch: int = 64) -> StepScheduler:
+def scheduler_for(stage: Stage, window_s: float = 0.005, max_batch: int = 64,
+                  prompt_chunk_tokens: int = 0) -> StepScheduler:
     """The process's scheduler of ``stage`` (made on first use with these settings)."""
     with _LOCK:
         s = _SCHEDULERS.get(stage)
         if s is None:
-            s = _SCHEDULERS[stage] = StepScheduler(stage, window_s, max_batch)
+            s = _SCHEDULERS[stage] = StepScheduler(stage, window_s, max_batch, prompt_chunk_tokens=prompt_chunk_tokens)
         return s

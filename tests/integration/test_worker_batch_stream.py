@@ -88,6 +88,54 @@ def test_sessions_that_decode_together_cross_every_hop_in_batches_and_each_gets_
     assert after[0] - before[0] > TOKENS and after[1] - before[1] > TOKENS  # most decode steps came in batches
 
 
+def test_prompts_cut_into_chunks_cross_the_ring_in_batches_and_each_session_gets_its_own_tokens(ring):
+    """With prompts cut at 8 positions a forward (``prompt_chunk_tokens``), the head's chunks cross each
+    hop as batches of prompts, the stages run each chunk as it comes (the next hop does not wait for the
+    other chunks' sessions), the chunks' first decode steps join up again, and every session still gets
+    ``generate``'s greedy tokens with every hop's receipt accepted."""
+    from worker.scheduler import StepScheduler
+
+    config = WorkerConfig(prompt_chunk_tokens=8)
+    head = load_stage(ring["dir"], *SPANS[0])  # its own scheduler, with this config's chunk
+    channels = Channels()
+    before = [_batched(p) for p in ring["ports"][1:]]
+    jobs = range(1, SESSIONS + 1)
+    out: dict[int, list[int]] = {}
+    go = threading.Barrier(SESSIONS)
+
+    def one(j):
+        go.wait()
+        out[j] = run_replica(head, ring["view"].route(JobId(j + 1)), 0, _prompt(j), Signer(bench_key(0)),
+                             channels=channels, config=config)
+
+    sizes: list[int] = []
+    run = StepScheduler._execute
+
+    def execute(self, batch):
+        if batch[0].kind == "prompt":
+            sizes.append(sum(r.x.shape[1] for r in batch))
+        return run(self, batch)
+
+    StepScheduler._execute = execute
+    try:
+        threads = [threading.Thread(target=one, args=(j - 1,)) for j in jobs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+    finally:
+        StepScheduler._execute = run
+    channels.close()
+    assert len(sizes) > 1 and max(sizes) <= 8  # cut: no forward of prompts past 8 positions (each is at most 7)
+    full = AutoModelForCausalLM.from_pretrained(ring["dir"]).eval()
+    for j in range(SESSIONS):
+        want = full.generate(torch.tensor([_prompt(j)]), max_new_tokens=TOKENS, do_sample=False, pad_token_id=0,
+                             eos_token_id=None)
+        assert out[j] == want[0, 3 + j:].tolist(), f"session {j}"
+    after = [_batched(p) for p in ring["ports"][1:]]
+    assert after[0] - before[0] > TOKENS and after[1] - before[1] > TOKENS
+
+
 def _open(ring, job: int) -> tuple[Sender, HeldStream]:
     """A session of ``job`` opened on the tail by the test as its hop 1, its prompt run."""
     peer = Sender(job, key=bench_key(1), hop=1)

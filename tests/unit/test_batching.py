@@ -5,6 +5,7 @@ between steps; the stage's scheduler gathers concurrent sessions' steps into suc
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -398,3 +399,96 @@ def test_each_session_gets_its_own_row_of_an_accelerator_stage_on_the_cpu_in_flo
     assert [sorted(b) for b in stage.batches] == [[0, 1, 2]]  # one batch, in whatever order they came
     assert all(got[j].device.type == "cpu" and got[j].dtype == torch.float32 for j in range(3))
     assert [float(got[j][0, 0, 0]) for j in range(3)] == [0.25, 1.25, 2.25]
+
+
+class _Growing(_Recording):
+    """A stage whose caches grow by the positions they run: a prompt, then decode steps."""
+
+    def cache_len(self, cache):
+        return cache.get("len", 0)
+
+    def forward_batch(self, xs, caches, *, last=False):
+        for x, c in zip(xs, caches):
+            c["len"] = c.get("len", 0) + x.shape[1]
+        return super().forward_batch(xs, caches, last=last)
+
+    def forward(self, x, cache, *, last=False):
+        cache["len"] = cache.get("len", 0) + x.shape[1]
+        return super().forward(x, cache, last=last)
+
+
+def _wait_all(sched, reqs, timeout_s=10):
+    for r in reqs:
+        sched.wait(r, timeout_s)
+
+
+def test_prompts_bound_on_run_in_chunks_and_their_first_decode_steps_run_as_one_group_again():
+    """Prompts bound for a next hop are cut at ``prompt_chunk_tokens`` positions a forward, so the next
+    stage starts on the first chunk while this one runs the next (before, the three stages prefilled
+    16 sessions one after another). Their sessions come back for their first decode step a chunk apart,
+    further than a group's cap of 10 windows: they wait for one another (up to FIRST_DECODE_WAIT_S) and
+    decode as one group, not as one group per chunk for the rest of the job."""
+    from worker.scheduler import FIRST_DECODE_WAIT_S, MAX_WAIT_WINDOWS
+
+    stage = _Growing()
+    window = 0.01
+    sched = StepScheduler(stage, window_s=window, max_batch=16, prompt_chunk_tokens=10)
+    caches = [{"n": j} for j in range(5)]
+    for c in caches:
+        sched.join(c)
+    _wait_all(sched, sched.submit_many([(torch.zeros(1, 4, 2), c) for c in caches], tags=["next"] * 5))
+    assert stage.batches == [(0, 1), (2, 3), (4,)]  # at most 10 positions a forward
+    gap = MAX_WAIT_WINDOWS * window * 3
+    assert gap < FIRST_DECODE_WAIT_S
+    t0 = time.monotonic()
+    early = sched.submit_many([(torch.zeros(1, 1, 2), c) for c in caches[:2]], tags=["next"] * 2)
+    threading.Event().wait(gap)  # the later chunks' answers are still on their way round the ring
+    late = sched.submit_many([(torch.zeros(1, 1, 2), c) for c in caches[2:]], tags=["next"] * 3)
+    _wait_all(sched, early + late)
+    assert sorted(stage.batches[3]) == [0, 1, 2, 3, 4] and len(stage.batches) == 4
+    assert all(r.peers == 5 for r in early + late)
+    _wait_all(sched, sched.submit_many([(torch.zeros(1, 1, 2), c) for c in caches], tags=["next"] * 5))
+    assert sorted(stage.batches[4]) == [0, 1, 2, 3, 4]  # and stays one group
+    assert time.monotonic() - t0 < gap + FIRST_DECODE_WAIT_S
+
+
+def test_a_first_decode_step_waits_for_its_chunk_mates_at_most_the_cap():
+    """A session of the same cut that never comes back (stalled elsewhere) holds the others' first
+    decode step back FIRST_DECODE_WAIT_S at most."""
+    from worker.scheduler import FIRST_DECODE_WAIT_S
+
+    stage = _Growing()
+    sched = StepScheduler(stage, window_s=0.01, max_batch=16, prompt_chunk_tokens=4)
+    caches = [{"n": j} for j in range(3)]
+    for c in caches:
+        sched.join(c)
+    _wait_all(sched, sched.submit_many([(torch.zeros(1, 4, 2), c) for c in caches], tags=["next"] * 3))
+    times = [StepTimes(), StepTimes()]
+    threads = [threading.Thread(target=sched.run, args=(torch.zeros(1, 1, 2), caches[j]),
+                                kwargs={"timeout_s": 10, "times": times[j]}) for j in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(stage.batches[3]) == [0, 1]  # 2 never came
+    assert FIRST_DECODE_WAIT_S * 0.8 < max(t.cur["queue"] for t in times) < FIRST_DECODE_WAIT_S + 0.5
+
+
+def test_a_batch_its_sender_cut_runs_without_waiting_for_sessions_that_have_not_stepped():
+    """A batch that came in one message (``whole``: the sender ran it as one forward and cut it there)
+    runs at once: before, a next hop held a chunk of prompts up to 40 windows for the sessions of the
+    other chunks (opened, prompts not in yet), which undid the head's cut."""
+    from worker.scheduler import PROMPT_WAIT_WINDOWS
+
+    stage = _Prompts()
+    window = 0.05
+    sched = StepScheduler(stage, window_s=window, max_batch=8)
+    caches = [{"n": j} for j in range(4)]
+    for c in caches:
+        sched.join(c)
+    times = [StepTimes(), StepTimes()]
+    reqs = sched.submit_many([(torch.zeros(1, 3, 2), c) for c in caches[:2]], whole=True)
+    for r, t in zip(reqs, times):
+        sched.wait(r, 10, times=t)
+    assert stage.batches == [(0, 1)]
+    assert max(t.cur["queue"] for t in times) < PROMPT_WAIT_WINDOWS * window / 4

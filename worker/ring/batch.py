@@ -1,8 +1,9 @@
-"""Several sessions' decode steps in one message to the next hop (``ForwardBatch``).
+"""Several sessions' steps in one message to the next hop (``ForwardBatch``).
 
-Each session still opens, prefills and closes on its own ``Forward`` stream
+Each session still opens and closes on its own ``Forward`` stream
 (:class:`worker.ring.link.Link`). When a stage's forward ran several sessions'
-decode steps as one batch, the messages those sessions send on to the same next
+steps as one batch (decode steps, or a chunk of prompts: ``prompt_chunk_tokens``),
+the messages those sessions send on to the same next
 hop travel as one :class:`HopBatch` and their answers come back as one: the
 next hop decodes, checks and runs them as a batch on one thread
 (:meth:`worker.ring.hop.HopRuntime.handle_batch`), instead of one handler thread

@@ -76,8 +76,8 @@ class Pipeline:
         tail = pos + 1 == len(route.replicas[replica])
         self.stage, self.cache = stage, stage.new_cache()
         # the stage's one thread, which batches concurrent sessions' decode steps; None: run on this thread
-        self.runner = scheduler_for(stage, config.batch_window_ms / 1e3, config.max_batch) \
-            if config.max_batch > 1 else None
+        self.runner = scheduler_for(stage, config.batch_window_ms / 1e3, config.max_batch,
+                                    config.prompt_chunk_tokens) if config.max_batch > 1 else None
         if self.runner is not None:
             self.runner.join(self.cache)
         self.signer, self.config = signer, config
@@ -96,7 +96,7 @@ class Pipeline:
         self.link: Link | None = None  # the stream to the next hop; None on the tail
         self.channels = channels
         self.endpoint: str | None = None  # the next hop's endpoint; None on the tail
-        # (forward, sessions of it bound for the same next hop) of the last decode step, when it ran with
+        # (forward, sessions of it bound for the same next hop) of the last step (a prompt or a decode step), when it ran with
         # others bound there: its message then goes out in one batch with theirs (worker.ring.batch)
         self.batch: tuple[tuple[int, int], int] | None = None
         self.closed = False  # the next hop answered this session's CLOSE
@@ -156,7 +156,7 @@ class Pipeline:
         if self.runner is not None:
             req = self.runner.submit(x, self.cache, self.last, tag=self.endpoint)
             y = self.runner.wait(req, timeout_s=self.config.hop_timeout_s, times=times)
-            if req.kind == "decode" and req.peers > 1 and self.link is not None:
+            if req.kind is not None and req.peers > 1 and self.link is not None:
                 self.batch = ((id(self.runner), req.batch), req.peers)
         else:
             with torch.inference_mode():
@@ -352,7 +352,7 @@ def forward_many(pipes: Sequence[Pipeline], xs: Sequence[Activation]) -> list[Ac
     for idx in groups.values():
         runner, last = pipes[idx[0]].runner, pipes[idx[0]].last
         steps = [(to_stage(xs[i], pipes[i].stage.device, pipes[i].stage.dtype), pipes[i].cache) for i in idx]
-        reqs.update(zip(idx, runner.submit_many(steps, last, [pipes[i].endpoint for i in idx])))
+        reqs.update(zip(idx, runner.submit_many(steps, last, [pipes[i].endpoint for i in idx], whole=True)))
     for i, p in enumerate(pipes):
         if out[i] is not None:
             continue
