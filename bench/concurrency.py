@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     flags = (*stage_flags(max(levels), args.window_ms, args.dtype), "--max-batch", str(args.max_batch))
     mono_threads = monolithic_threads(args.threads, args.stages)
     rows: dict[str, dict] = {}
+    # a thread keeps the torch (OpenMP) thread count that was set when it first ran an op: the head's stage
+    # thread (worker.scheduler), started by the first ring run, gets the ring's budget, not the default (every
+    # core; it ran the head's forwards on 2 threads against the 1 each other stage had)
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         (Path(tmp) / "b").mkdir()
         stack.enter_context(workers(model_dir, spans, ports, list(routes.values()), Path(tmp) / "b", args.threads,
