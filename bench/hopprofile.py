@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, default=WorkerConfig().max_batch,
                     help="sessions in one forward at most, on every stage (fewer: several groups in the ring at once)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per level; the median counts")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="untimed runs of each level before the timed ones (default: 1 on an accelerator, whose first "
+                         "run at a new batch size is cold; 0 on the CPU)")
     ap.add_argument("--prompt-ids", help="comma-separated prompt token ids, the same for every session")
     ap.add_argument("--save", help="also write the JSON result to this file")
     ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
@@ -142,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     prompts, _ = prompt_ids(model_dir, max(levels), args.prompt_ids)
     spans = ring_spans(model_dir, n, args.stages, args.split)
     ports = [0] + [free_port() for _ in spans[1:]]
-    jobs = plan_jobs(levels, args.repeats)
+    warmup = args.warmup if args.warmup is not None else int(args.device != "cpu")
+    jobs = plan_jobs(levels, warmup + args.repeats)
     params = GenParams(max_tokens=args.tokens, codec=cid)
     routes = {j: ring_route(j, name, n, spans, ports, params) for (k, _, _), js in jobs.items() if k == "batched"
               for j in js}
@@ -161,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         ring = Ring(head, routes, WorkerConfig(batch_window_ms=args.window_ms, max_batch=args.max_batch))
         ring.run([1], prompts[:1])  # warm-up: connections, first-call costs
         pids = {"stage0": os.getpid(), **{f"stage{i + 1}": p.pid for i, p in enumerate(procs)}}
+        for level in levels:  # untimed, not profiled: the first run at a batch size is cold on an accelerator
+            for r in range(warmup):
+                ring.run(jobs[("batched", level, r)], prompts[:level])
         for r in range(args.repeats):
             for level in levels:
-                ids = jobs[("batched", level, r)]
+                ids = jobs[("batched", level, warmup + r)]
                 cpu = CpuSampler(pids, every_s=1.0).start()
                 seconds, _ = ring.run(ids, prompts[:level])
                 used = cpu.stop()["processes"]
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         y = head.forward(torch.tensor([prompts[0]]), head.new_cache())[:, -1:]
     result = {"bench": "hopprofile", "model": args.model, "device": args.device, "dtype": args.dtype,
               "codec": codec.NAMES[cid], "stages": args.stages, "spans": spans, "tokens": args.tokens,
-              "repeats": args.repeats, "headline": HEADLINE, "batch_window_ms": args.window_ms, "max_batch": args.max_batch,
+              "repeats": args.repeats, "warmup": warmup, "headline": HEADLINE, "batch_window_ms": args.window_ms, "max_batch": args.max_batch,
               "threads": args.threads, "load_before": [round(v, 2) for v in load_start],
               "load_after": [round(v, 2) for v in os.getloadavg()],
               "levels": {str(lv): median_run(rs) for lv, rs in runs.items()},

@@ -36,6 +36,10 @@ def _warmup(c: dict) -> str:
     return f"{c['warmup']} untimed warm-up run(s) per level first (`warmup_runs`), then " if c.get("warmup") else ""
 
 
+def _warmup_untimed(h: dict) -> str:
+    return f"{h['warmup']} untimed, unprofiled warm-up run(s) per level first, then " if h.get("warmup") else ""
+
+
 def concurrency_part(stem: str, c: dict) -> str:
     spans = f" {c['spans']}" if c.get("spans") else ""
     out = [f"`{stem}`: {c['model']} on {c['device']} ({c['dtype']}), {c['stages']} stages{spans}, codec {c['codec']}, "
@@ -119,7 +123,7 @@ def hopprofile_part(stem: str, h: dict) -> str:
     return "\n".join([
         f"`{stem}`: {h['model']} on {h['device']} ({h['dtype']}), {h['stages']} stages {h['spans']}, codec "
         f"{h['codec']}, {h['tokens']} new tokens per session, {h['threads']} torch thread(s) per process, batch window "
-        f"{h['batch_window_ms']} ms; {h['repeats']} runs, {headline_note(stem, h)}; {load_note(h)}"
+        f"{h['batch_window_ms']} ms; {_warmup_untimed(h)}{h['repeats']} runs, {headline_note(stem, h)}; {load_note(h)}"
         + (" (with the CUDA MPS control daemon running: `bench/gpu/profile.sh`)" if stem.endswith("-mps") else "")
         + ". Each node counts "
         "the phases of every decode step (`worker.steptimes`) and logs them when a session ends; stage i's step "

@@ -9,7 +9,7 @@
 # 2. builds Llama-shaped models with seeded random weights (bench.gpu.models, no hub);
 # 3. per size and dtype: bench.pipeline, 3 stages in 3 processes on the one GPU vs monolithic generate;
 # 4. per size: bench.concurrency, SESSIONS sessions batched by every stage vs monolithic batched generate;
-# 5. with PROFILE=1, per size: bench.hopprofile, where each millisecond of a decode step goes at each stage
+# 5. with PROFILE=1, per size: bench.hopprofile (one untimed warm-up run per level first), where each millisecond of a decode step goes at each stage
 #    at 1 and SESSIONS sessions;
 # and writes the result files (with provenance: commit, machine, command, load) and a log under $OUT
 # (at most 8 files: 4 pipeline + 2 concurrency + the log; PROFILE=1 adds 2 hopprofile files).
