@@ -32,6 +32,12 @@ def even_spans(num_blocks: int, stages: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
+def warmup_runs(given: int | None, device: str) -> int:
+    """Untimed runs per level: ``given``, else 1 on an accelerator (its first run at a new batch size is
+    cold) and 0 on the CPU (pure)."""
+    return given if given is not None else int(device != "cpu")
+
+
 def add_split_options(ap) -> None:
     """``--stages`` and ``--split`` of a benchmark's ring (read back with :func:`ring_spans`)."""
     ap.add_argument("--stages", type=int, default=3)

@@ -36,7 +36,7 @@ import torch
 from transformers import AutoTokenizer
 
 from bench._out import HEADLINE, emit, summarize
-from bench._procs import add_split_options, bench_key, free_port, ring_route, ring_spans, workers
+from bench._procs import add_split_options, bench_key, free_port, ring_route, ring_spans, warmup_runs, workers
 from bench.eval.prompts import english_prompts
 from worker import codec
 from worker.config import WorkerConfig
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     spans = ring_spans(model_dir, n, args.stages, args.split)
     ports = [0] + [free_port() for _ in spans[1:]]
     ports_u = [0] + [free_port() for _ in spans[1:]]
-    warmup = args.warmup if args.warmup is not None else int(args.device != "cpu")
+    warmup = warmup_runs(args.warmup, args.device)
     jobs = plan_jobs(levels, warmup + args.repeats)
     params = GenParams(max_tokens=args.tokens, codec=cid)
     name = load_manifest(model_dir).name
@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         if unb is not None:
             unb.channels.close()
     result = {"bench": "concurrency", "model": args.model, "device": args.device, "dtype": args.dtype,
-              "codec": codec.NAMES[cid], "stages": args.stages, "spans": spans, "tokens": args.tokens, "repeats": args.repeats, "warmup": warmup,
+              "codec": codec.NAMES[cid], "stages": args.stages, "spans": spans, "tokens": args.tokens,
+              "repeats": args.repeats, "warmup": warmup,
               "headline": HEADLINE, "batch_window_ms": args.window_ms, "max_batch": args.max_batch,
               "thread_budget": f"{args.threads} torch thread(s) per ring process ({args.stages} processes); "
                                f"monolithic: {mono_threads} in one process (the ring's total, at most the "

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from bench._out import HEADLINE, emit
-from bench._procs import add_split_options, bench_key, free_port, ring_route, ring_spans, workers
+from bench._procs import add_split_options, bench_key, free_port, ring_route, ring_spans, warmup_runs, workers
 from bench._sysload import CpuSampler
 from bench.concurrency import Ring, plan_jobs, prompt_ids, stage_flags
 from proto.tessera.v1 import worker_pb2 as pb
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts, _ = prompt_ids(model_dir, max(levels), args.prompt_ids)
     spans = ring_spans(model_dir, n, args.stages, args.split)
     ports = [0] + [free_port() for _ in spans[1:]]
-    warmup = args.warmup if args.warmup is not None else int(args.device != "cpu")
+    warmup = warmup_runs(args.warmup, args.device)
     jobs = plan_jobs(levels, warmup + args.repeats)
     params = GenParams(max_tokens=args.tokens, codec=cid)
     routes = {j: ring_route(j, name, n, spans, ports, params) for (k, _, _), js in jobs.items() if k == "batched"
@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         y = head.forward(torch.tensor([prompts[0]]), head.new_cache())[:, -1:]
     result = {"bench": "hopprofile", "model": args.model, "device": args.device, "dtype": args.dtype,
               "codec": codec.NAMES[cid], "stages": args.stages, "spans": spans, "tokens": args.tokens,
-              "repeats": args.repeats, "warmup": warmup, "headline": HEADLINE, "batch_window_ms": args.window_ms, "max_batch": args.max_batch,
+              "repeats": args.repeats, "warmup": warmup, "headline": HEADLINE, "batch_window_ms": args.window_ms,
+              "max_batch": args.max_batch,
               "threads": args.threads, "load_before": [round(v, 2) for v in load_start],
               "load_after": [round(v, 2) for v in os.getloadavg()],
               "levels": {str(lv): median_run(rs) for lv, rs in runs.items()},

@@ -67,7 +67,8 @@ class _Request:
     __slots__ = ("cache", "done", "error", "kind", "last", "out", "x", "queued", "started", "ended", "size", "tag",
                  "batch", "peers", "whole")
 
-    def __init__(self, x: torch.Tensor, cache: Any, last: bool, kind: str | None, tag: Any = None):
+    def __init__(self, x: torch.Tensor, cache: Any, last: bool, kind: str | None, tag: Any = None,
+                 whole: bool = False):
         self.x, self.cache, self.last, self.kind = x, cache, last, kind  # kind: "decode", "prompt" or None
         self.tag = tag  # where its output goes next (the next hop's endpoint), or None
         self.batch = 0  # the forward it ran in (a number unique to this scheduler)
@@ -78,7 +79,7 @@ class _Request:
         self.queued = time.perf_counter()  # when it was handed in, then when its forward started and ended
         self.started = self.ended = self.queued
         self.size = 1  # requests in the forward it ran in
-        self.whole = False  # handed in with others as one batch the sender cut: it waits for no one else
+        self.whole = whole  # handed in with others as one batch the sender cut: it waits for no one else
 
 
 class StepScheduler:
@@ -140,10 +141,8 @@ class StepScheduler:
         """Hand in several sessions' steps at once (a batch that arrived in one message): they are
         queued together, so the stage's thread finds them all when it gathers a batch. ``whole``: the
         sender cut the batch there (it ran them as one forward), so it does not wait for other sessions."""
-        reqs = [_Request(x, cache, last, self._kind(x, cache), tags[i] if tags else None)
+        reqs = [_Request(x, cache, last, self._kind(x, cache), tags[i] if tags else None, whole)
                 for i, (x, cache) in enumerate(steps)]
-        for r in reqs:
-            r.whole = whole
         with self._cv:
             self._queue.extend(reqs)
             if self._thread is None:

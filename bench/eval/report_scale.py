@@ -32,12 +32,8 @@ def _max_batch(c: dict) -> str:
     return f", at most {c['max_batch']} sessions a forward" if c.get("max_batch", 64) != 64 else ""
 
 
-def _warmup(c: dict) -> str:
-    return f"{c['warmup']} untimed warm-up run(s) per level first (`warmup_runs`), then " if c.get("warmup") else ""
-
-
-def _warmup_untimed(h: dict) -> str:
-    return f"{h['warmup']} untimed, unprofiled warm-up run(s) per level first, then " if h.get("warmup") else ""
+def _warmup(c: dict, what: str = "untimed warm-up run(s) per level first (`warmup_runs`)") -> str:
+    return f"{c['warmup']} {what}, then " if c.get("warmup") else ""
 
 
 def concurrency_part(stem: str, c: dict) -> str:
@@ -123,7 +119,8 @@ def hopprofile_part(stem: str, h: dict) -> str:
     return "\n".join([
         f"`{stem}`: {h['model']} on {h['device']} ({h['dtype']}), {h['stages']} stages {h['spans']}, codec "
         f"{h['codec']}, {h['tokens']} new tokens per session, {h['threads']} torch thread(s) per process, batch window "
-        f"{h['batch_window_ms']} ms; {_warmup_untimed(h)}{h['repeats']} runs, {headline_note(stem, h)}; {load_note(h)}"
+        f"{h['batch_window_ms']} ms; {_warmup(h, 'untimed, unprofiled warm-up run(s) per level first')}"
+        f"{h['repeats']} runs, {headline_note(stem, h)}; {load_note(h)}"
         + (" (with the CUDA MPS control daemon running: `bench/gpu/profile.sh`)" if stem.endswith("-mps") else "")
         + ". Each node counts "
         "the phases of every decode step (`worker.steptimes`) and logs them when a session ends; stage i's step "

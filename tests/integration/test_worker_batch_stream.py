@@ -88,7 +88,7 @@ def test_sessions_that_decode_together_cross_every_hop_in_batches_and_each_gets_
     assert after[0] - before[0] > TOKENS and after[1] - before[1] > TOKENS  # most decode steps came in batches
 
 
-def test_prompts_cut_into_chunks_cross_the_ring_in_batches_and_each_session_gets_its_own_tokens(ring):
+def test_prompts_cut_into_chunks_cross_the_ring_in_batches_and_each_session_gets_its_own_tokens(ring, monkeypatch):
     """With prompts cut at 8 positions a forward (``prompt_chunk_tokens``), the head's chunks cross each
     hop as batches of prompts, the stages run each chunk as it comes (the next hop does not wait for the
     other chunks' sessions), the chunks' first decode steps join up again, and every session still gets
@@ -116,15 +116,12 @@ def test_prompts_cut_into_chunks_cross_the_ring_in_batches_and_each_session_gets
             sizes.append(sum(r.x.shape[1] for r in batch))
         return run(self, batch)
 
-    StepScheduler._execute = execute
-    try:
-        threads = [threading.Thread(target=one, args=(j - 1,)) for j in jobs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(180)
-    finally:
-        StepScheduler._execute = run
+    monkeypatch.setattr(StepScheduler, "_execute", execute)
+    threads = [threading.Thread(target=one, args=(j - 1,)) for j in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
     channels.close()
     assert len(sizes) > 1 and max(sizes) <= 8  # cut: no forward of prompts past 8 positions (each is at most 7)
     full = AutoModelForCausalLM.from_pretrained(ring["dir"]).eval()

@@ -120,8 +120,11 @@ def test_the_coalescer_sends_a_forward_whole_and_what_came_when_a_member_never_c
         c = Coalescer(link)
         msgs = [_request(j) for j in range(3)]
         got: dict[int, pb.HopMessage] = {}
-        threads = [threading.Thread(target=lambda j=j: got.__setitem__(j, c.exchange(("f", 1), 3, msgs[j], 5)))
-                   for j in range(3)]
+
+        def member(j: int) -> None:
+            got[j] = c.exchange_built(("f", 1), 3, lambda: msgs[j], 5)[0]
+
+        threads = [threading.Thread(target=member, args=(j,)) for j in range(3)]
         for t in threads:
             t.start()
         for t in threads:
@@ -129,7 +132,7 @@ def test_the_coalescer_sends_a_forward_whole_and_what_came_when_a_member_never_c
         assert [len(b.messages) for b in seen] == [3]  # the whole forward in one message
         assert all(got[j].session == msgs[j].session for j in range(3))
         t0 = time.monotonic()
-        late = c.exchange(("f", 2), 3, _request(5), 5)  # its two peers never hand theirs in
+        late, _, _ = c.exchange_built(("f", 2), 3, lambda: _request(5), 5)  # its two peers never hand theirs in
         assert time.monotonic() - t0 >= COALESCE_S and late.step == 1
         assert [len(b.messages) for b in seen] == [3, 1]
 

@@ -236,6 +236,14 @@ class _Recording:
         return torch.zeros(1, 1, 2)
 
 
+def _joined(sched, n: int) -> list[dict]:
+    """``n`` sessions' caches (each knows its number), opened on ``sched``."""
+    caches = [{"n": j} for j in range(n)]
+    for c in caches:
+        sched.join(c)
+    return caches
+
+
 def _staggered(sched, caches, members, gap_s):
     """Steps of ``members`` handed to ``sched`` ``gap_s`` apart (as a sender's threads taking turns
     put them on the wire); returns each step's StepTimes once all ran."""
@@ -257,9 +265,7 @@ def test_a_group_runs_as_soon_as_its_own_members_are_in_and_in_its_own_order():
     stage = _Recording()
     window = 0.4
     sched = StepScheduler(stage, window_s=window, max_batch=8)
-    caches = [{"n": j} for j in range(4)]
-    for c in caches:
-        sched.join(c)
+    caches = _joined(sched, 4)
 
     def burst(members):
         return max(t.cur["queue"] for t in _staggered(sched, caches, members, 0.0))
@@ -285,9 +291,7 @@ def test_a_group_whose_steps_come_further_apart_than_the_window_still_runs_whole
     stage = _Recording()
     window = 0.05
     sched = StepScheduler(stage, window_s=window, max_batch=8)
-    caches = [{"n": j} for j in range(4)]
-    for c in caches:
-        sched.join(c)
+    caches = _joined(sched, 4)
     _staggered(sched, caches, [0, 1, 2, 3], 0.0)  # the group forms (in whatever order its threads came)
     assert [sorted(b) for b in stage.batches] == [[0, 1, 2, 3]]
     _staggered(sched, caches, [0, 1, 2, 3], 2 * window)  # the next step's burst, with gaps of two windows
@@ -300,9 +304,7 @@ def test_sessions_that_just_opened_are_waited_for_so_the_first_batch_holds_them_
     stage = _Prompts()
     window = 0.05
     sched = StepScheduler(stage, window_s=window, max_batch=8)
-    caches = [{"n": j} for j in range(3)]
-    for c in caches:
-        sched.join(c)
+    caches = _joined(sched, 3)
     _staggered(sched, caches, [0, 1, 2], 2 * window)
     assert stage.batches == [(0, 1, 2)]
 
@@ -315,9 +317,7 @@ def test_a_missing_member_is_waited_for_at_most_the_cap():
     stage = _Recording()
     window = 0.02
     sched = StepScheduler(stage, window_s=window, max_batch=8)
-    caches = [{"n": j} for j in range(3)]
-    for c in caches:
-        sched.join(c)
+    caches = _joined(sched, 3)
     _staggered(sched, caches, [0, 1, 2], 0.0)
     times = _staggered(sched, caches, [0, 1], 0.0)  # 2 never comes
     assert stage.batches[1] == (0, 1)
@@ -330,9 +330,7 @@ def test_steps_queued_all_at_once_never_make_a_batch_past_max_batch():
     head with max_batch 8 sent a batch of 13 that its next hop (max_batch 8) refused."""
     stage = _Recording()
     sched = StepScheduler(stage, window_s=0.05, max_batch=3)
-    caches = [{"n": j} for j in range(7)]
-    for c in caches:
-        sched.join(c)
+    caches = _joined(sched, 7)
     reqs = sched.submit_many([(torch.zeros(1, 1, 2), c) for c in caches])
     for r in reqs:
         sched.wait(r, 10)
@@ -346,9 +344,7 @@ def test_a_request_learns_how_many_of_its_forward_go_where_it_goes():
     to that hop waits for; untagged requests (the tail's) go nowhere together."""
     stage = _Recording()
     sched = StepScheduler(stage, window_s=0.05, max_batch=8)
-    caches = [{"n": j} for j in range(5)]
-    for c in caches:
-        sched.join(c)
+    caches = _joined(sched, 5)
     reqs = sched.submit_many([(torch.zeros(1, 1, 2), c) for c in caches], tags=["a", "b", "a", "a", None])
     for r in reqs:
         sched.wait(r, 10)
@@ -383,9 +379,7 @@ def test_each_session_gets_its_own_row_of_an_accelerator_stage_on_the_cpu_in_flo
     the batch), in float32, each its own row: its receipt, the codec and sampling read it there."""
     stage = _OnAccelerator()
     sched = StepScheduler(stage, window_s=0.5, max_batch=8)  # all three are open: they end the wait early
-    caches = [{"n": j} for j in range(3)]
-    for c in caches:
-        sched.join(c)
+    caches = _joined(sched, 3)
     got = {}
 
     def run(j):
@@ -433,9 +427,7 @@ def test_prompts_bound_on_run_in_chunks_and_their_first_decode_steps_run_as_one_
     stage = _Growing()
     window = 0.01
     sched = StepScheduler(stage, window_s=window, max_batch=16, prompt_chunk_tokens=10)
-    caches = [{"n": j} for j in range(5)]
-    for c in caches:
-        sched.join(c)
+    caches = _joined(sched, 5)
     _wait_all(sched, sched.submit_many([(torch.zeros(1, 4, 2), c) for c in caches], tags=["next"] * 5))
     assert stage.batches == [(0, 1), (2, 3), (4,)]  # at most 10 positions a forward
     gap = MAX_WAIT_WINDOWS * window * 3
@@ -459,17 +451,9 @@ def test_a_first_decode_step_waits_for_its_chunk_mates_at_most_the_cap():
 
     stage = _Growing()
     sched = StepScheduler(stage, window_s=0.01, max_batch=16, prompt_chunk_tokens=4)
-    caches = [{"n": j} for j in range(3)]
-    for c in caches:
-        sched.join(c)
+    caches = _joined(sched, 3)
     _wait_all(sched, sched.submit_many([(torch.zeros(1, 4, 2), c) for c in caches], tags=["next"] * 3))
-    times = [StepTimes(), StepTimes()]
-    threads = [threading.Thread(target=sched.run, args=(torch.zeros(1, 1, 2), caches[j]),
-                                kwargs={"timeout_s": 10, "times": times[j]}) for j in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    times = _staggered(sched, caches, [0, 1], 0.0)
     assert sorted(stage.batches[3]) == [0, 1]  # 2 never came
     assert FIRST_DECODE_WAIT_S * 0.8 < max(t.cur["queue"] for t in times) < FIRST_DECODE_WAIT_S + 0.5
 
@@ -483,9 +467,7 @@ def test_a_batch_its_sender_cut_runs_without_waiting_for_sessions_that_have_not_
     stage = _Prompts()
     window = 0.05
     sched = StepScheduler(stage, window_s=window, max_batch=8)
-    caches = [{"n": j} for j in range(4)]
-    for c in caches:
-        sched.join(c)
+    caches = _joined(sched, 4)
     times = [StepTimes(), StepTimes()]
     reqs = sched.submit_many([(torch.zeros(1, 3, 2), c) for c in caches[:2]], whole=True)
     for r, t in zip(reqs, times):

@@ -183,16 +183,13 @@ class Coalescer:
         self._lock = threading.Lock()
         self._groups: dict[Any, list[_Slot]] = {}
 
-    def exchange(self, key: Any, expected: int, msg: pb.HopMessage, timeout_s: float) -> pb.HopMessage | None:
-        """Send ``msg``, one of ``expected`` messages of the forward ``key``, in one batch with the others;
-        its answer (signature not checked), or None if it must go on its session's own stream."""
-        return self.exchange_built(key, expected, lambda: msg, timeout_s)[0]
-
     def exchange_built(self, key: Any, expected: int, build: Callable[[], pb.HopMessage],
                        timeout_s: float) -> tuple[pb.HopMessage | None, pb.HopMessage, float]:
-        """As :meth:`exchange` for the message ``build()`` makes, which the thread that sends the batch
-        calls (this one or another member's): (answer or None, the message, seconds ``build`` took).
-        What ``build`` raises is raised here, in its own session's thread; the others go on."""
+        """Send the message ``build()`` makes, one of ``expected`` messages of the forward ``key``, in one
+        batch with the others; the thread that sends the batch (this one or another member's) calls every
+        member's ``build``. Returns (its answer, signature not checked, or None if it must go on its
+        session's own stream; the message; seconds ``build`` took). What ``build`` raises is raised here,
+        in its own session's thread; the others go on."""
         slot = _Slot(build)
         with self._lock:
             group = self._groups.setdefault(key, [])

@@ -96,8 +96,8 @@ class Pipeline:
         self.link: Link | None = None  # the stream to the next hop; None on the tail
         self.channels = channels
         self.endpoint: str | None = None  # the next hop's endpoint; None on the tail
-        # (forward, sessions of it bound for the same next hop) of the last step (a prompt or a decode step), when it ran with
-        # others bound there: its message then goes out in one batch with theirs (worker.ring.batch)
+        # (forward, sessions of it bound for the same next hop) of the last step (a prompt or a decode step),
+        # when it ran with others bound there: its message then goes out in one batch with theirs (worker.ring.batch)
         self.batch: tuple[tuple[int, int], int] | None = None
         self.closed = False  # the next hop answered this session's CLOSE
         me = route.hop(replica, pos)
